@@ -1,0 +1,80 @@
+"""The offline demo kit: a labeled image tree of real handwritten digits and a CLIP with random weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from doggos.models import RANDOM_WEIGHTS_MARKER
+
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+DEMO_MODEL_DIR = "clip-random-weights-tiny"  # the name says it: never mistake it for a trained model
+DEMO_IMAGES_DIR = "digits"
+
+# Model shapes: "tiny" runs in seconds anywhere; "vit-b-32" has the compute of openai/clip-vit-base-patch32.
+PRESETS = {
+    "tiny": dict(
+        vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16),
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=100,
+                  max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        projection_dim=32,
+    ),
+    "vit-b-32": dict(
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32),
+        text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8),
+        projection_dim=512,
+    ),
+}
+
+
+def save_random_clip(folder: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
+    """Save a randomly initialized CLIP (model + image processor) with save_pretrained, marked as random."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    shape = PRESETS[preset]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    config = CLIPConfig(text_config=shape["text"], vision_config=shape["vision"], projection_dim=shape["projection_dim"])
+    CLIPModel(config).eval().save_pretrained(folder)
+    size = shape["vision"]["image_size"]
+    # CLIP's own preprocessing (resize shortest edge, center crop, normalize) at this model's input size.
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
+    (folder / RANDOM_WEIGHTS_MARKER).write_text(
+        "This CLIP has RANDOM weights, made by doggos' demo kit. It shows how the pipeline works;\n"
+        "its embeddings carry no meaning. Use openai/clip-vit-base-patch32 for real results.\n",
+        encoding="utf-8",
+    )
+    return folder
+
+
+def write_digit_images(folder: str | Path, per_class: int = 30, size: int = 96) -> Path:
+    """Render scikit-learn's handwritten digits (real scans, shipped offline) as <folder>/<digit name>/*.png."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder = Path(folder)
+    counts = dict.fromkeys(range(10), 0)
+    for index, (pixels, target) in enumerate(zip(digits.images, digits.target)):
+        if counts[target] >= per_class:
+            continue
+        counts[target] += 1
+        ink = (255 - pixels / 16.0 * 255).astype(np.uint8)  # dark ink on white paper, as the digits were written
+        image = Image.fromarray(ink, mode="L").resize((size, size), Image.Resampling.BICUBIC)
+        out = folder / DIGIT_NAMES[target] / f"digit-{index:04d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        image.save(out)
+    return folder
+
+
+def make_demo_kit(folder: str | Path, per_class: int = 30) -> dict[str, str]:
+    """Write the whole kit under `folder`; returns the source and model paths to run with."""
+    folder = Path(folder).expanduser().absolute()
+    images = write_digit_images(folder / DEMO_IMAGES_DIR, per_class=per_class)
+    model = folder / DEMO_MODEL_DIR
+    if not (model / RANDOM_WEIGHTS_MARKER).exists():
+        save_random_clip(model)
+    return {"source": str(images), "model": str(model)}

@@ -1,0 +1,97 @@
+"""The two halves of embedding: `prepare_images` (cheap, per-batch, CPU tasks) and `Embedder` (the model, in actors)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+
+from doggos import images, models
+
+
+def prepare_images(batch: dict[str, np.ndarray], model: str, thumbnail_size: int, tracker=None) -> dict[str, np.ndarray]:
+    """Decode and preprocess a batch of files exactly as the model's own image processor does.
+
+    A file that fails is dropped from the batch and reported with its reason; the others go on.
+    """
+    processor = models.load_image_processor(model)
+    paths, labels, pixels, thumbs, widths, heights, failures = [], [], [], [], [], [], []
+    for path, label, data in zip(batch["path"], batch["class"], batch["bytes"]):
+        try:
+            image = images.decode(data)
+            pixel_values = processor(images=[image], return_tensors="np")["pixel_values"][0]
+        except images.ImageError as error:
+            failures.append((str(path), str(error)))
+            continue
+        except Exception as error:  # the processor on a pathological image: record it, keep the batch
+            failures.append((str(path), f"preprocessing failed: {type(error).__name__}: {error}"))
+            continue
+        paths.append(path)
+        labels.append(label)
+        pixels.append(pixel_values.astype(np.float32, copy=False))
+        thumbs.append(images.thumbnail_jpeg(image, thumbnail_size))
+        widths.append(image.width)
+        heights.append(image.height)
+    if tracker is not None:
+        tracker.add_decoded.remote(len(paths), failures)
+    if not pixels:
+        crop = processor.crop_size
+        pixels_array = np.zeros((0, 3, crop["height"], crop["width"]), dtype=np.float32)
+    else:
+        pixels_array = np.stack(pixels)
+    return {
+        "path": np.array(paths, dtype=object),
+        "class": np.array(labels, dtype=object),
+        "pixel_values": pixels_array,
+        "thumbnail": np.array(thumbs, dtype=object),
+        "width": np.array(widths, dtype=np.int32),
+        "height": np.array(heights, dtype=np.int32),
+    }
+
+
+class Embedder:
+    """CLIP image features for batches of preprocessed pixels: the model loads once per actor, in `__init__`."""
+
+    def __init__(self, model: str, device: str = "cpu", fp16: bool = False, threads: int | None = None, tracker=None):
+        import torch
+
+        if threads:
+            # Ray caps a worker's math threads at its logical CPU share; use the cores the plan gave this actor.
+            torch.set_num_threads(max(1, min(threads, os.cpu_count() or threads)))
+        self.torch = torch
+        self.device = device
+        self.model = models.load_model(model, device=device, fp16=fp16)
+        self.dtype = next(self.model.parameters()).dtype
+        self.tracker = tracker
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        torch = self.torch
+        pixels = batch["pixel_values"]
+        # Ray hands batches over zero-copy and read-only; torch wants memory it may write.
+        pixels = torch.from_numpy(pixels if pixels.flags.writeable and pixels.flags.c_contiguous else np.array(pixels))
+        with torch.inference_mode():
+            if len(pixels):
+                output = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
+                features = getattr(output, "pooler_output", output)  # transformers v5 returns an output object
+                embeddings = features.float().cpu().numpy()
+            else:
+                embeddings = np.zeros((0, self.model.config.projection_dim), dtype=np.float32)
+        if self.tracker is not None:
+            self.tracker.add_embedded.remote(len(embeddings))
+        return pa.table(
+            {
+                "path": pa.array(list(batch["path"]), pa.string()),
+                "class": pa.array(list(batch["class"]), pa.string()),
+                "embedding": embedding_array(embeddings),
+                "thumbnail": pa.array(list(batch["thumbnail"]), pa.binary()),
+                "width": pa.array(batch["width"], pa.int32()),
+                "height": pa.array(batch["height"], pa.int32()),
+            }
+        )
+
+
+def embedding_array(embeddings: np.ndarray) -> pa.FixedSizeListArray:
+    """(n, dim) float32 as Arrow fixed_size_list<float32>[dim]: plain Parquet any reader understands."""
+    matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])

@@ -1,0 +1,335 @@
+"""The Ray Data pipeline: one validated RunConfig in; Parquet, failures, Ray stats and a manifest out."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import platform
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from doggos import models
+from doggos.config import RunConfig
+from doggos.progress import Progress, tracker_actor
+from doggos.rundir import RunDir, now_iso, update_status, write_json_atomic
+from doggos.sources import Source, label_of, list_images, open_source
+
+CPU_BATCH_SIZE = 16  # ViT-B/32 on CPU gains nothing past ~16 images per forward pass
+GPU_BATCH_SIZE = 64  # enough to keep a GPU busy without crowding its memory
+THREADS_PER_CPU_ACTOR = 4  # torch scales well up to ~4 threads per model copy; more cores get more actors
+PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
+
+log = logging.getLogger("doggos")
+
+
+class PipelineError(RuntimeError):
+    """The run cannot go on; the message says why."""
+
+
+class Cancelled(BaseException):
+    """Raised in the driver when the run is cancelled (SIGTERM); BaseException so no `except Exception` swallows it."""
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """How the embedding stage uses the cluster; derived from its resources so defaults never deadlock."""
+
+    device: str
+    actors: int  # embedder actors in the pool
+    cpus_per_actor: float  # logical CPUs each actor reserves
+    gpus_per_actor: float
+    threads_per_actor: int  # torch threads inside each actor
+    batch_size: int
+    task_cpus: float  # logical CPUs per read/decode task
+
+    def describe(self) -> str:
+        return (
+            f"{self.actors} embedder actor(s) on {self.device} "
+            f"({self.cpus_per_actor:g} CPU, {self.gpus_per_actor:g} GPU, {self.threads_per_actor} threads each), "
+            f"batch size {self.batch_size}, read/decode tasks at {self.task_cpus:g} CPU"
+        )
+
+
+def _node_reserve(cpus: float) -> float:
+    # CPUs of a node kept free of actors for read/decode tasks: if actors took them all, reads starve and the
+    # pipeline hangs (the tutorial's concurrency=2, num_cpus=1 does exactly that on 2 cores).
+    return cpus / 2 if cpus < 2 else max(1.0, cpus / 8)
+
+
+def plan_resources(config: RunConfig, node_cpus: list[float], gpus: float) -> ResourcePlan:
+    """Actor count, CPU/GPU requests and batch size for `config` on nodes with these CPU counts."""
+    node_cpus = [c for c in node_cpus if c > 0]
+    if not node_cpus:
+        raise PipelineError("the Ray cluster has no CPUs to run on")
+    device = config.device if config.device != "auto" else ("cuda" if gpus >= 1 else "cpu")
+    if device == "cuda" and gpus < 1:
+        raise PipelineError("device: cuda was asked for, but the Ray cluster has no GPU. Choose cpu or auto.")
+    total = sum(node_cpus)
+    free_for_actors = total - sum(_node_reserve(c) for c in node_cpus)
+    largest_fit = max(c - _node_reserve(c) for c in node_cpus)  # an actor must fit on one node
+    task_cpus = min(1.0, min(_node_reserve(c) for c in node_cpus))
+    if device == "cuda":
+        actors = config.concurrency or int(gpus)
+        return ResourcePlan(
+            device=device,
+            actors=actors,
+            cpus_per_actor=round(min(1.0, free_for_actors / actors, largest_fit), 3),
+            gpus_per_actor=round(min(1.0, gpus / actors), 3),
+            threads_per_actor=1,
+            batch_size=config.batch_size or GPU_BATCH_SIZE,
+            task_cpus=task_cpus,
+        )
+    actors = config.concurrency or sum(max(1, int(c // THREADS_PER_CPU_ACTOR)) for c in node_cpus)
+    return ResourcePlan(
+        device=device,
+        actors=actors,
+        cpus_per_actor=round(min(free_for_actors / actors, largest_fit), 3),
+        gpus_per_actor=0.0,
+        # Threads use the cores of the actor's share, the reserved ones included: decoding is a small part of the work.
+        threads_per_actor=max(1, int(total // actors)),
+        batch_size=config.batch_size or CPU_BATCH_SIZE,
+        task_cpus=task_cpus,
+    )
+
+
+def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: ResourcePlan, tracker=None):
+    """read files → label from parent folder → decode + preprocess → embed (actor pool); lazy, nothing runs yet."""
+    import ray
+
+    ds = ray.data.read_binary_files(paths, include_paths=True, filesystem=source.filesystem, num_cpus=plan.task_cpus)
+    ds = ds.map(add_label, fn_kwargs={"scheme": source.scheme}, num_cpus=plan.task_cpus)
+    from doggos.embedder import Embedder, prepare_images
+
+    ds = ds.map_batches(
+        prepare_images,
+        fn_kwargs={"model": config.model, "thumbnail_size": config.thumbnail_size, "tracker": tracker},
+        num_cpus=plan.task_cpus,
+    )
+    return ds.map_batches(
+        Embedder,
+        fn_constructor_kwargs={
+            "model": config.model,
+            "device": plan.device,
+            "fp16": config.fp16,
+            "threads": plan.threads_per_actor,
+            "tracker": tracker,
+        },
+        batch_size=plan.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=plan.actors),
+        num_cpus=plan.cpus_per_actor,
+        num_gpus=plan.gpus_per_actor,
+        scheduling_strategy="SPREAD",  # one actor per node first, so a cluster's nodes all embed
+    )
+
+
+def add_label(row: dict, scheme: str) -> dict:
+    """Label a row with its parent folder's name and give its path back its URI scheme."""
+    row["class"] = label_of(row["path"])
+    row["path"] = scheme + row["path"]
+    return row
+
+
+@contextlib.contextmanager
+def ray_connection(address: str | None):
+    """Connect to the cluster at `address` (or RAY_ADDRESS), else start a local Ray; reuse one already connected."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address:
+        # Ship our own package: the cluster's workers may not have this checkout.
+        options["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parent)]}
+        ray.init(address=address, **options)
+    else:
+        ray.init(include_dashboard=False, **options)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cluster_shape() -> tuple[list[float], float]:
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return [n["Resources"].get("CPU", 0.0) for n in nodes], ray.cluster_resources().get("GPU", 0.0)
+
+
+def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None) -> dict:
+    """Run the whole pipeline in this process; status.json tracks it, manifest.json (last) records the result."""
+    run_dir = RunDir(config.output)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir.config, config.to_dict())
+    started = time.time()
+    update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(), error=None,
+                  progress=Progress(phase="listing").to_dict())
+    report = _reporter(run_dir, on_progress)
+    try:
+        manifest = _run(config, run_dir, report, started)
+    except Cancelled:
+        _discard(run_dir)
+        update_status(run_dir, state="cancelled", ended_at=now_iso())
+        raise
+    except BaseException as error:
+        _discard(run_dir)
+        message = str(error) if isinstance(error, (ValueError, PipelineError)) else f"{type(error).__name__}: {error}"
+        update_status(run_dir, state="failed", error=message, ended_at=now_iso())
+        raise
+    update_status(run_dir, state="succeeded", ended_at=now_iso(), progress=manifest["progress"],
+                  warnings=manifest["failed"])
+    return manifest
+
+
+def _run(config: RunConfig, run_dir: RunDir, report, started: float) -> dict:
+    source = open_source(config.source, config.s3_endpoint)
+    listing = list_images(source, config.limit)
+    found = len(listing.paths)
+    log.info("found %d images under %s (%d other files skipped)", found, source.uri, listing.skipped_files)
+    models.check_available(config.model)
+    report(Progress(found=found, phase="embedding"))
+    with ray_connection(config.ray_address):
+        import ray
+
+        node_cpus, gpus = cluster_shape()
+        plan = plan_resources(config, node_cpus, gpus)
+        log.info("plan: %s", plan.describe())
+        tracker = tracker_actor(found)
+        ds = build_dataset(config, source, listing.paths, plan, tracker)
+        _discard(run_dir)
+        stop = threading.Event()
+        poller = threading.Thread(target=_poll, args=(tracker, report, stop), daemon=True)
+        poller.start()
+        try:
+            ds.write_parquet(str(run_dir.staging))
+        finally:
+            stop.set()
+            poller.join()
+        final = ray.get(tracker.snapshot.remote("writing"))
+        failures = ray.get(tracker.failure_list.remote())
+        stats = _stats_text(ds)
+        ray_info = {"address": config.ray_address or os.environ.get("RAY_ADDRESS") or "local",
+                    "nodes": len(node_cpus), "cpus": sum(node_cpus), "gpus": gpus,
+                    "dashboard_url": _dashboard_url()}
+    rows, dim = _written_shape(run_dir.staging)
+    if rows == 0:
+        reasons = "; ".join(f"{Path(f['path']).name}: {f['reason']}" for f in failures[:3])
+        raise PipelineError(f"every one of the {found} images failed to load ({reasons})")
+    write_json_atomic(run_dir.failures, failures)
+    run_dir.ray_stats.write_text(stats, encoding="utf-8")
+    if run_dir.embeddings.exists():
+        shutil.rmtree(run_dir.embeddings)
+    os.replace(run_dir.staging, run_dir.embeddings)
+    final.embedded, final.phase = rows, "done"
+    report(final)
+    manifest = {
+        "status": "succeeded",
+        "run_id": run_dir.id,
+        "config": config.to_dict(),
+        "source": source.uri,
+        "model": config.model,
+        "model_description": models.describe(config.model),
+        "random_weights": models.has_random_weights(config.model),
+        "embedding_dim": dim,
+        "rows": rows,
+        "found": found,
+        "failed": len(failures),
+        "skipped_files": listing.skipped_files,
+        "labels": len(set(label_of(p) for p in listing.paths)),
+        "plan": asdict(plan),
+        "ray": ray_info,
+        "started_at": _iso(started),
+        "ended_at": now_iso(),
+        "duration_s": round(time.time() - started, 2),
+        "images_per_s": round(rows / max(time.time() - started, 1e-9), 2),
+        "progress": final.to_dict(),
+        "embeddings_path": str(run_dir.embeddings),
+        "versions": _versions(),
+    }
+    write_json_atomic(run_dir.manifest, manifest)
+    return manifest
+
+
+def _reporter(run_dir: RunDir, on_progress):
+    best = {"processed": -1}
+
+    def report(progress: Progress) -> None:
+        # Counts only grow: a stale snapshot arriving late is dropped rather than shown as a step back.
+        if progress.processed < best["processed"] and progress.phase == "embedding":
+            return
+        best["processed"] = progress.processed
+        update_status(run_dir, progress=progress.to_dict())
+        if on_progress:
+            on_progress(progress)
+
+    return report
+
+
+def _poll(tracker, report, stop: threading.Event) -> None:
+    import ray
+
+    while not stop.wait(PROGRESS_EVERY_S):
+        try:
+            report(ray.get(tracker.snapshot.remote(), timeout=10))
+        except Exception as error:  # progress is best effort; the run itself goes on
+            log.debug("progress poll failed: %s", error)
+
+
+def _discard(run_dir: RunDir) -> None:
+    shutil.rmtree(run_dir.staging, ignore_errors=True)
+
+
+def _written_shape(folder: Path) -> tuple[int, int]:
+    import pyarrow.parquet as pq
+
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    dim = 0
+    for f in files:
+        field = pq.read_schema(f).field("embedding")
+        dim = getattr(field.type, "list_size", 0)
+        break
+    return rows, dim
+
+
+def _stats_text(ds) -> str:
+    try:
+        return ds.stats()
+    except Exception as error:
+        return f"(Ray Data stats unavailable: {error})"
+
+
+def _dashboard_url() -> str | None:
+    try:
+        import ray
+
+        url = ray.get_runtime_context().get_dashboard_url() if hasattr(ray.get_runtime_context(), "get_dashboard_url") else None
+        url = url or ray._private.worker.get_dashboard_url()
+        return (url if url.startswith("http") else f"http://{url}") if url else None
+    except Exception:
+        return None
+
+
+def _iso(timestamp: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("ray", "torch", "transformers", "pyarrow", "pillow"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
