@@ -28,7 +28,7 @@ class RunConfig:
     """What one embedding run is asked to do. Build it with `RunConfig(...)`; it validates itself."""
 
     source: str  # local folder or URI (s3://bucket/prefix, ...) holding <label>/<image> files
-    output: str  # local folder that receives the run's Parquet, manifest and logs
+    output: str | None = None  # local folder for the run's files; None: the run manager assigns runs/<run id>
     model: str = DEFAULT_MODEL  # Hugging Face CLIP id, or a local folder saved with save_pretrained
     device: str = "auto"  # auto: cuda when the cluster has GPUs, else cpu
     batch_size: int | None = None  # images per forward pass; None: 16 on CPU, 64 on GPU
@@ -42,6 +42,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         for name in ("source", "output", "model"):
             value = getattr(self, name)
+            if name == "output" and value is None:
+                continue
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(name, "is required (got an empty value)")
             object.__setattr__(self, name, value.strip())

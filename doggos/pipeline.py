@@ -123,7 +123,6 @@ def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: Res
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
         num_cpus=plan.cpus_per_actor,
         num_gpus=plan.gpus_per_actor,
-        scheduling_strategy="SPREAD",  # one actor per node first, so a cluster's nodes all embed
     )
 
 
@@ -165,6 +164,8 @@ def cluster_shape() -> tuple[list[float], float]:
 
 def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None) -> dict:
     """Run the whole pipeline in this process; status.json tracks it, manifest.json (last) records the result."""
+    if not config.output:
+        raise PipelineError("output: no output folder given")
     run_dir = RunDir(config.output)
     run_dir.path.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir.config, config.to_dict())

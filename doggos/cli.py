@@ -1,0 +1,240 @@
+"""The command line: embed in the foreground, manage background runs, make the offline demo kit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from doggos.config import DEFAULT_MODEL, DEVICES, RunConfig
+from doggos.progress import Progress
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except ValueError as error:  # ConfigError, SourceError, ModelError: the user can fix these
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyError as error:  # RunNotFound
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m doggos", description="CLIP image embeddings with Ray Data.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    embed = commands.add_parser("embed", help="run the pipeline in the foreground and write Parquet into --out")
+    _add_run_options(embed)
+    embed.add_argument("--out", required=True, help="folder for the Parquet, manifest, failures and log")
+    embed.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
+    embed.set_defaults(handler=_embed)
+
+    kit = commands.add_parser("demo-kit", help="write offline demo data: digit images and a random-weights CLIP")
+    kit.add_argument("folder", help="where to write it (e.g. demo)")
+    kit.add_argument("--per-class", type=int, default=30, help="images per digit class (default 30)")
+    kit.set_defaults(handler=_demo_kit)
+
+    runs = commands.add_parser("runs", help="background runs: start, list, status, cancel, delete")
+    runs.add_argument("--runs-dir", help="runs root (default: $DOGGOS_RUNS_DIR or ./runs in the project)")
+    actions = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
+    start = actions.add_parser("start", help="launch a run in the background and print its id")
+    _add_run_options(start)
+    start.set_defaults(handler=_runs_start)
+    actions.add_parser("list", help="all runs, newest first").set_defaults(handler=_runs_list)
+    for name, handler, text in (
+        ("status", _runs_status, "one run's state and progress"),
+        ("cancel", _runs_cancel, "stop a queued or running run"),
+        ("delete", _runs_delete, "remove a finished run and its files"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("run_id")
+        action.set_defaults(handler=handler)
+
+    drive = commands.add_parser("drive")  # internal: the detached driver of a background run
+    drive.add_argument("run_dir")
+    drive.set_defaults(handler=lambda args: _drive(args.run_dir))
+    return parser
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", required=True, help="local folder or s3://bucket/prefix of <label>/<image> files")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Hugging Face CLIP id or local folder (default {DEFAULT_MODEL})")
+    parser.add_argument("--device", default="auto", choices=DEVICES, help="auto picks cuda when the cluster has a GPU")
+    parser.add_argument("--batch-size", help="images per forward pass (default: 16 on CPU, 64 on GPU)")
+    parser.add_argument("--concurrency", help="embedder actors (default: auto, from the cluster's CPUs/GPUs)")
+    parser.add_argument("--limit", help="embed only the first N images")
+    parser.add_argument("--ray-address", help="existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
+    parser.add_argument("--fp16", action="store_true", help="half precision on cuda")
+
+
+def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
+    """Text from the command line straight into RunConfig, whose validation names any bad field."""
+    return RunConfig(
+        source=args.source,
+        output=output,
+        model=args.model,
+        device=args.device,
+        batch_size=None if args.batch_size in (None, "auto") else args.batch_size,
+        concurrency=None if args.concurrency in (None, "auto") else args.concurrency,
+        limit=args.limit,
+        ray_address=args.ray_address,
+        s3_endpoint=args.s3_endpoint,
+        fp16=args.fp16,
+    )
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from doggos import pipeline, preflight
+    from doggos.rundir import RunDir
+
+    config = config_from_args(args, args.out)
+    run_dir = RunDir(args.out)
+    if (run_dir.manifest.exists() or run_dir.status.exists()) and not args.overwrite:
+        print(f"error: output: {run_dir.path} already holds a run; choose a new folder or pass --overwrite", file=sys.stderr)
+        return 2
+    listing = preflight.check(config)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    _quiet_ray()
+    print(f"embedding {len(listing.paths)} images from {config.source} into {run_dir.path}", file=sys.stderr)
+    printer = _ProgressPrinter()
+    signal.signal(signal.SIGTERM, _cancel_on_signal)
+    try:
+        manifest = pipeline.run(config, on_progress=printer)
+    except (pipeline.Cancelled, KeyboardInterrupt):
+        print("\ncancelled; nothing was published", file=sys.stderr)
+        return 130
+    except pipeline.PipelineError as error:
+        print(f"\nerror: {error}", file=sys.stderr)
+        return 1
+    print(summary(manifest))
+    return 0
+
+
+def summary(manifest: dict) -> str:
+    failed = manifest["failed"]
+    lines = [
+        f"done: {manifest['rows']} images embedded in {_duration(manifest['duration_s'])} "
+        f"({manifest['images_per_s']:.1f} images/s), {manifest['labels']} labels",
+        f"model: {manifest['model_description']}, dimension {manifest['embedding_dim']}",
+        f"parquet: {manifest['embeddings_path']}",
+    ]
+    if failed:
+        lines.append(f"warning: {failed} file(s) could not be read; reasons in {Path(manifest['embeddings_path']).parent / 'failures.json'}")
+    return "\n".join(lines)
+
+
+class _ProgressPrinter:
+    """One progress line at most every 2 s (and at the end): done/total, rate, ETA."""
+
+    def __init__(self, every_s: float = 2.0):
+        self.every_s = every_s
+        self.last = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now - self.last < self.every_s and progress.phase != "done":
+            return
+        self.last = now
+        print(format_progress(progress), file=sys.stderr, flush=True)
+
+
+def format_progress(progress: Progress) -> str:
+    eta = f", ETA {_duration(progress.eta_s)}" if progress.eta_s is not None and progress.phase == "embedding" else ""
+    failed = f", {progress.failed} failed" if progress.failed else ""
+    return f"  {progress.embedded}/{progress.found} images embedded{failed} · {progress.images_per_s:.1f} images/s{eta}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m {seconds:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
+
+
+def _demo_kit(args: argparse.Namespace) -> int:
+    from doggos.demo import make_demo_kit
+
+    kit = make_demo_kit(args.folder, per_class=args.per_class)
+    print(f"images: {kit['source']}\nmodel:  {kit['model']}  (RANDOM WEIGHTS: shows the mechanics, not semantic quality)")
+    print(f"try:    python -m doggos embed --source {kit['source']} --model {kit['model']} --out runs/demo")
+    return 0
+
+
+def _manager(args: argparse.Namespace):
+    from doggos.runs import RunManager
+
+    return RunManager(args.runs_dir)
+
+
+def _runs_start(args: argparse.Namespace) -> int:
+    run_id = _manager(args).start(config_from_args(args, None))
+    print(run_id)
+    return 0
+
+
+def _runs_list(args: argparse.Namespace) -> int:
+    runs = _manager(args).list()
+    if not runs:
+        print("no runs yet")
+    for run in runs:
+        p = run.progress
+        print(f"{run.id}  {run.state:<9}  {p.embedded}/{p.found} images  {_duration(run.duration_s):>7}  {run.config.get('source', '')}")
+    return 0
+
+
+def _runs_status(args: argparse.Namespace) -> int:
+    run = _manager(args).get(args.run_id)
+    print(f"run {run.id}: {run.state}")
+    print(format_progress(run.progress))
+    if run.error:
+        print(f"error: {run.error}")
+    if run.manifest:
+        print(summary(run.manifest))
+    return 0 if run.state != "failed" else 1
+
+
+def _runs_cancel(args: argparse.Namespace) -> int:
+    run = _manager(args).cancel(args.run_id)
+    print(f"run {run.id}: {run.state}")
+    return 0
+
+
+def _runs_delete(args: argparse.Namespace) -> int:
+    _manager(args).delete(args.run_id)
+    print(f"deleted {args.run_id}")
+    return 0
+
+
+def _drive(run_dir: str) -> int:
+    from doggos.runs import drive
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    _quiet_ray()
+    return drive(run_dir)
+
+
+def _quiet_ray() -> None:
+    import ray.data
+
+    # Our own progress line replaces Ray's bars, which garble logs and pipes with carriage returns.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+def _cancel_on_signal(signum, frame):
+    from doggos.pipeline import Cancelled
+
+    raise Cancelled()

@@ -1,0 +1,311 @@
+"""Background runs: start a detached driver per run, track it on disk, cancel it, list and delete past runs."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from doggos import preflight
+from doggos.config import RunConfig
+from doggos.progress import Progress
+from doggos.rundir import RunDir, now_iso, read_json, update_status, write_json_atomic
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ACTIVE_STATES = ("queued", "starting", "running")
+CANCEL_GRACE_S = 6.0  # SIGTERM lets the driver shut Ray down cleanly; after this, SIGKILL
+RUN_ENV = "DOGGOS_RUN_ID"  # set in each driver's environment; its Ray processes inherit it, so they can be found
+
+_children: list[subprocess.Popen] = []  # drivers this process started; polled so they never linger as zombies
+
+
+def default_root() -> Path:
+    """Where runs live: $DOGGOS_RUNS_DIR, else runs/ in the project folder."""
+    return Path(os.environ.get("DOGGOS_RUNS_DIR") or PROJECT_ROOT / "runs").expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as the history shows it."""
+
+    id: str
+    path: Path
+    state: str
+    config: dict
+    progress: Progress
+    error: str | None
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    failed_files: int
+    manifest: dict | None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def duration_s(self) -> float | None:
+        start = self.started_at or self.created_at
+        if not start:
+            return None
+        end = datetime.fromisoformat(self.ended_at) if self.ended_at else datetime.now().astimezone()
+        return max(0.0, (end - datetime.fromisoformat(start)).total_seconds())
+
+
+class RunNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no run {self.args[0]!r}"
+
+
+class RunManager:
+    """Runs under one root folder. Every method reads the truth from disk, so any process can use it at any time."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser().absolute() if root else default_root()
+
+    def start(self, config: RunConfig, check: bool = True) -> str:
+        """Validate, create the run's folder, launch its driver detached, and return the run id at once.
+
+        Runs of one root are queued: each driver waits for the root's lock, so two runs never fight over the CPUs.
+        """
+        run_id = _new_run_id()
+        run_dir = RunDir(self.root / run_id)
+        config = config.replace(output=str(run_dir.path))
+        if check:
+            preflight.check(config)
+        run_dir.path.mkdir(parents=True)
+        write_json_atomic(run_dir.config, config.to_dict())
+        update_status(run_dir, state="queued", created_at=now_iso(), progress=Progress(phase="queued").to_dict())
+        env = dict(os.environ, **{RUN_ENV: run_id, "PYTHONPATH": _pythonpath()})
+        with open(run_dir.log, "ab") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "doggos", "drive", str(run_dir.path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT, env=env, start_new_session=True,  # its own group: cancel signals all of it
+            )
+        _children.append(child)
+        update_status(run_dir, pid=child.pid, pid_start=_process_start(child.pid))
+        return run_id
+
+    def get(self, run_id: str) -> RunInfo:
+        run_dir = self._dir(run_id)
+        self._reap()
+        status = read_json(run_dir.status, {}) or {}
+        if status.get("state") in ACTIVE_STATES and not _alive(status.get("pid"), status.get("pid_start")):
+            status = self._mark_dead(run_dir, status)
+        return _info(run_dir, status)
+
+    def list(self) -> list[RunInfo]:
+        """Every run, newest first."""
+        if not self.root.is_dir():
+            return []
+        ids = sorted((p.name for p in self.root.iterdir() if (p / "config.json").exists()), reverse=True)
+        runs = []
+        for run_id in ids:
+            try:
+                runs.append(self.get(run_id))
+            except RunNotFound:  # deleted meanwhile
+                continue
+        return runs
+
+    def latest_succeeded(self) -> RunInfo | None:
+        return next((run for run in self.list() if run.state == "succeeded"), None)
+
+    def cancel(self, run_id: str, grace_s: float = CANCEL_GRACE_S) -> RunInfo:
+        """Stop a queued or running run: SIGTERM its driver, SIGKILL whatever remains after `grace_s`."""
+        run_dir = self._dir(run_id)
+        info = self.get(run_id)
+        if not info.active:
+            return info
+        status = read_json(run_dir.status, {}) or {}
+        pid = status.get("pid")
+        if _alive(pid, status.get("pid_start")):
+            _signal_group(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and _alive(pid, status.get("pid_start")):
+                self._reap()
+                time.sleep(0.1)
+            if _alive(pid, status.get("pid_start")):
+                _signal_group(pid, signal.SIGKILL)
+        _kill_run_processes(run_id)
+        self._reap()
+        if (read_json(run_dir.status, {}) or {}).get("state") != "cancelled":
+            update_status(run_dir, state="cancelled", ended_at=now_iso())
+        shutil.rmtree(run_dir.staging, ignore_errors=True)  # partial output is never presented as a result
+        return self.get(run_id)
+
+    def delete(self, run_id: str) -> None:
+        info = self.get(run_id)
+        if info.active:
+            raise ValueError(f"run {run_id} is {info.state}; cancel it before deleting it")
+        shutil.rmtree(info.path)
+
+    def wait(self, run_id: str, timeout_s: float, poll_s: float = 0.2) -> RunInfo:
+        """Block until the run leaves the active states (or the timeout passes); returns its last state."""
+        deadline = time.monotonic() + timeout_s
+        info = self.get(run_id)
+        while info.active and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            info = self.get(run_id)
+        return info
+
+    def log_tail(self, run_id: str, lines: int = 40) -> str:
+        path = self._dir(run_id).log
+        if not path.exists():
+            return ""
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64_000))
+            text = handle.read().decode("utf-8", errors="replace")
+        return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+    def queue_lock_path(self) -> Path:
+        return self.root / ".queue.lock"
+
+    def _dir(self, run_id: str) -> RunDir:
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise RunNotFound(run_id)
+        run_dir = RunDir(self.root / run_id)
+        if not run_dir.config.exists():
+            raise RunNotFound(run_id)
+        return run_dir
+
+    def _mark_dead(self, run_dir: RunDir, status: dict) -> dict:
+        # Re-read: the driver may have finished between our read and the liveness check.
+        fresh = read_json(run_dir.status, {}) or {}
+        if fresh.get("state") not in ACTIVE_STATES:
+            return fresh
+        _kill_run_processes(run_dir.id)
+        shutil.rmtree(run_dir.staging, ignore_errors=True)
+        return update_status(
+            run_dir, state="failed", ended_at=now_iso(),
+            error="the driver process exited unexpectedly (killed, or out of memory); see log.txt",
+        )
+
+    @staticmethod
+    def _reap() -> None:
+        for child in list(_children):
+            if child.poll() is not None:
+                _children.remove(child)
+
+
+def drive(run_path: str) -> int:
+    """The detached driver's body: wait for the queue, then run the pipeline; status.json tells the outcome."""
+    from doggos import pipeline
+
+    run_dir = RunDir(run_path)
+    signal.signal(signal.SIGTERM, _raise_cancelled)
+    config = RunConfig.from_dict(read_json(run_dir.config))
+    with open(RunManager(run_dir.path.parent).queue_lock_path(), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the queue: one run at a time per runs root
+            update_status(run_dir, state="starting", started_at=now_iso())
+            pipeline.run(config)
+        except pipeline.Cancelled:
+            update_status(run_dir, state="cancelled", ended_at=now_iso())
+            print("run cancelled", flush=True)
+            return 130
+        except Exception as error:
+            print(f"run failed: {error}", flush=True)
+            return 1
+    return 0
+
+
+def _raise_cancelled(signum, frame):
+    from doggos.pipeline import Cancelled
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; let the cleanup finish
+    raise Cancelled()
+
+
+def _info(run_dir: RunDir, status: dict) -> RunInfo:
+    manifest = run_dir.read_manifest() if status.get("state") == "succeeded" else None
+    return RunInfo(
+        id=run_dir.id,
+        path=run_dir.path,
+        state=status.get("state", "unknown"),
+        config=read_json(run_dir.config, {}) or {},
+        progress=Progress.from_dict(status.get("progress") or {}),
+        error=status.get("error"),
+        created_at=status.get("created_at"),
+        started_at=status.get("started_at"),
+        ended_at=status.get("ended_at"),
+        failed_files=(manifest or {}).get("failed", (status.get("progress") or {}).get("failed", 0)),
+        manifest=manifest,
+    )
+
+
+def _new_run_id() -> str:
+    return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def _pythonpath() -> str:
+    existing = os.environ.get("PYTHONPATH")
+    return f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot: with the pid, it names one process (pids get reused)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int | None, start: str | None = None) -> bool:
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): fall back to a signal probe
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # a zombie has exited; it only waits to be reaped
+        return False
+    return start is None or fields[19] == start
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(os.getpgid(pid), sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_processes(run_id: str) -> list[int]:
+    """Processes that carry this run's id in their environment: its driver and the local Ray it started."""
+    needle = f"{RUN_ENV}={run_id}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid() and _alive(pid)]
+
+
+def _kill_run_processes(run_id: str) -> None:
+    for pid in run_processes(run_id):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
