@@ -63,7 +63,7 @@ def write_digit_images(folder: str | Path, per_class: int = 30, size: int = 96) 
             continue
         counts[target] += 1
         ink = (255 - pixels / 16.0 * 255).astype(np.uint8)  # dark ink on white paper, as the digits were written
-        image = Image.fromarray(ink, mode="L").resize((size, size), Image.Resampling.BICUBIC)
+        image = Image.fromarray(ink).resize((size, size), Image.Resampling.BICUBIC)
         out = folder / DIGIT_NAMES[target] / f"digit-{index:04d}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
         image.save(out)

@@ -54,11 +54,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         # 16-bit greyscale: PIL's convert clips to 0..255 (mostly white); scale the full range down instead.
         pixels = np.asarray(image, dtype=np.float64)
         top = 65535.0 if pixels.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
     if image.mode == "F":
         pixels = np.asarray(image, dtype=np.float64)
         span = (pixels.max() - pixels.min()) or 1.0
-        image = Image.fromarray(((pixels - pixels.min()) / span * 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(((pixels - pixels.min()) / span * 255).astype(np.uint8))
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")

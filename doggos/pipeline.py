@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -61,6 +62,11 @@ def _node_reserve(cpus: float) -> float:
     return cpus / 2 if cpus < 2 else max(1.0, cpus / 8)
 
 
+def _round_down(value: float) -> float:
+    # Down, never up: rounding up could make the actors' requests add up to more than was kept free for them.
+    return math.floor(value * 1000) / 1000
+
+
 def plan_resources(config: RunConfig, node_cpus: list[float], gpus: float) -> ResourcePlan:
     """Actor count, CPU/GPU requests and batch size for `config` on nodes with these CPU counts."""
     node_cpus = [c for c in node_cpus if c > 0]
@@ -78,8 +84,8 @@ def plan_resources(config: RunConfig, node_cpus: list[float], gpus: float) -> Re
         return ResourcePlan(
             device=device,
             actors=actors,
-            cpus_per_actor=round(min(1.0, free_for_actors / actors, largest_fit), 3),
-            gpus_per_actor=round(min(1.0, gpus / actors), 3),
+            cpus_per_actor=_round_down(min(1.0, free_for_actors / actors, largest_fit)),
+            gpus_per_actor=_round_down(min(1.0, gpus / actors)),
             threads_per_actor=1,
             batch_size=config.batch_size or GPU_BATCH_SIZE,
             task_cpus=task_cpus,
@@ -88,7 +94,7 @@ def plan_resources(config: RunConfig, node_cpus: list[float], gpus: float) -> Re
     return ResourcePlan(
         device=device,
         actors=actors,
-        cpus_per_actor=round(min(free_for_actors / actors, largest_fit), 3),
+        cpus_per_actor=_round_down(min(free_for_actors / actors, largest_fit)),
         gpus_per_actor=0.0,
         # Threads use the cores of the actor's share, the reserved ones included: decoding is a small part of the work.
         threads_per_actor=max(1, int(total // actors)),

@@ -119,8 +119,8 @@ def list_images(source: Source, limit: int | None = None) -> Listing:
         raise SourceError(f"cannot read {source.uri}: permission denied ({error})") from None
     except OSError as error:
         raise SourceError(_s3_message(source.uri, error) if source.scheme == "s3://" else f"cannot list {source.uri}: {error}") from None
-    files = [i.path for i in infos if i.type == pafs.FileType.File and "/__MACOSX/" not in i.path]
-    images = sorted(p for p in files if is_image_name(p))
+    files = [i.path for i in infos if i.type == pafs.FileType.File]
+    images = sorted(p for p in files if is_image_name(p) and "/__MACOSX/" not in p)
     skipped = len(files) - len(images)
     if not images:
         if not files and source.scheme:

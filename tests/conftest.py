@@ -1,0 +1,40 @@
+"""Shared fixtures: generated images, a tiny random CLIP saved with save_pretrained, one Ray per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from imagegen import write_image_tree
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub; this makes a miss fail at once
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A randomly initialized CLIP (and its image processor) saved with save_pretrained, as a local folder."""
+    from doggos.demo import save_random_clip
+
+    return str(save_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", preset="tiny"))
+
+
+@pytest.fixture(scope="session")
+def image_tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    return root, write_image_tree(root)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session: starting Ray costs seconds, so tests share it."""
+    import ray
+    import ray.data
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield ray
+    ray.shutdown()

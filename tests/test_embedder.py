@@ -1,0 +1,69 @@
+"""The embedder on hand-built batches, without Ray: same vectors as calling the model directly."""
+
+import numpy as np
+import pyarrow as pa
+
+from doggos.embedder import Embedder, embedding_array, prepare_images
+from imagegen import make_photo
+from reference import cosine, reference_embeddings
+
+
+def file_batch(tmp_path, count=5, extra=()):
+    paths, datas = [], []
+    for i in range(count):
+        path = tmp_path / "beagle" / f"{i}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        make_photo(i, (90 + 10 * i, 70)).save(path, quality=92)
+        paths.append(str(path))
+        datas.append(path.read_bytes())
+    for name, data in extra:
+        paths.append(str(tmp_path / "beagle" / name))
+        datas.append(data)
+    return {"path": np.array(paths, dtype=object), "class": np.array(["beagle"] * len(paths), dtype=object), "bytes": np.array(datas, dtype=object)}
+
+
+class FakeTracker:
+    """Records what the pipeline would report to its Ray progress actor."""
+
+    def __init__(self):
+        self.calls = []
+        self.add_decoded = self.add_embedded = self
+
+    def remote(self, *args):
+        self.calls.append(args)
+
+
+def test_prepare_then_embed_equals_model_called_directly(tmp_path, tiny_clip):
+    batch = file_batch(tmp_path)
+    prepared = prepare_images(batch, model=tiny_clip, thumbnail_size=32)
+    assert prepared["pixel_values"].shape == (5, 3, 64, 64) and prepared["pixel_values"].dtype == np.float32
+    table = Embedder(model=tiny_clip, device="cpu", threads=1)(prepared)
+    assert table.column_names == ["path", "class", "embedding", "thumbnail", "width", "height"]
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+    embeddings = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    expected = reference_embeddings(tiny_clip, list(batch["path"]))
+    assert cosine(embeddings, expected).min() >= 0.9999
+    assert table.column("width").to_pylist() == [90, 100, 110, 120, 130]
+
+
+def test_a_bad_file_is_reported_and_the_rest_of_its_batch_survives(tmp_path, tiny_clip):
+    tracker = FakeTracker()
+    batch = file_batch(tmp_path, count=3, extra=[("broken.jpg", b"not a jpeg"), ("empty.jpg", b"")])
+    prepared = prepare_images(batch, model=tiny_clip, thumbnail_size=32, tracker=tracker)
+    assert len(prepared["path"]) == 3
+    (decoded, failures), = tracker.calls
+    assert decoded == 3
+    assert [(p.rsplit("/", 1)[1], reason.split(" ")[0]) for p, reason in failures] == [("broken.jpg", "not"), ("empty.jpg", "empty")]
+
+
+def test_an_all_bad_batch_yields_an_empty_batch_the_embedder_accepts(tmp_path, tiny_clip):
+    batch = file_batch(tmp_path, count=0, extra=[("a.jpg", b"nope")])
+    prepared = prepare_images(batch, model=tiny_clip, thumbnail_size=32)
+    assert prepared["pixel_values"].shape == (0, 3, 64, 64)
+    table = Embedder(model=tiny_clip)(prepared)
+    assert table.num_rows == 0 and table.schema.field("embedding").type.list_size == 32
+
+
+def test_embedding_array_is_fixed_size_float32():
+    array = embedding_array(np.arange(6, dtype=np.float64).reshape(2, 3))
+    assert array.type == pa.list_(pa.float32(), 3) and array.to_pylist() == [[0, 1, 2], [3, 4, 5]]

@@ -1,0 +1,85 @@
+"""The real pipeline through Ray on generated images and a tiny random CLIP: rows, labels, dimension, parity."""
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from doggos import pipeline
+from doggos.config import RunConfig
+from doggos.rundir import RunDir, read_json
+from imagegen import write_image_tree
+from reference import cosine, reference_embeddings
+
+pytestmark = pytest.mark.ray
+
+
+def read_table(run_dir: RunDir) -> pa.Table:
+    return pq.read_table(run_dir.embeddings).sort_by("path")
+
+
+def test_embeds_every_image_with_its_label_and_the_models_own_vectors(ray_session, image_tree, tiny_clip, tmp_path):
+    root, labels = image_tree
+    seen = []
+    config = RunConfig(source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=5)
+    manifest = pipeline.run(config, on_progress=seen.append)
+
+    table = read_table(RunDir(config.output))
+    assert table.num_rows == len(labels) == manifest["rows"] == manifest["found"]
+    assert dict(zip(table.column("path").to_pylist(), table.column("class").to_pylist())) == labels
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
+    assert manifest["embedding_dim"] == 32 and manifest["failed"] == 0 and manifest["labels"] == 3
+    embeddings = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    expected = reference_embeddings(tiny_clip, table.column("path").to_pylist())
+    assert cosine(embeddings, expected).min() >= 0.9999
+
+    # Progress only grows and ends at the total; the manifest and status agree the run succeeded.
+    done = [p.embedded + p.failed for p in seen]
+    assert done == sorted(done) and seen[-1].embedded == len(labels) and seen[-1].phase == "done"
+    status = read_json(RunDir(config.output).status)
+    assert status["state"] == "succeeded" and status["progress"]["embedded"] == len(labels)
+    assert manifest["random_weights"] is True and "RANDOM WEIGHTS" in manifest["model_description"]
+    assert {"ray", "torch", "transformers"} <= set(manifest["versions"])
+    assert "MapBatches(Embedder)" in (tmp_path / "run" / "ray_stats.txt").read_text()
+    assert not RunDir(config.output).staging.exists()
+
+
+def test_bad_files_are_recorded_and_never_drop_their_neighbours(ray_session, tiny_clip, tmp_path):
+    root = tmp_path / "dirty"
+    good = write_image_tree(root, per_label=3, labels=("pug",))
+    (root / "pug" / "zero.jpg").write_bytes(b"")
+    (root / "pug" / "text.jpg").write_text("not an image")
+    (root / "pug" / "notes.txt").write_text("ignored: not an image extension")
+    config = RunConfig(source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=2)
+    # One block holds every file, so a bad file dropping its block would drop good images too.
+    manifest = pipeline.run(config)
+
+    table = read_table(RunDir(config.output))
+    assert sorted(table.column("path").to_pylist()) == sorted(good)
+    failures = json.loads((tmp_path / "run" / "failures.json").read_text())
+    assert {f["path"].rsplit("/", 1)[1]: f["reason"].split()[0] for f in failures} == {"zero.jpg": "empty", "text.jpg": "not"}
+    assert (manifest["rows"], manifest["failed"], manifest["skipped_files"]) == (3, 2, 1)
+
+
+def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tiny_clip, tmp_path):
+    (tmp_path / "src" / "pug").mkdir(parents=True)
+    (tmp_path / "src" / "pug" / "a.jpg").write_bytes(b"garbage")
+    config = RunConfig(source=str(tmp_path / "src"), output=str(tmp_path / "run"), model=tiny_clip)
+    with pytest.raises(pipeline.PipelineError, match="every one of the 1 images failed.*a.jpg: not an image"):
+        pipeline.run(config)
+    run_dir = RunDir(config.output)
+    assert read_json(run_dir.status)["state"] == "failed" and "a.jpg" in read_json(run_dir.status)["error"]
+    assert not run_dir.embeddings.exists() and not run_dir.manifest.exists()
+
+
+def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image_tree, tiny_clip, tmp_path):
+    root, labels = image_tree
+    config = RunConfig(source=str(root), output=str(tmp_path / "run"), model=tiny_clip)
+    pipeline.run(config)
+    pipeline.run(config.replace(limit=4))
+    table = read_table(RunDir(config.output))
+    assert table.column("path").to_pylist() == sorted(labels)[:4]
+    shutil.rmtree(tmp_path / "run")
