@@ -205,9 +205,10 @@ def drive(run_path: str) -> int:
     run_dir = RunDir(run_path)
     signal.signal(signal.SIGTERM, _raise_cancelled)
     config = RunConfig.from_dict(read_json(run_dir.config))
-    with open(RunManager(run_dir.path.parent).queue_lock_path(), "a") as lock:
+    manager = RunManager(run_dir.path.parent)
+    with open(manager.queue_lock_path(), "a") as lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # the queue: one run at a time per runs root
+            _wait_for_turn(manager, run_dir.id, lock)
             update_status(run_dir, state="starting", started_at=now_iso())
             pipeline.run(config)
         except pipeline.Cancelled:
@@ -218,6 +219,17 @@ def drive(run_path: str) -> int:
             print(f"run failed: {error}", flush=True)
             return 1
     return 0
+
+
+def _wait_for_turn(manager: RunManager, run_id: str, lock) -> None:
+    """The queue: one run at a time per runs root, first come first served (flock alone promises no order)."""
+    while True:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        older = [r for r in manager.list() if r.id < run_id and r.state == "queued"]
+        if not older:
+            return
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        time.sleep(0.2)
 
 
 def _raise_cancelled(signum, frame):
@@ -303,9 +315,13 @@ def run_processes(run_id: str) -> list[int]:
     return [pid for pid in found if pid != os.getpid() and _alive(pid)]
 
 
-def _kill_run_processes(run_id: str) -> None:
-    for pid in run_processes(run_id):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+def _kill_run_processes(run_id: str, timeout_s: float = 3.0) -> None:
+    """SIGKILL the run's leftovers until none remain: a dying raylet may still be spawning a worker."""
+    deadline = time.monotonic() + timeout_s
+    while (pids := run_processes(run_id)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)

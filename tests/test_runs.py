@@ -1,0 +1,136 @@
+"""Background runs through real detached drivers: completion, progress, queueing, cancel, crashes, recovery."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from doggos.config import RunConfig
+from doggos.rundir import RunDir
+from doggos.runs import RunManager, run_processes
+from imagegen import write_image_tree
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+RUN_TIMEOUT_S = 180
+
+
+def wait_for(condition, timeout_s=60, poll_s=0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+@pytest.fixture(scope="module")
+def big_tree(tmp_path_factory):
+    """Enough images that a full-size model takes well over 10 s: time to watch, cancel or kill a run."""
+    root = tmp_path_factory.mktemp("big")
+    write_image_tree(root, per_label=80, labels=("akita", "boxer", "corgi"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_clip(tmp_path_factory):
+    from doggos.demo import save_random_clip
+
+    return str(save_random_clip(tmp_path_factory.mktemp("models") / "vit-b-32", preset="vit-b-32"))
+
+
+def test_cli_start_returns_at_once_and_a_new_manager_sees_it_finish(tmp_path, image_tree, tiny_clip):
+    root, labels = image_tree
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "doggos", "runs", "--runs-dir", str(tmp_path), "start",
+         "--source", str(root), "--model", tiny_clip, "--batch-size", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    launch_s = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.strip()
+    assert launch_s < 20  # returns while the run goes on (Ray alone takes longer to start)
+
+    manager = RunManager(tmp_path)  # the launching process is gone: everything comes from disk
+    seen = []
+    while manager.get(run_id).active:
+        seen.append(manager.get(run_id).progress)
+        time.sleep(0.1)
+    info = manager.get(run_id)
+    assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
+    done = [p.embedded + p.failed for p in seen]
+    assert done == sorted(done)
+    assert info.progress.embedded == info.progress.found == len(labels)
+    assert pq.read_table(RunDir(info.path).embeddings).num_rows == len(labels)
+    assert [r.id for r in manager.list()] == [run_id]
+    wait_for(lambda: run_processes(run_id) == [], timeout_s=30)  # the driver exits right after its last write
+
+    status = subprocess.run([sys.executable, "-m", "doggos", "runs", "--runs-dir", str(tmp_path), "status", run_id],
+                            capture_output=True, text=True, timeout=60)
+    assert "succeeded" in status.stdout and f"{len(labels)}/{len(labels)}" in status.stdout
+    manager.delete(run_id)
+    assert manager.list() == []
+
+
+def test_two_runs_queue_and_both_finish_with_their_own_rows(tmp_path, image_tree, tiny_clip):
+    root, labels = image_tree
+    manager = RunManager(tmp_path)
+    config = RunConfig(source=str(root), model=tiny_clip)
+    first = manager.start(config)
+    second = manager.start(config.replace(limit=5))
+    wait_for(lambda: manager.get(first).state == "running")
+    assert manager.get(second).state == "queued"  # one run at a time per runs root
+    assert [r.id for r in manager.list()] == [second, first]  # newest first
+    for run_id, rows in ((first, len(labels)), (second, 5)):
+        info = manager.wait(run_id, RUN_TIMEOUT_S)
+        assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
+        assert pq.read_table(RunDir(info.path).embeddings).num_rows == rows
+
+
+def test_cancel_stops_a_running_run_fast_and_leaves_nothing_behind(tmp_path, big_tree, base_clip):
+    manager = RunManager(tmp_path)
+    run_id = manager.start(RunConfig(source=str(big_tree), model=base_clip, batch_size=4))
+    wait_for(lambda: manager.get(run_id).progress.embedded > 0 or not manager.get(run_id).active, timeout_s=120)
+    assert manager.get(run_id).active, "the run ended before it could be cancelled"
+    started = time.monotonic()
+    info = manager.cancel(run_id)
+    assert time.monotonic() - started < 10
+    assert info.state == "cancelled"
+    run_dir = RunDir(info.path)
+    assert not run_dir.embeddings.exists() and not run_dir.staging.exists() and not run_dir.is_finished()
+    assert run_processes(run_id) == []
+
+
+def test_a_killed_driver_is_detected_and_its_run_marked_failed(tmp_path, big_tree, base_clip):
+    manager = RunManager(tmp_path)
+    run_id = manager.start(RunConfig(source=str(big_tree), model=base_clip, batch_size=4))
+    wait_for(lambda: manager.get(run_id).progress.embedded > 0, timeout_s=120)
+    status = RunDir(manager.get(run_id).path).status.read_text()
+    driver = int(__import__("json").loads(status)["pid"])
+    os.kill(driver, signal.SIGKILL)  # as the OOM killer would
+    info = wait_for(lambda: (i := manager.get(run_id)).state != "running" and i, timeout_s=30)
+    assert info.state == "failed" and "exited unexpectedly" in info.error
+    wait_for(lambda: run_processes(run_id) == [], timeout_s=30)
+    assert not RunDir(info.path).is_finished()
+
+
+def test_cancel_a_queued_run(tmp_path, image_tree, tiny_clip):
+    root, _ = image_tree
+    manager = RunManager(tmp_path)
+    first = manager.start(RunConfig(source=str(root), model=tiny_clip))
+    queued = manager.start(RunConfig(source=str(root), model=tiny_clip))
+    assert manager.cancel(queued).state == "cancelled"
+    assert manager.wait(first, RUN_TIMEOUT_S).state == "succeeded"
+    assert manager.get(queued).state == "cancelled" and run_processes(queued) == []
+
+
+def test_bad_settings_are_refused_before_anything_launches(tmp_path, tiny_clip):
+    manager = RunManager(tmp_path)
+    with pytest.raises(ValueError, match="does not exist"):
+        manager.start(RunConfig(source=str(tmp_path / "missing"), model=tiny_clip))
+    assert manager.list() == []
