@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -114,7 +115,9 @@ def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: Res
     ds = ds.map_batches(
         prepare_images,
         fn_kwargs={"model": config.model, "thumbnail_size": config.thumbnail_size, "tracker": tracker},
-        num_cpus=plan.task_cpus,
+        # Given as a function, the same request keeps Ray from fusing decoding into the embedder actors, where it
+        # would run serially with the model instead of beside it.
+        ray_remote_args_fn=functools.partial(dict, num_cpus=plan.task_cpus),
     )
     return ds.map_batches(
         Embedder,
