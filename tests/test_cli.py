@@ -1,0 +1,68 @@
+"""The command line: the demo kit offline, a foreground embed end to end, and errors that name the field."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from doggos.cli import build_parser, config_from_args, main
+
+pytestmark = pytest.mark.ray
+
+
+def doggos(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "doggos", *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_demo_kit_then_embed_end_to_end(tmp_path):
+    kit = doggos("demo-kit", tmp_path / "kit", "--per-class", 3)
+    assert kit.returncode == 0, kit.stderr
+    assert "RANDOM WEIGHTS" in kit.stdout
+    source, model = tmp_path / "kit" / "digits", tmp_path / "kit" / "clip-random-weights-tiny"
+    assert sorted(p.name for p in source.iterdir()) == sorted(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+
+    out = tmp_path / "run"
+    result = doggos("embed", "--source", source, "--model", model, "--out", out, "--batch-size", 4)
+    assert result.returncode == 0, result.stderr
+    assert "done: 30 images embedded" in result.stdout and "RANDOM WEIGHTS" in result.stdout
+    assert "30/30 images embedded" in result.stderr  # the terminal progress line
+    table = pq.read_table(out / "embeddings")
+    assert table.num_rows == 30 and len(set(table.column("class").to_pylist())) == 10
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["rows"] == 30
+
+    again = doggos("embed", "--source", source, "--model", model, "--out", out)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--batch-size", "0"], "batch_size"),
+        (["--batch-size", "many"], "batch_size"),
+        (["--concurrency", "-2"], "concurrency"),
+        (["--limit", "0"], "limit"),
+        (["--s3-endpoint", "minio:9000"], "s3_endpoint"),
+    ],
+)
+def test_bad_settings_exit_2_naming_the_field(args, field, capsys, tmp_path):
+    assert main(["embed", "--source", str(tmp_path), "--out", str(tmp_path / "o"), *args]) == 2
+    assert f"error: {field}:" in capsys.readouterr().err
+
+
+def test_bad_paths_and_models_are_refused_before_launch(capsys, tmp_path, tiny_clip):
+    assert main(["embed", "--source", str(tmp_path / "missing"), "--model", tiny_clip, "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "imgs" / "pug").mkdir(parents=True)
+    (tmp_path / "imgs" / "pug" / "a.jpg").write_bytes(b"x")
+    assert main(["embed", "--source", str(tmp_path / "imgs"), "--model", str(tmp_path / "nomodel"), "--out", str(tmp_path / "o")]) == 2
+    assert "error: " in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_auto_means_default():
+    args = build_parser().parse_args(["runs", "start", "--source", "x", "--concurrency", "auto", "--batch-size", "auto"])
+    config = config_from_args(args, None)
+    assert (config.concurrency, config.batch_size) == (None, None)

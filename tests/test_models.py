@@ -1,0 +1,47 @@
+"""Model checks: a bad folder, a non-CLIP model and an offline miss are refused with a pointer to the demo kit."""
+
+import json
+
+import pytest
+
+from doggos import models
+from doggos.models import ModelError
+
+
+def test_a_saved_clip_folder_is_available_and_flagged_random(tiny_clip):
+    models.check_available(tiny_clip)
+    assert models.has_random_weights(tiny_clip)
+    assert "RANDOM WEIGHTS" in models.describe(tiny_clip)
+    assert models.describe("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
+
+
+def test_offline_and_not_cached_points_to_the_demo_kit(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelError, match=r"not in the Hugging Face cache.*demo-kit"):
+        models.check_available("openai/clip-vit-base-patch32")
+
+
+def test_unreachable_hub_is_detected_without_long_retries(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:1")  # nothing listens there
+    with pytest.raises(ModelError, match="cannot be reached"):
+        models.check_available("openai/clip-vit-base-patch32")
+
+
+def test_loading_a_missing_model_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelError, match="demo-kit"):
+        models.load_model("openai/clip-vit-base-patch32")
+
+
+def test_folders_without_a_model_or_with_another_model_are_refused(tmp_path):
+    with pytest.raises(ModelError, match="not a folder"):
+        models.check_available(str(tmp_path / "nope"))
+    with pytest.raises(ModelError, match="no config.json"):
+        models.check_available(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelError, match="needs a CLIP model"):
+        models.check_available(str(tmp_path))
