@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from doggos.sources import Source, label_of, list_images, open_source
 CPU_BATCH_SIZE = 16  # ViT-B/32 on CPU gains nothing past ~16 images per forward pass
 GPU_BATCH_SIZE = 64  # enough to keep a GPU busy without crowding its memory
 THREADS_PER_CPU_ACTOR = 4  # torch scales well up to ~4 threads per model copy; more cores get more actors
+DECODE_TASK_MEMORY = 256 * 2**20  # bytes a decode task may hold: a block of decoded images and their pixel arrays
 PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
 
 log = logging.getLogger("doggos")
@@ -115,9 +115,10 @@ def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: Res
     ds = ds.map_batches(
         prepare_images,
         fn_kwargs={"model": config.model, "thumbnail_size": config.thumbnail_size, "tracker": tracker},
-        # Given as a function, the same request keeps Ray from fusing decoding into the embedder actors, where it
-        # would run serially with the model instead of beside it.
-        ray_remote_args_fn=functools.partial(dict, num_cpus=plan.task_cpus),
+        num_cpus=plan.task_cpus,
+        # A decode task holds a block of images decoded; saying so also makes its request differ from the embedder's,
+        # which keeps Ray from fusing decoding into the actors, where it would run serially with the model.
+        memory=DECODE_TASK_MEMORY,
     )
     return ds.map_batches(
         Embedder,

@@ -87,6 +87,10 @@ def s3_filesystem(bucket: str, endpoint: str | None = None) -> pafs.S3FileSystem
         request_timeout=30,
         retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
     )
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        # Explicit keys travel with the filesystem to Ray workers, which may not share the driver's environment.
+        options.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                       session_token=os.environ.get("AWS_SESSION_TOKEN"))
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
     if endpoint:
         scheme, _, host = endpoint.partition("://")
@@ -123,6 +127,10 @@ def list_images(source: Source, limit: int | None = None) -> Listing:
     images = sorted(p for p in files if is_image_name(p) and "/__MACOSX/" not in p)
     skipped = len(files) - len(images)
     if not images:
+        if not files and source.scheme == "s3://":
+            bucket = source.root.split("/")[0]
+            if source.filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+                raise SourceError(f"{source.uri}: the bucket {bucket!r} does not exist (check the name and, for a custom server, the endpoint)")
         if not files and source.scheme:
             raise SourceError(f"nothing found under {source.uri}: the prefix is empty or does not exist")
         raise SourceError(
