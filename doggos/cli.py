@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("run_id")
         action.set_defaults(handler=handler)
 
+    bench = commands.add_parser("bench", help="measure images/s: plain-process ceiling, doggos defaults, tutorial settings")
+    bench.add_argument("--workdir", default="bench-data", help="where photos, model and runs go (reused; default bench-data)")
+    bench.add_argument("--images", type=int, default=1000, help="generated 500x375 JPEG photos (default 1000)")
+    bench.add_argument("--tutorial-images", type=int, default=300, help="images for the slow tutorial settings (default 300)")
+    bench.add_argument("--memory", action="store_true", help="also compare peak memory for N/4 and N images")
+    bench.add_argument("--json", help="also write the results here")
+    bench.set_defaults(handler=_bench)
+
     drive = commands.add_parser("drive")  # internal: the detached driver of a background run
     drive.add_argument("run_dir")
     drive.set_defaults(handler=lambda args: _drive(args.run_dir))
@@ -217,6 +225,13 @@ def _runs_delete(args: argparse.Namespace) -> int:
     _manager(args).delete(args.run_id)
     print(f"deleted {args.run_id}")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from doggos.bench import main as bench_main
+
+    logging.basicConfig(level=logging.WARNING)
+    return bench_main(args)
 
 
 def _drive(run_dir: str) -> int:

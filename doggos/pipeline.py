@@ -23,7 +23,7 @@ from doggos.sources import Source, label_of, list_images, open_source
 CPU_BATCH_SIZE = 16  # ViT-B/32 on CPU gains nothing past ~16 images per forward pass
 GPU_BATCH_SIZE = 64  # enough to keep a GPU busy without crowding its memory
 THREADS_PER_CPU_ACTOR = 4  # torch scales well up to ~4 threads per model copy; more cores get more actors
-DECODE_TASK_MEMORY = 256 * 2**20  # bytes a decode task may hold: a block of decoded images and their pixel arrays
+DECODE_TASK_MEMORY = 512 * 2**20  # bytes a decode worker holds: transformers (~350 MB) plus a block of decoded images
 PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
 
 log = logging.getLogger("doggos")
@@ -45,7 +45,7 @@ class ResourcePlan:
     actors: int  # embedder actors in the pool
     cpus_per_actor: float  # logical CPUs each actor reserves
     gpus_per_actor: float
-    threads_per_actor: int  # torch threads inside each actor
+    threads_per_actor: int  # torch threads inside each actor; 0 leaves Ray's default (one per logical CPU)
     batch_size: int
     task_cpus: float  # logical CPUs per read/decode task
 
@@ -172,19 +172,25 @@ def cluster_shape() -> tuple[list[float], float]:
     return [n["Resources"].get("CPU", 0.0) for n in nodes], ray.cluster_resources().get("GPU", 0.0)
 
 
-def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None) -> dict:
-    """Run the whole pipeline in this process; status.json tracks it, manifest.json (last) records the result."""
+def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None, plan: ResourcePlan | None = None) -> dict:
+    """Run the whole pipeline in this process; status.json tracks it, manifest.json (last) records the result.
+
+    `plan` overrides the derived resource plan (the benchmark uses it to replay the tutorial's settings).
+    """
     if not config.output:
         raise PipelineError("output: no output folder given")
     run_dir = RunDir(config.output)
     run_dir.path.mkdir(parents=True, exist_ok=True)
+    # A rerun into the same folder first unpublishes the old result: from here on nothing reads as complete
+    # until the new manifest is written.
+    run_dir.manifest.unlink(missing_ok=True)
     write_json_atomic(run_dir.config, config.to_dict())
     started = time.time()
     update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(), error=None,
                   progress=Progress(phase="listing").to_dict())
     report = _reporter(run_dir, on_progress)
     try:
-        manifest = _run(config, run_dir, report, started)
+        manifest = _run(config, run_dir, report, started, plan)
     except Cancelled:
         _discard(run_dir)
         update_status(run_dir, state="cancelled", ended_at=now_iso())
@@ -199,7 +205,7 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     return manifest
 
 
-def _run(config: RunConfig, run_dir: RunDir, report, started: float) -> dict:
+def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None) -> dict:
     source = open_source(config.source, config.s3_endpoint)
     listing = list_images(source, config.limit)
     found = len(listing.paths)
@@ -210,7 +216,7 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float) -> dict:
         import ray
 
         node_cpus, gpus = cluster_shape()
-        plan = plan_resources(config, node_cpus, gpus)
+        plan = plan or plan_resources(config, node_cpus, gpus)
         log.info("plan: %s", plan.describe())
         tracker = tracker_actor(found)
         ds = build_dataset(config, source, listing.paths, plan, tracker)
@@ -235,9 +241,7 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float) -> dict:
         raise PipelineError(f"every one of the {found} images failed to load ({reasons})")
     write_json_atomic(run_dir.failures, failures)
     run_dir.ray_stats.write_text(stats, encoding="utf-8")
-    if run_dir.embeddings.exists():
-        shutil.rmtree(run_dir.embeddings)
-    os.replace(run_dir.staging, run_dir.embeddings)
+    _publish(run_dir)
     final.embedded, final.phase = rows, "done"
     report(final)
     manifest = {
@@ -291,6 +295,16 @@ def _poll(tracker, report, stop: threading.Event) -> None:
             report(ray.get(tracker.snapshot.remote(), timeout=10))
         except Exception as error:  # progress is best effort; the run itself goes on
             log.debug("progress poll failed: %s", error)
+
+
+def _publish(run_dir: RunDir) -> None:
+    """Swap the staged Parquet in with renames, so embeddings/ always holds one whole run's rows."""
+    previous = run_dir.path / "embeddings.previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    if run_dir.embeddings.exists():
+        os.replace(run_dir.embeddings, previous)
+    os.replace(run_dir.staging, run_dir.embeddings)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def _discard(run_dir: RunDir) -> None:
