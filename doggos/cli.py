@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from doggos.config import DEFAULT_MODEL, DEVICES, RunConfig
+from doggos.config import DEFAULT_MODEL, DEVICES, RunConfig, user_message
 from doggos.progress import Progress
 
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ValueError as error:  # ConfigError, SourceError, ModelError: the user can fix these
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {user_message(error)}", file=sys.stderr)
         return 2
     except KeyError as error:  # RunNotFound
         print(f"error: {error}", file=sys.stderr)

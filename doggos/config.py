@@ -110,3 +110,10 @@ def _optional_count(field: str, value: Any, maximum: int | None) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     return _count(field, value, maximum)
+
+
+def user_message(error: Exception) -> str:
+    """An error as the UI and CLI show it: prefixed with the field to fix, when the error names one."""
+    field = getattr(error, "field", None)
+    text = str(error)
+    return f"{field}: {text}" if field and not text.startswith(f"{field}: ") else text

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from doggos import models
-from doggos.config import RunConfig
+from doggos.config import RunConfig, user_message
 from doggos.progress import Progress, tracker_actor
 from doggos.rundir import RunDir, now_iso, update_status, write_json_atomic
 from doggos.sources import Source, label_of, list_images, open_source
@@ -197,7 +197,7 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
         raise
     except BaseException as error:
         _discard(run_dir)
-        message = str(error) if isinstance(error, (ValueError, PipelineError)) else f"{type(error).__name__}: {error}"
+        message = user_message(error) if isinstance(error, (ValueError, PipelineError)) else f"{type(error).__name__}: {error}"
         update_status(run_dir, state="failed", error=message, ended_at=now_iso())
         raise
     update_status(run_dir, state="succeeded", ended_at=now_iso(), progress=manifest["progress"],
