@@ -206,35 +206,30 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
 
 
 def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None) -> dict:
-    source = open_source(config.source, config.s3_endpoint)
-    listing = list_images(source, config.limit)
-    found = len(listing.paths)
-    log.info("found %d images under %s (%d other files skipped)", found, source.uri, listing.skipped_files)
-    models.check_available(config.model)
-    report(Progress(found=found, phase="embedding"))
-    with ray_connection(config.ray_address):
-        import ray
+    with _Heartbeat(report) as heartbeat:
+        source = open_source(config.source, config.s3_endpoint)
+        listing = list_images(source, config.limit)
+        found = len(listing.paths)
+        log.info("found %d images under %s (%d other files skipped)", found, source.uri, listing.skipped_files)
+        models.check_available(config.model)
+        heartbeat.progress = Progress(found=found, phase="starting ray")
+        with ray_connection(config.ray_address):
+            import ray
 
-        node_cpus, gpus = cluster_shape()
-        plan = plan or plan_resources(config, node_cpus, gpus)
-        log.info("plan: %s", plan.describe())
-        tracker = tracker_actor(found)
-        ds = build_dataset(config, source, listing.paths, plan, tracker)
-        _discard(run_dir)
-        stop = threading.Event()
-        poller = threading.Thread(target=_poll, args=(tracker, report, stop), daemon=True)
-        poller.start()
-        try:
+            node_cpus, gpus = cluster_shape()
+            plan = plan or plan_resources(config, node_cpus, gpus)
+            log.info("plan: %s", plan.describe())
+            heartbeat.tracker = tracker = tracker_actor(found)
+            ds = build_dataset(config, source, listing.paths, plan, tracker)
+            _discard(run_dir)
             ds.write_parquet(str(run_dir.staging))
-        finally:
-            stop.set()
-            poller.join()
-        final = ray.get(tracker.snapshot.remote("writing"))
-        failures = ray.get(tracker.failure_list.remote())
-        stats = _stats_text(ds)
-        ray_info = {"address": config.ray_address or os.environ.get("RAY_ADDRESS") or "local",
-                    "nodes": len(node_cpus), "cpus": sum(node_cpus), "gpus": gpus,
-                    "dashboard_url": _dashboard_url()}
+            heartbeat.stop()
+            final = ray.get(tracker.snapshot.remote("writing"))
+            failures = ray.get(tracker.failure_list.remote())
+            stats = _stats_text(ds)
+            ray_info = {"address": config.ray_address or os.environ.get("RAY_ADDRESS") or "local",
+                        "nodes": len(node_cpus), "cpus": sum(node_cpus), "gpus": gpus,
+                        "dashboard_url": _dashboard_url()}
     rows, dim = _written_shape(run_dir.staging)
     if rows == 0:
         reasons = "; ".join(f"{Path(f['path']).name}: {f['reason']}" for f in failures[:3])
@@ -287,14 +282,41 @@ def _reporter(run_dir: RunDir, on_progress):
     return report
 
 
-def _poll(tracker, report, stop: threading.Event) -> None:
-    import ray
+class _Heartbeat:
+    """Reports progress every PROGRESS_EVERY_S from the run's start: the phase while Ray starts, live counts after."""
 
-    while not stop.wait(PROGRESS_EVERY_S):
-        try:
-            report(ray.get(tracker.snapshot.remote(), timeout=10))
-        except Exception as error:  # progress is best effort; the run itself goes on
-            log.debug("progress poll failed: %s", error)
+    def __init__(self, report):
+        self.report = report
+        self.progress = Progress(phase="listing")  # what to report until a tracker exists
+        self.tracker = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._started = time.monotonic()
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(PROGRESS_EVERY_S):
+            try:
+                if self.tracker is None:
+                    self.progress.elapsed_s = round(time.monotonic() - self._started, 2)
+                    self.report(self.progress)
+                else:
+                    import ray
+
+                    self.report(ray.get(self.tracker.snapshot.remote(), timeout=10))
+            except Exception as error:  # progress is best effort; the run itself goes on
+                log.debug("progress report failed: %s", error)
 
 
 def _publish(run_dir: RunDir) -> None:
