@@ -84,6 +84,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", help="existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
     parser.add_argument("--fp16", action="store_true", help="half precision on cuda")
+    parser.add_argument("--no-map", dest="projection", action="store_false",
+                        help="skip the UMAP map at the end (the dashboard computes it when first opened)")
 
 
 def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
@@ -99,6 +101,7 @@ def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
         ray_address=args.ray_address,
         s3_endpoint=args.s3_endpoint,
         fp16=args.fp16,
+        projection=args.projection,
     )
 
 

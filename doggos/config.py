@@ -38,6 +38,7 @@ class RunConfig:
     s3_endpoint: str | None = None  # S3-compatible endpoint URL; None: AWS_ENDPOINT_URL or AWS itself
     fp16: bool = False  # half precision on cuda (ignored on CPU, where fp16 is slower)
     thumbnail_size: int = 224  # longest side of the JPEG thumbnail stored with each row, in pixels
+    projection: bool = True  # compute the default UMAP map as the run's last step, so the Map page opens at once
 
     def __post_init__(self) -> None:
         for name in ("source", "output", "model"):
@@ -62,8 +63,9 @@ class RunConfig:
             object.__setattr__(self, name, (value or "").strip() or None)
         if self.s3_endpoint and not self.s3_endpoint.startswith(("http://", "https://")):
             raise ConfigError("s3_endpoint", f"must be a URL starting with http:// or https:// (got {self.s3_endpoint!r})")
-        if not isinstance(self.fp16, bool):
-            raise ConfigError("fp16", f"must be true or false (got {self.fp16!r})")
+        for name in ("fp16", "projection"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, f"must be true or false (got {getattr(self, name)!r})")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

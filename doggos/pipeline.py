@@ -237,6 +237,7 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
     write_json_atomic(run_dir.failures, failures)
     run_dir.ray_stats.write_text(stats, encoding="utf-8")
     _publish(run_dir)
+    projection_seconds = _project(config, run_dir, report, final) if config.projection else None
     final.embedded, final.phase = rows, "done"
     report(final)
     manifest = {
@@ -260,6 +261,7 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
         "duration_s": round(time.time() - started, 2),
         "images_per_s": round(rows / max(time.time() - started, 1e-9), 2),
         "progress": final.to_dict(),
+        "projection_s": projection_seconds,
         "embeddings_path": str(run_dir.embeddings),
         "versions": _versions(),
     }
@@ -317,6 +319,21 @@ class _Heartbeat:
                     self.report(ray.get(self.tracker.snapshot.remote(), timeout=10))
             except Exception as error:  # progress is best effort; the run itself goes on
                 log.debug("progress report failed: %s", error)
+
+
+def _project(config: RunConfig, run_dir: RunDir, report, progress: Progress) -> float | None:
+    """The default UMAP map, computed now so the Map page is ready when the run is; a failure here fails nothing."""
+    from doggos import projection
+
+    progress.phase = "projecting"
+    report(progress)
+    started = time.monotonic()
+    try:
+        projection.compute(run_dir, projection.DEFAULT_PARAMS)
+    except Exception as error:
+        log.warning("the default map could not be computed (the Map page will retry): %s", error)
+        return None
+    return round(time.monotonic() - started, 2)
 
 
 def _publish(run_dir: RunDir) -> None:

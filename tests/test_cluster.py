@@ -30,7 +30,7 @@ def nodes_used(stats: str, operator: str) -> int:
 def test_a_run_on_an_existing_cluster_embeds_on_both_nodes(tmp_path, two_node_cluster, image_tree, tiny_clip):
     root, labels = image_tree
     manager = RunManager(tmp_path)
-    run_id = manager.start(RunConfig(source=str(root), model=tiny_clip, batch_size=2, ray_address=two_node_cluster.address))
+    run_id = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip, batch_size=2, ray_address=two_node_cluster.address))
     info = manager.wait(run_id, timeout_s=240)
     assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
     assert info.manifest["rows"] == len(labels)

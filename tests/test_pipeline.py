@@ -24,7 +24,7 @@ def read_table(run_dir: RunDir) -> pa.Table:
 def test_embeds_every_image_with_its_label_and_the_models_own_vectors(ray_session, image_tree, tiny_clip, tmp_path):
     root, labels = image_tree
     seen = []
-    config = RunConfig(source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=5)
+    config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=5)
     manifest = pipeline.run(config, on_progress=seen.append)
 
     table = read_table(RunDir(config.output))
@@ -53,7 +53,7 @@ def test_bad_files_are_recorded_and_never_drop_their_neighbours(ray_session, tin
     (root / "pug" / "zero.jpg").write_bytes(b"")
     (root / "pug" / "text.jpg").write_text("not an image")
     (root / "pug" / "notes.txt").write_text("ignored: not an image extension")
-    config = RunConfig(source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=2)
+    config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=2)
     # One block holds every file, so a bad file dropping its block would drop good images too.
     manifest = pipeline.run(config)
 
@@ -67,7 +67,7 @@ def test_bad_files_are_recorded_and_never_drop_their_neighbours(ray_session, tin
 def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tiny_clip, tmp_path):
     (tmp_path / "src" / "pug").mkdir(parents=True)
     (tmp_path / "src" / "pug" / "a.jpg").write_bytes(b"garbage")
-    config = RunConfig(source=str(tmp_path / "src"), output=str(tmp_path / "run"), model=tiny_clip)
+    config = RunConfig(projection=False, source=str(tmp_path / "src"), output=str(tmp_path / "run"), model=tiny_clip)
     with pytest.raises(pipeline.PipelineError, match="every one of the 1 images failed.*a.jpg: not an image"):
         pipeline.run(config)
     run_dir = RunDir(config.output)
@@ -77,7 +77,7 @@ def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tin
 
 def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image_tree, tiny_clip, tmp_path):
     root, labels = image_tree
-    config = RunConfig(source=str(root), output=str(tmp_path / "run"), model=tiny_clip)
+    config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip)
     pipeline.run(config)
     pipeline.run(config.replace(limit=4))
     table = read_table(RunDir(config.output))

@@ -48,7 +48,7 @@ def test_cli_start_returns_at_once_and_a_new_manager_sees_it_finish(tmp_path, im
     started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "doggos", "runs", "--runs-dir", str(tmp_path), "start",
-         "--source", str(root), "--model", tiny_clip, "--batch-size", "2"],
+         "--source", str(root), "--model", tiny_clip, "--batch-size", "2", "--no-map"],
         capture_output=True, text=True, timeout=120,
     )
     launch_s = time.monotonic() - started
@@ -80,7 +80,7 @@ def test_cli_start_returns_at_once_and_a_new_manager_sees_it_finish(tmp_path, im
 def test_two_runs_queue_and_both_finish_with_their_own_rows(tmp_path, image_tree, tiny_clip):
     root, labels = image_tree
     manager = RunManager(tmp_path)
-    config = RunConfig(source=str(root), model=tiny_clip)
+    config = RunConfig(projection=False, source=str(root), model=tiny_clip)
     first = manager.start(config)
     second = manager.start(config.replace(limit=5))
     wait_for(lambda: manager.get(first).state == "running")
@@ -94,7 +94,7 @@ def test_two_runs_queue_and_both_finish_with_their_own_rows(tmp_path, image_tree
 
 def test_cancel_stops_a_running_run_fast_and_leaves_nothing_behind(tmp_path, big_tree, base_clip):
     manager = RunManager(tmp_path)
-    run_id = manager.start(RunConfig(source=str(big_tree), model=base_clip, batch_size=4))
+    run_id = manager.start(RunConfig(projection=False, source=str(big_tree), model=base_clip, batch_size=4))
     wait_for(lambda: manager.get(run_id).progress.embedded > 0 or not manager.get(run_id).active, timeout_s=120)
     assert manager.get(run_id).active, "the run ended before it could be cancelled"
     started = time.monotonic()
@@ -108,7 +108,7 @@ def test_cancel_stops_a_running_run_fast_and_leaves_nothing_behind(tmp_path, big
 
 def test_a_killed_driver_is_detected_and_its_run_marked_failed(tmp_path, big_tree, base_clip):
     manager = RunManager(tmp_path)
-    run_id = manager.start(RunConfig(source=str(big_tree), model=base_clip, batch_size=4))
+    run_id = manager.start(RunConfig(projection=False, source=str(big_tree), model=base_clip, batch_size=4))
     wait_for(lambda: manager.get(run_id).progress.embedded > 0, timeout_s=120)
     status = RunDir(manager.get(run_id).path).status.read_text()
     driver = int(__import__("json").loads(status)["pid"])
@@ -122,8 +122,8 @@ def test_a_killed_driver_is_detected_and_its_run_marked_failed(tmp_path, big_tre
 def test_cancel_a_queued_run(tmp_path, image_tree, tiny_clip):
     root, _ = image_tree
     manager = RunManager(tmp_path)
-    first = manager.start(RunConfig(source=str(root), model=tiny_clip))
-    queued = manager.start(RunConfig(source=str(root), model=tiny_clip))
+    first = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip))
+    queued = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip))
     assert manager.cancel(queued).state == "cancelled"
     assert manager.wait(first, RUN_TIMEOUT_S).state == "succeeded"
     assert manager.get(queued).state == "cancelled" and run_processes(queued) == []
@@ -132,5 +132,5 @@ def test_cancel_a_queued_run(tmp_path, image_tree, tiny_clip):
 def test_bad_settings_are_refused_before_anything_launches(tmp_path, tiny_clip):
     manager = RunManager(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
-        manager.start(RunConfig(source=str(tmp_path / "missing"), model=tiny_clip))
+        manager.start(RunConfig(projection=False, source=str(tmp_path / "missing"), model=tiny_clip))
     assert manager.list() == []
