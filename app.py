@@ -1,0 +1,52 @@
+"""The doggos dashboard: `streamlit run app.py`. Navigation and the shared sidebar run picker; pages draw the rest."""
+
+import streamlit as st
+
+from doggos import ui
+from doggos.runs import RunManager
+
+st.set_page_config(page_title="doggos", page_icon="🐶", layout="wide")
+
+PAGES = [
+    st.Page("pages/run.py", title="Run", icon=":material/rocket_launch:", default=True),
+    st.Page("pages/browse.py", title="Browse", icon=":material/photo_library:", url_path="browse"),
+    st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:", url_path="map"),
+    st.Page("pages/summary.py", title="Run summary", icon=":material/summarize:", url_path="summary"),
+]
+navigation = st.navigation(PAGES)
+
+# Streamlit forgets a widget's value when its page is not shown; re-storing keeps the Run form filled in.
+for key in [key for key in st.session_state if str(key).startswith("form_")]:
+    st.session_state[key] = st.session_state[key]
+
+manager = RunManager()
+finished = {run.id: run for run in manager.list() if run.state == "succeeded"}  # newest first
+
+# A page may ask for a run to become current (e.g. the one it just watched finish); the picker can only be
+# changed before it is drawn, so the request waits here.
+requested = st.session_state.pop("request_current_run", None)
+if requested in finished:
+    st.session_state["current_run_id"] = requested
+if st.session_state.get("current_run_id") not in finished:
+    st.session_state["current_run_id"] = next(iter(finished), None)  # the latest succeeded run, or none
+
+with st.sidebar:
+    st.markdown("### 🐶 doggos")
+    if finished:
+        st.selectbox(
+            "Current run",
+            options=list(finished),
+            format_func=lambda run_id: ui.run_choice_label(finished[run_id]),
+            key="current_run_id",
+            help="Browse, Map and Run summary show this run. Only finished (succeeded) runs are listed.",
+        )
+    else:
+        st.info("No finished run yet. Start one on the Run page.")
+    st.caption(f"Runs folder: {ui.markdown_literal(manager.root)}")
+
+st.session_state["current_run"] = finished.get(st.session_state.get("current_run_id"))
+st.session_state["runs_root"] = str(manager.root)
+deep_link = st.session_state.pop("deep_link", None)  # see the guard at the top of each page
+if deep_link:
+    st.switch_page(deep_link)
+navigation.run()

@@ -1,0 +1,230 @@
+"""Small helpers the dashboard pages share: safe text, the launch form's logic, paging, map selections.
+
+Importable without Streamlit, so every decision a page makes can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable
+
+from doggos.config import ConfigError, RunConfig
+
+FORM_FIELDS = {  # RunConfig field → the label the form shows for it
+    "source": "Source",
+    "model": "Model",
+    "device": "Device",
+    "batch_size": "Batch size",
+    "concurrency": "Concurrency",
+    "limit": "Image limit",
+    "ray_address": "Ray address",
+    "s3_endpoint": "S3 endpoint",
+    "fp16": "Half precision (fp16)",
+}
+STATE_ICONS = {"queued": "⏳", "starting": "🚀", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
+PAGE_SIZES = (24, 48, 96)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~=:$&\"'])")
+
+
+def markdown_literal(text: Any) -> str:
+    """Text that Streamlit's Markdown (captions, st.markdown, st.error...) shows exactly as written.
+
+    Every Markdown, HTML and directive character is backslash-escaped; a zero-width space after each ':' also
+    keeps `:dog:` emoji and `:red[...]` colour shortcodes from being expanded.
+    """
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
+    return escaped.replace(":", ":\u200b")
+
+
+def plotly_literal(text: Any) -> str:
+    """Text for Plotly labels, which read a subset of HTML (<b>, <br>...): escape it so it shows as written."""
+    return html.escape(str(text), quote=False)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def machine_summary() -> dict[str, Any]:
+    """What this machine offers the pipeline, found without importing torch (which takes seconds)."""
+    gpus = _nvidia_gpus()
+    try:
+        torch_version = version("torch")
+    except PackageNotFoundError:
+        torch_version = None
+    cpu_only_torch = bool(torch_version and "+cpu" in torch_version)
+    cuda_usable = bool(gpus) and not cpu_only_torch
+    parts = [f"{os.cpu_count() or '?'} CPU cores"]
+    if gpus:
+        parts.append(f"{len(gpus)} NVIDIA GPU{'s' if len(gpus) > 1 else ''}" + (": " + ", ".join(gpus) if gpus[0] else ""))
+    else:
+        parts.append("no CUDA GPU")
+    if torch_version:
+        parts.append(f"torch {torch_version}" + (" (CPU-only build)" if cpu_only_torch else ""))
+    return {"cpus": os.cpu_count() or 0, "gpus": len(gpus), "cuda_usable": cuda_usable, "text": " · ".join(parts)}
+
+
+def _nvidia_gpus() -> list[str]:
+    """GPU model names from the NVIDIA driver's /proc entries ('' where the name is unreadable)."""
+    folder = Path("/proc/driver/nvidia/gpus")
+    if not folder.is_dir():
+        return []
+    names = []
+    for entry in sorted(folder.iterdir()):
+        try:
+            info = (entry / "information").read_text()
+            names.append(next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("Model")), ""))
+        except OSError:
+            names.append("")
+    return names
+
+
+def demo_kit_folder(runs_root: str | os.PathLike) -> Path:
+    """Where the Run page writes the offline demo kit: `demo/` beside the runs root (runs/ → demo/)."""
+    return Path(runs_root).expanduser().absolute().parent / "demo"
+
+
+@dataclass
+class LaunchResult:
+    """A launch's outcome: a run id, or the problems to show, keyed by form field ('' for one without a field)."""
+
+    run_id: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def config_from_form(values: dict[str, Any]) -> RunConfig:
+    """The form's raw values (text, mostly) into a RunConfig, whose own validation names any bad field."""
+    return RunConfig(
+        source=values.get("source") or "",
+        model=values.get("model") or "",
+        device=values.get("device") or "auto",
+        batch_size=values.get("batch_size"),
+        concurrency=values.get("concurrency"),
+        limit=values.get("limit"),
+        ray_address=values.get("ray_address"),
+        s3_endpoint=values.get("s3_endpoint"),
+        fp16=bool(values.get("fp16", False)),
+    )
+
+
+def launch(manager, values: dict[str, Any]) -> LaunchResult:
+    """Validate the form and start a background run; a user's mistake comes back as an error on its field."""
+    try:
+        config = config_from_form(values)
+        return LaunchResult(run_id=manager.start(config))
+    except ValueError as error:  # ConfigError, SourceError, ModelError: each carries the field to blame
+        name = getattr(error, "field", "") or ""
+        message = error.message if isinstance(error, ConfigError) else str(error)
+        if name in FORM_FIELDS:
+            return LaunchResult(errors={name: message})
+        return LaunchResult(errors={"": f"{name}: {message}" if name else message})
+    except OSError as error:  # the runs folder cannot be written, the driver cannot be spawned...
+        return LaunchResult(errors={"": f"the run could not be started: {error}"})
+
+
+def field_error_text(field_name: str, message: str) -> str:
+    """Markdown for an error under a form field: the label, the field's name as the CLI spells it, the reason."""
+    label = FORM_FIELDS.get(field_name)
+    head = f"**{label}** (`{field_name}`): " if label else ""
+    return head + markdown_literal(message)
+
+
+def history_rows(runs: Iterable) -> list[dict[str, Any]]:
+    """The runs table: one plain dict per run, newest first, ready for st.dataframe."""
+    rows = []
+    for run in runs:
+        progress, manifest = run.progress, run.manifest or {}
+        rows.append({
+            "run": run.id,
+            "state": f"{STATE_ICONS.get(run.state, '•')} {run.state}",
+            "images": manifest.get("rows", progress.embedded),
+            "found": manifest.get("found", progress.found),
+            "failed": run.failed_files,
+            "labels": manifest.get("labels"),
+            "duration": format_duration(run.duration_s),
+            "images/s": manifest.get("images_per_s", progress.images_per_s or None),
+            "source": run.config.get("source", ""),
+            "model": run.config.get("model", ""),
+            "created": (run.created_at or "")[:19].replace("T", " "),
+            "error": run.error or "",
+        })
+    return rows
+
+
+def run_choice_label(run) -> str:
+    """How the sidebar names a run: id, source folder, image count."""
+    manifest = run.manifest or {}
+    source = str(run.config.get("source", "")).rstrip("/")
+    short = source.rsplit("/", 1)[-1] or source
+    rows = manifest.get("rows")
+    return f"{run.id} · {short}" + (f" · {rows} images" if rows is not None else "")
+
+
+def progress_caption(progress) -> str:
+    """One line about a live run: phase, counts, rate, ETA."""
+    parts = [progress.phase]
+    if progress.found:
+        parts.append(f"{progress.embedded:,}/{progress.found:,} images embedded")
+    if progress.failed:
+        parts.append(f"{progress.failed:,} failed")
+    if progress.images_per_s:
+        parts.append(f"{progress.images_per_s:.1f} images/s")
+    if progress.eta_s is not None and progress.phase == "embedding":
+        parts.append(f"ETA {format_duration(progress.eta_s)}")
+    return " · ".join(parts)
+
+
+def page_count(total: int, page_size: int) -> int:
+    return max(1, math.ceil(total / page_size))
+
+
+def page_slice(total: int, page: int, page_size: int) -> slice:
+    """Rows of 1-based `page`, clamped into range (a filter change can leave the old page number too high)."""
+    page = min(max(1, page), page_count(total, page_size))
+    return slice((page - 1) * page_size, min(total, page * page_size))
+
+
+def caption_for(label: str, name: str) -> str:
+    return markdown_literal(f"{label} · {name}")
+
+
+def selected_row_ids(points: Iterable[dict], trace_rows: list[list[int]] | None = None) -> list[int]:
+    """Row ids of the points a Plotly box/lasso selection returned, in order, without repeats.
+
+    Each point carries its row id as `customdata`; where it does not, (curve_number, point_index) is looked up in
+    `trace_rows` (the row ids drawn by each trace, in trace order).
+    """
+    found: dict[int, None] = {}
+    for point in points or []:
+        row = _row_from_customdata(point.get("customdata"))
+        if row is None and trace_rows is not None:
+            curve, index = point.get("curve_number"), point.get("point_index", point.get("point_number"))
+            if isinstance(curve, int) and isinstance(index, int) and 0 <= curve < len(trace_rows) and 0 <= index < len(trace_rows[curve]):
+                row = int(trace_rows[curve][index])
+        if row is not None:
+            found.setdefault(row, None)
+    return list(found)
+
+
+def _row_from_customdata(value: Any) -> int | None:
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and number >= 0 else None

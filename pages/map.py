@@ -1,0 +1,141 @@
+"""Map page: a 2-D UMAP (or PCA) of the run's embeddings; box or lasso a region to see its images below."""
+
+import functools
+import time
+
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+import streamlit as st
+
+from doggos import projection, store, ui
+
+if "runs_root" not in st.session_state:  # opened by URL before app.py ever ran (Streamlit's pages/ quirk)
+    st.session_state["deep_link"] = "pages/map.py"
+    st.switch_page("app.py")  # app.py draws the frame, then comes back here
+
+PALETTE = qualitative.Dark24 + qualitative.Light24  # 48 distinct colours before any repeats
+SELECTION_PAGE_SIZE = 36
+
+st.title("Map")
+run = st.session_state.get("current_run")
+if run is None:
+    st.info("No finished run to map yet. Start one on the Run page (the demo kit works offline).")
+    st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
+    st.stop()
+
+
+@st.cache_data(max_entries=16, show_spinner="Reading the projection…")
+def projection_of(path: str, mtime_ns: int):
+    return projection.load(path)
+
+
+@st.cache_data(max_entries=4, show_spinner="Reading thumbnails…")
+def thumbnails_of(run_path: str, version: int) -> list[bytes]:
+    return store.load_thumbnails(run_path)
+
+
+params = st.session_state.get("map_params", projection.DEFAULT_PARAMS)
+with st.form("map_params_form"):
+    method_col, neighbors_col, dist_col, metric_col, apply_col = st.columns([1.3, 2, 2, 1.2, 0.8], vertical_alignment="bottom")
+    method = method_col.segmented_control("Method", projection.METHODS, default=params.method, key="map_method",
+                                          format_func={"umap": "UMAP", "pca": "PCA"}.get,
+                                          help="UMAP keeps neighbourhoods; PCA is instant and linear.")
+    n_neighbors = neighbors_col.slider("n_neighbors (UMAP)", 2, 100, params.n_neighbors, key="map_n_neighbors",
+                                       help="Larger values favour global structure, smaller ones local clusters.")
+    min_dist = dist_col.slider("min_dist (UMAP)", 0.0, 0.99, params.min_dist, step=0.01, key="map_min_dist",
+                               help="How tightly UMAP may pack points together.")
+    metric = metric_col.selectbox("Metric", projection.METRICS, index=projection.METRICS.index(params.metric),
+                                  key="map_metric")
+    if apply_col.form_submit_button("Apply", type="primary", width="stretch"):
+        params = projection.ProjectionParams(n_neighbors, min_dist, metric, method or "umap")
+        st.session_state["map_params"] = params
+
+state = projection.status(run.path, params)
+if state.state == "missing":
+    state = projection.start(run.path, params)  # in its own process: the page never waits on UMAP
+
+if state.state == "running":
+
+    @st.fragment(run_every=1.0)
+    def wait_for_projection() -> None:
+        now = projection.status(run.path, params)
+        if now.state != "running":
+            st.rerun(scope="app")
+        elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
+        st.info(
+            f"Computing {params.describe()} in the background{elapsed}. This page updates by itself when the map "
+            "is ready. The first UMAP in a fresh process takes tens of seconds (numba compiles its code); "
+            "after that, results are cached per run and parameters.",
+            icon=":material/hourglass_top:",
+        )
+
+    wait_for_projection()
+    st.stop()
+
+if state.state == "failed":
+    st.error(f"Computing {params.describe()} failed: {ui.markdown_literal(state.error or 'unknown error')}")
+    if st.button("Try again", icon=":material/refresh:"):
+        projection.start(run.path, params)
+        st.rerun()
+    st.stop()
+
+points, info = projection_of(str(state.path), state.path.stat().st_mtime_ns)
+seconds = info.get("seconds")
+st.caption(f"{len(points):,} points · {ui.markdown_literal(info.get('method', params.method))}"
+           + (f" · computed in {seconds:.1f} s" if seconds else "")
+           + " · click a legend entry to hide a label, double-click to show it alone")
+
+figure = go.Figure()
+trace_rows = []
+for number, (label, group) in enumerate(points.groupby("label", sort=True)):
+    trace_rows.append(group["row"].tolist())
+    names = [ui.plotly_literal(store.file_name(path)) for path in group["path"]]
+    figure.add_trace(go.Scattergl(
+        x=group["x"].to_numpy(), y=group["y"].to_numpy(), mode="markers", name=ui.plotly_literal(label),
+        customdata=group["row"].to_numpy(), hovertext=[f"<b>{ui.plotly_literal(label)}</b><br>{n}" for n in names],
+        hoverinfo="text", marker={"size": 7, "opacity": 0.85, "color": PALETTE[number % len(PALETTE)]},
+    ))
+figure.update_layout(
+    height=640, margin={"l": 10, "r": 10, "t": 36, "b": 10}, dragmode="lasso", hovermode="closest",
+    legend={"title": {"text": "Label"}, "itemsizing": "constant"},
+    # The axes of a UMAP have no units: no ticks, no grid, just the shape.
+    xaxis={"showticklabels": False, "showgrid": False, "title": None, "zeroline": False},
+    yaxis={"showticklabels": False, "showgrid": False, "title": None, "zeroline": False},
+)
+
+
+def remember_selection(chart_key: str, rows_by_trace: list[list[int]]) -> None:
+    event = st.session_state.get(chart_key) or {}
+    chosen = ui.selected_row_ids((event.get("selection") or {}).get("points", []), rows_by_trace)
+    st.session_state["map_selection"] = {"run": run.id, "rows": chosen}
+    st.session_state["map_selection_page"] = 1
+
+
+chart_key = f"map_chart-{st.session_state.get('map_chart_generation', 0)}"  # a new key clears the drawn selection
+st.plotly_chart(figure, key=chart_key, on_select=functools.partial(remember_selection, chart_key, trace_rows),
+                selection_mode=("box", "lasso"), config={"displaylogo": False, "scrollZoom": True})
+
+selection = st.session_state.get("map_selection") or {}
+chosen_rows = [row for row in selection.get("rows", []) if row < len(points)] if selection.get("run") == run.id else []
+if not chosen_rows:
+    st.caption("Draw a lasso (or pick the box tool in the chart's toolbar) around points to see their images here.")
+    st.stop()
+
+chosen = points.set_index("row").loc[chosen_rows].reset_index()
+head_col, clear_col = st.columns([4, 1], vertical_alignment="center")
+head_col.subheader(f"{len(chosen):,} selected image{'s' if len(chosen) != 1 else ''}")
+if clear_col.button("Clear selection", icon=":material/deselect:", width="stretch"):
+    st.session_state.pop("map_selection", None)
+    st.session_state["map_chart_generation"] = st.session_state.get("map_chart_generation", 0) + 1
+    st.rerun()
+per_label = chosen.groupby("label").size().sort_values(ascending=False)
+st.dataframe(per_label.rename("images").rename_axis("label").reset_index(), hide_index=True, height=min(35 * len(per_label) + 38, 220))
+
+thumbnails = thumbnails_of(str(run.path), store.run_version(run.path))
+pages = ui.page_count(len(chosen), SELECTION_PAGE_SIZE)
+window = ui.page_slice(len(chosen), st.session_state.get("map_selection_page", 1), SELECTION_PAGE_SIZE)
+with st.grid(columns="auto", min_column_width=130, gap="small"):
+    for item in chosen.iloc[window].itertuples():
+        st.image(thumbnails[item.row], caption=ui.caption_for(item.label, store.file_name(item.path)), width="stretch")
+if pages > 1:
+    st.pagination(pages, key="map_selection_page", max_visible_pages=9)

@@ -1,0 +1,170 @@
+"""Run page: launch a background embedding run, watch it live, cancel it, and manage the history of runs."""
+
+import streamlit as st
+
+from doggos import ui
+from doggos.config import DEFAULT_MODEL, DEVICES
+from doggos.runs import RunManager
+
+if "runs_root" not in st.session_state:  # opened by URL before app.py ever ran (Streamlit's pages/ quirk)
+    st.session_state["deep_link"] = "pages/run.py"
+    st.switch_page("app.py")  # app.py draws the frame, then comes back here
+
+manager = RunManager()
+machine = ui.machine_summary()
+demo_folder = ui.demo_kit_folder(manager.root)
+
+st.title("Run")
+st.caption("Embed a labeled image tree (`<root>/<label>/<image>`) with CLIP on Ray Data, in the background.")
+
+# Values a button asked to put into the form; widgets can only be set before they are drawn, so it happens here.
+st.session_state.update(st.session_state.pop("pending_form_values", {}))
+st.session_state.setdefault("form_model", DEFAULT_MODEL)
+st.session_state.setdefault("form_device", "auto")
+
+with st.container(border=True):
+    left, right = st.columns([3, 1], vertical_alignment="center")
+    left.markdown(
+        "**No network?** The offline demo kit holds real handwritten-digit images and a tiny CLIP with "
+        "*random weights*: it shows every step end to end, but its map carries no meaning."
+    )
+    left.caption(f"Written to {ui.markdown_literal(demo_folder)} (the folder beside the runs folder).")
+    if right.button("Prepare demo kit", icon=":material/download:", width="stretch"):
+        from doggos import demo
+
+        with st.spinner("Writing digit images and a random-weights CLIP…"):
+            try:
+                kit = demo.make_demo_kit(demo_folder)
+            except Exception as error:  # shown to the user; the page stays usable
+                st.error(f"The demo kit could not be written: {ui.markdown_literal(error)}")
+            else:
+                st.session_state["pending_form_values"] = {"form_source": kit["source"], "form_model": kit["model"]}
+                st.session_state["demo_kit_note"] = True
+                st.rerun()
+    if st.session_state.pop("demo_kit_note", False):
+        st.success("Demo kit ready: the form below now points at its images and model. Press **Launch run**.")
+
+with st.form("launch"):
+    general_error = st.empty()
+    st.text_input("Source", key="form_source", placeholder="/data/dogs  or  s3://bucket/prefix",
+                  help="A local folder or s3:// URI whose subfolders are labels and hold the images.")
+    errors_at = {"source": st.empty()}
+    st.text_input("Model", key="form_model",
+                  help="A Hugging Face CLIP id (needs network or a cached copy) or a local folder saved with save_pretrained.")
+    errors_at["model"] = st.empty()
+    device_col, batch_col, concurrency_col, limit_col = st.columns(4)
+    with device_col:
+        st.radio("Device", DEVICES, key="form_device", horizontal=True,
+                 help="auto uses CUDA when the Ray cluster has a GPU, else the CPU.")
+        errors_at["device"] = st.empty()
+    with batch_col:
+        st.text_input("Batch size", key="form_batch_size", placeholder="auto (16 on CPU, 64 on GPU)")
+        errors_at["batch_size"] = st.empty()
+    with concurrency_col:
+        st.text_input("Concurrency", key="form_concurrency", placeholder="auto (from the cluster)",
+                      help="How many embedder actors (model copies) run at once.")
+        errors_at["concurrency"] = st.empty()
+    with limit_col:
+        st.text_input("Image limit", key="form_limit", placeholder="all images",
+                      help="Embed only the first N images (sorted by path): handy for a quick try.")
+        errors_at["limit"] = st.empty()
+    st.caption(f"This machine: {ui.markdown_literal(machine['text'])}"
+               + ("" if machine["cuda_usable"] else " · choose auto or cpu here"))
+    with st.expander("Advanced: Ray cluster, S3 endpoint, half precision"):
+        st.text_input("Ray address", key="form_ray_address", placeholder="local Ray (or $RAY_ADDRESS)")
+        errors_at["ray_address"] = st.empty()
+        st.text_input("S3 endpoint", key="form_s3_endpoint", placeholder="AWS (or $AWS_ENDPOINT_URL)")
+        errors_at["s3_endpoint"] = st.empty()
+        st.toggle("Half precision (fp16, CUDA only)", key="form_fp16")
+        errors_at["fp16"] = st.empty()
+    launched = st.form_submit_button("Launch run", type="primary", icon=":material/play_arrow:")
+
+if launched:
+    values = {name: st.session_state.get(f"form_{name}") for name in ui.FORM_FIELDS}
+    with st.spinner("Checking the source and the model…"):
+        result = ui.launch(manager, values)
+    for field_name, message in result.errors.items():
+        (errors_at.get(field_name) or general_error).error(ui.field_error_text(field_name, message))
+    if result.run_id:
+        st.session_state["watched_run"] = result.run_id
+        st.toast(f"Run {result.run_id} started")
+
+runs = manager.list()
+st.session_state["had_active_runs"] = any(run.active for run in runs)
+
+
+@st.fragment(run_every=1.0 if st.session_state["had_active_runs"] else None)
+def live_runs() -> None:
+    """Active runs with progress, log and a cancel button; polls while any run is active."""
+    current = manager.list()
+    active = [run for run in current if run.active]
+    if not active and st.session_state.get("had_active_runs"):
+        st.session_state["had_active_runs"] = False
+        watched = next((run for run in current if run.id == st.session_state.get("watched_run")), None)
+        if watched and watched.state == "succeeded":
+            st.session_state["request_current_run"] = watched.id
+        st.rerun(scope="app")  # the history, the picker and the polling all change with it
+    for run in active:
+        with st.container(border=True):
+            st.markdown(f"**Run {run.id}** · {ui.STATE_ICONS.get(run.state, '')} {run.state}")
+            st.text(run.config.get("source", ""))
+            progress = run.progress
+            st.progress(progress.fraction, text=ui.progress_caption(progress))
+            embedded, rate, eta, failed = st.columns(4)
+            embedded.metric("Embedded", f"{progress.embedded:,} / {progress.found:,}" if progress.found else "–")
+            rate.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "–")
+            eta.metric("ETA", ui.format_duration(progress.eta_s) if progress.phase == "embedding" else "–")
+            failed.metric("Failed files", f"{progress.failed:,}")
+            st.code(manager.log_tail(run.id, 12) or "(no log output yet)", language=None, height=220)
+            if st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
+                with st.spinner("Stopping the run and its Ray workers…"):
+                    manager.cancel(run.id)
+                st.rerun(scope="app")
+    if not active:
+        watched = next((run for run in current if run.id == st.session_state.get("watched_run")), None)
+        if watched is None:
+            return
+        if watched.state == "succeeded":
+            st.success(f"Run {watched.id} finished: {ui.run_choice_label(watched)}. It is now the current run.")
+            links = st.columns(3)
+            links[0].page_link("pages/browse.py", label="Browse its images", icon=":material/photo_library:")
+            links[1].page_link("pages/map.py", label="Explore the map", icon=":material/scatter_plot:")
+            links[2].page_link("pages/summary.py", label="Run summary", icon=":material/summarize:")
+        elif watched.state == "failed":
+            st.error(f"Run {watched.id} failed: {ui.markdown_literal(watched.error or 'see its log')}")
+            st.code(manager.log_tail(watched.id, 20) or "(empty log)", language=None)
+        elif watched.state == "cancelled":
+            st.warning(f"Run {watched.id} was cancelled; nothing was published.")
+
+
+st.subheader("Live")
+live_runs()
+if not st.session_state["had_active_runs"] and not st.session_state.get("watched_run"):
+    st.caption("No run in progress.")
+
+st.subheader("History")
+if not runs:
+    st.caption(f"No runs yet in {ui.markdown_literal(manager.root)}.")
+else:
+    st.dataframe(
+        ui.history_rows(runs),
+        hide_index=True,
+        column_config={
+            "run": st.column_config.TextColumn("Run", pinned=True),
+            "state": "State", "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
+            "duration": "Duration",
+            "images/s": st.column_config.NumberColumn("Images/s", format="%.1f"),
+            "source": "Source", "model": "Model", "created": "Created (UTC)",
+            "error": st.column_config.TextColumn("Error", width="large"),
+        },
+    )
+    removable = [run.id for run in runs if not run.active]
+    with st.popover("Delete a run…", icon=":material/delete:", disabled=not removable):
+        doomed = st.selectbox("Run to delete", removable, key="delete_run_id")
+        st.caption("Deletes its folder: Parquet, thumbnails, projections and log.")
+        if st.button("Delete permanently", type="primary", key="delete_run_confirm") and doomed:
+            manager.delete(doomed)
+            if st.session_state.get("watched_run") == doomed:
+                del st.session_state["watched_run"]
+            st.toast(f"Deleted run {doomed}")
+            st.rerun()

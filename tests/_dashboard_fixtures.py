@@ -1,0 +1,122 @@
+"""Fake but valid finished runs, written straight with pyarrow (no Ray, no model), for the dashboard's tests."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+NASTY_LABEL = '<b>bold</b> *x* "q" 🐶'  # HTML, Markdown, quotes and an emoji: must show exactly like this
+LABELS = {"beagle": 12, "border collie": 9, NASTY_LABEL: 6}
+
+RAY_STATS = """Operator 1 ReadBinary: 4 tasks executed, 4 blocks produced in 1.38s
+* Remote wall time: 11.88ms min, 23.44ms max, 15.16ms mean, 60.65ms total
+* Remote cpu time: 10.59ms min, 19.22ms max, 13.0ms mean, 52.01ms total
+* Output num rows per block: 75 min, 75 max, 75 mean, 300 total
+* Tasks per node: 4 min, 4 max, 4 mean; 1 nodes used
+
+Operator 2 Map(add_label)->MapBatches(prepare_images)->MapBatches(Embedder): 4 tasks executed, 4 blocks produced in 0.45s
+* Remote wall time: 62.57ms min, 151.01ms max, 100.31ms mean, 401.26ms total
+* Remote cpu time: 77.1ms min, 166.69ms max, 108.23ms mean, 432.9ms total
+* Output num rows per block: 75 min, 75 max, 75 mean, 300 total
+
+Operator 3 Write: 4 tasks executed, 4 blocks produced in 0.26s
+* Remote cpu time: 6.86ms min, 17.5ms max, 12.3ms mean, 49.21ms total
+* Output num rows per block: 1 min, 1 max, 1 mean, 4 total
+
+Dataset throughput:
+\t* Ray Data throughput: 0.8893119387282656 rows/s
+"""
+
+
+def jpeg(seed: int, size: tuple[int, int] = (224, 168)) -> bytes:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.integers(40, 215, 3)
+    pixels = np.clip(base + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="JPEG", quality=70)
+    return out.getvalue()
+
+
+def write_fake_run(root: Path, run_id: str = "20250101-120000-0001", labels: dict[str, int] | None = None,
+                   dim: int = 16, source: str = "/data/dogs", seed: int = 0, random_weights: bool = True,
+                   failures: list[dict] | None = None, files: int = 2) -> Path:
+    """A succeeded run under root/run_id: embeddings (clustered per label), thumbnails, manifest, status, stats."""
+    labels = dict(LABELS if labels is None else labels)
+    rng = np.random.default_rng(seed)
+    run = Path(root) / run_id
+    (run / "embeddings").mkdir(parents=True)
+    paths, classes, vectors, thumbs, sizes = [], [], [], [], []
+    distinct = {}
+    for number, (label, count) in enumerate(labels.items()):
+        center = rng.normal(0, 1, dim)
+        for i in range(count):
+            folder = label.replace("/", "|")  # a folder name cannot hold '/', the class column can
+            paths.append(f"{source.rstrip('/')}/{folder}/{folder}-{i:04d}.jpg")
+            classes.append(label)
+            vectors.append(center + rng.normal(0, 0.15, dim))
+            key = (number, i % 4)  # a few distinct thumbnails per label keep big fake runs quick to write
+            if key not in distinct:
+                distinct[key] = jpeg(number * 10 + i % 4, size=(224, 168) if i % 2 else (168, 224))
+            thumbs.append(distinct[key])
+            sizes.append((640, 480) if i % 2 else (480, 640))
+    matrix = np.asarray(vectors, dtype=np.float32).reshape(len(paths), dim)
+    table = pa.table({
+        "path": pa.array(paths, pa.string()),
+        "class": pa.array(classes, pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dim),
+        "thumbnail": pa.array(thumbs, pa.binary()),
+        "width": pa.array([s[0] for s in sizes], pa.int32()),
+        "height": pa.array([s[1] for s in sizes], pa.int32()),
+    })
+    bounds = np.linspace(0, table.num_rows, files + 1).astype(int)
+    for part, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+        pq.write_table(table.slice(start, stop - start), run / "embeddings" / f"part-{part:06d}.parquet")
+    failures = [{"path": f"{source}/beagle/broken.jpg", "reason": "not an image (unknown or unsupported format)"}] \
+        if failures is None else failures
+    config = {"source": source, "output": str(run), "model": "/models/clip-random-weights-tiny", "device": "auto",
+              "batch_size": None, "concurrency": None, "limit": None, "ray_address": None, "s3_endpoint": None,
+              "fp16": False, "thumbnail_size": 224}
+    progress = {"found": len(paths) + len(failures), "decoded": len(paths), "embedded": len(paths),
+                "failed": len(failures), "elapsed_s": 3.0, "images_per_s": 10.0, "eta_s": 0.0, "phase": "done"}
+    times = {"created_at": "2025-01-01T12:00:00+00:00", "started_at": "2025-01-01T12:00:01+00:00",
+             "ended_at": "2025-01-01T12:00:31+00:00"}
+    model = config["model"]
+    manifest = {
+        "status": "succeeded", "run_id": run_id, "config": config, "source": source, "model": model,
+        "model_description": f"{model} (RANDOM WEIGHTS: demo only, embeddings carry no meaning)" if random_weights else model,
+        "random_weights": random_weights, "embedding_dim": dim, "rows": len(paths), "found": len(paths) + len(failures),
+        "failed": len(failures), "skipped_files": 0, "labels": len(labels),
+        "plan": {"device": "cpu", "actors": 1, "cpus_per_actor": 1.0, "gpus_per_actor": 0.0, "threads_per_actor": 2,
+                 "batch_size": 16, "task_cpus": 1.0},
+        "ray": {"address": "local", "nodes": 1, "cpus": 2.0, "gpus": 0.0, "dashboard_url": "http://127.0.0.1:8265"},
+        "started_at": times["started_at"], "ended_at": times["ended_at"], "duration_s": 30.0, "images_per_s": 12.5,
+        "progress": progress, "embeddings_path": str(run / "embeddings"), "versions": {"python": "3.11"},
+    }
+    _json(run / "config.json", config)
+    _json(run / "status.json", {"state": "succeeded", "progress": progress, "error": None, **times})
+    _json(run / "failures.json", failures)
+    (run / "ray_stats.txt").write_text(RAY_STATS, encoding="utf-8")
+    (run / "log.txt").write_text("found images\nplan: 1 embedder actor\ndone\n", encoding="utf-8")
+    _json(run / "manifest.json", manifest)  # last, as the pipeline does
+    return run
+
+
+def write_failed_run(root: Path, run_id: str = "20250101-130000-0002", error: str = "every image failed") -> Path:
+    run = Path(root) / run_id
+    run.mkdir(parents=True)
+    _json(run / "config.json", {"source": "/nowhere", "output": str(run), "model": "m"})
+    _json(run / "status.json", {"state": "failed", "error": error, "created_at": "2025-01-01T13:00:00+00:00",
+                                "ended_at": "2025-01-01T13:00:05+00:00", "progress": {"phase": "listing"}})
+    (run / "log.txt").write_text(f"run failed: {error}\n", encoding="utf-8")
+    return run
+
+
+def _json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -1,0 +1,517 @@
+"""The dashboard, page by page, through Streamlit's AppTest; plus the page helpers in doggos.ui."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from doggos import projection, store, ui
+from doggos.config import RunConfig
+from doggos.runs import RunManager
+from _dashboard_fixtures import NASTY_LABEL, write_failed_run, write_fake_run
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+PAGES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
+RUN_ID = "20250101-120000-0001"
+
+
+@pytest.fixture(autouse=True)
+def every_run_goes_through_app_py(monkeypatch):
+    """AppTest re-detects the pages/ folder before every run and then runs the page file alone, without app.py.
+
+    The real server does that only until app.py first calls st.navigation (the pages' guard covers that first
+    request; see test_a_deep_link_opened_first_still_gets_the_frame). Make every AppTest run go through app.py too.
+    """
+    import runpy
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    monkeypatch.setattr(script_runner, "_mpa_v1", lambda main_script_path: runpy.run_path(main_script_path))
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("DOGGOS_RUNS_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def fake_run(runs_root):
+    """A finished run with three labels (one of them nasty) whose default map is already on disk."""
+    run = write_fake_run(runs_root, RUN_ID)
+    precompute_map(run)
+    return run
+
+
+def precompute_map(run: Path, params=projection.DEFAULT_PARAMS) -> Path:
+    """Store a PCA map under `params`' file name: the Map page then draws at once, and umap is never imported."""
+    vectors, meta = store.load_embeddings(run)
+    return projection.write(run, params, projection.pca_2d(vectors), meta["path"].tolist(), meta["label"].tolist(), "pca")
+
+
+def open_page(page: str, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def unescape_markdown(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text).replace("\u200b", "")
+
+
+def markdown_bodies(at: AppTest) -> list[str]:
+    """Every string the app hands to Streamlit's Markdown renderer (where unescaped user data would misrender)."""
+    bodies = [e.value for kind in ("markdown", "caption", "title", "header", "subheader", "info", "warning", "error",
+                                   "success") for e in at.get(kind)]
+    return bodies + [caption for image in at.image for caption in image.captions]
+
+
+def plotly_spec(at: AppTest) -> dict:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def array_length(value) -> int:
+    """Plotly stores numpy arrays as {'dtype', 'bdata'}; plain lists otherwise."""
+    if isinstance(value, dict) and "bdata" in value:
+        import base64
+
+        import numpy as np
+
+        return len(base64.b64decode(value["bdata"])) // np.dtype(value["dtype"]).itemsize
+    return len(value)
+
+
+# ---- every page --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_runs(runs_root, page):
+    at = open_page(page)
+    assert at.title, f"{page} shows no title"
+    if page != "pages/run.py":
+        assert any("No finished run" in i.value for i in at.info), f"{page} does not say there is nothing to show"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_a_run(fake_run, page):
+    at = open_page(page)
+    assert at.session_state["current_run"].id == RUN_ID
+    assert not at.get("error"), [e.value for e in at.error]
+    assert not any("No finished run" in i.value for i in at.info)
+
+
+def test_every_page_has_its_own_tests():
+    tests = [name for name in globals() if name.startswith("test_")]
+    for page in PAGES:
+        stem = Path(page).stem
+        assert any(name.startswith(f"test_{stem}_") for name in tests), f"{page} has no test_{stem}_* test in this file"
+
+
+def test_every_page_file_is_in_the_navigation(runs_root):
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    for page in PAGES:
+        at.switch_page(page)  # raises ValueError for a file that st.navigation does not register
+
+
+def test_a_deep_link_opened_first_still_gets_the_frame(fake_run, monkeypatch):
+    """A server's very first request for /map runs pages/map.py without app.py; the page's guard sends it through."""
+    monkeypatch.undo()  # the real behaviour, without the fixture above
+    monkeypatch.setenv("DOGGOS_RUNS_DIR", str(fake_run.parent))
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.switch_page("pages/map.py").run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Map"] and at.get("plotly_chart")
+    assert at.sidebar.selectbox(key="current_run_id").value == RUN_ID
+
+
+def test_app_start_up_imports_no_heavy_library(fake_run):
+    """umap, torch, ray and transformers take seconds to import: no page may pull them in just by being shown."""
+    script = (
+        "import sys\nfrom streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({APP!r}, default_timeout=60).run()\n"
+        f"for page in {PAGES!r}:\n    at.switch_page(page).run()\n    assert not at.exception, at.exception\n"
+        "print(sorted(m for m in ('umap', 'torch', 'ray', 'transformers', 'numba') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_sidebar_defaults_to_the_latest_succeeded_run_and_switches(runs_root):
+    write_fake_run(runs_root, "20250101-100000-0001", labels={"old": 3})
+    write_fake_run(runs_root, "20250102-100000-0002", labels={"new": 4})
+    write_failed_run(runs_root, "20250103-100000-0003")  # newer, but failed: not offered
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    picker = at.sidebar.selectbox(key="current_run_id")
+    assert picker.options == [ui.run_choice_label(RunManager().get(i)) for i in ("20250102-100000-0002", "20250101-100000-0001")]
+    assert at.session_state["current_run"].id == "20250102-100000-0002"
+    picker.set_value("20250101-100000-0001").run()
+    at.switch_page("pages/browse.py").run()
+    assert at.session_state["current_run"].id == "20250101-100000-0001"
+    assert len(at.image) == 3
+
+
+# ---- Run page ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def recorded_starts(monkeypatch):
+    calls = []
+
+    def fake_start(self, config, check=True):
+        calls.append(config)
+        return "20990101-000000-beef"
+
+    monkeypatch.setattr(RunManager, "start", fake_start)
+    return calls
+
+
+def test_run_form_rejects_a_zero_batch_size_and_starts_nothing(runs_root, recorded_starts, tmp_path):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input(str(tmp_path))
+    at.text_input(key="form_batch_size").input("0")
+    button(at, "Launch run").click().run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "batch_size" in errors[0] and "at least 1" in errors[0]
+    assert recorded_starts == []
+    assert list(runs_root.iterdir()) == []
+
+
+def test_run_form_names_the_source_when_preflight_refuses_it(runs_root, tmp_path):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input(str(tmp_path / "no such folder"))
+    button(at, "Launch run").click().run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "`source`" in errors[0] and "does not exist" in unescape_markdown(errors[0])
+    assert list(runs_root.iterdir()) == []  # the real RunManager.start refused before creating anything
+
+
+def test_run_launch_calls_the_run_manager_with_the_form_values(runs_root, recorded_starts, tmp_path):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input(str(tmp_path))
+    at.text_input(key="form_model").input("/models/clip")
+    at.radio(key="form_device").set_value("cpu")
+    at.text_input(key="form_batch_size").input("8")
+    at.text_input(key="form_limit").input(" 5 ")
+    button(at, "Launch run").click().run()
+    assert not at.error
+    assert recorded_starts == [RunConfig(source=str(tmp_path), model="/models/clip", device="cpu", batch_size=8, limit=5)]
+    assert at.session_state["watched_run"] == "20990101-000000-beef"
+
+
+def test_run_demo_kit_button_prepares_the_kit_beside_the_runs_root_and_fills_the_form(runs_root, monkeypatch):
+    from doggos import demo
+
+    folders = []
+
+    def fake_kit(folder, per_class=30):
+        folders.append(Path(folder))
+        return {"source": f"{folder}/digits", "model": f"{folder}/clip-random-weights-tiny"}
+
+    monkeypatch.setattr(demo, "make_demo_kit", fake_kit)
+    at = open_page("pages/run.py")
+    button(at, "Prepare demo kit").click().run()
+    assert folders == [runs_root.parent / "demo"]
+    assert at.text_input(key="form_source").value == f"{runs_root.parent / 'demo'}/digits"
+    assert at.text_input(key="form_model").value.endswith("clip-random-weights-tiny")
+    assert any("Demo kit ready" in s.value for s in at.success)
+
+
+def test_run_form_keeps_its_values_across_pages(runs_root, recorded_starts):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input("/data/my dogs")
+    at.text_input(key="form_batch_size").input("zero")
+    button(at, "Launch run").click().run()  # a form sends its values on submit; this one is refused
+    assert recorded_starts == []
+    at.switch_page("pages/browse.py").run()
+    at.switch_page("pages/run.py").run()
+    assert at.text_input(key="form_source").value == "/data/my dogs"
+
+
+def test_run_page_shows_a_live_run_and_cancels_it(runs_root):
+    """A 'driver' that is really `sleep`: the page must show its progress and log, and Cancel must stop it."""
+    from doggos.rundir import RunDir, update_status
+
+    driver = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        run = RunDir(runs_root / "20250105-000000-live")
+        run.path.mkdir()
+        run.config.write_text(json.dumps({"source": "/data/dogs", "model": "m"}))
+        run.log.write_text("found 100 images\nplan: 1 embedder actor\n")
+        start = Path(f"/proc/{driver.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        update_status(run, state="running", pid=driver.pid, pid_start=start, created_at="2025-01-05T00:00:00+00:00",
+                      progress={"found": 100, "embedded": 40, "images_per_s": 8.0, "eta_s": 7.5, "phase": "embedding"})
+        at = open_page("pages/run.py")
+        bars = at.get("progress")
+        assert len(bars) == 1 and bars[0].proto.value == 40
+        assert any("plan: 1 embedder actor" in c.value for c in at.code)
+        assert [m.value for m in at.metric][:2] == ["40 / 100", "8.0"]
+        at.button(key="cancel-20250105-000000-live").click().run()
+        assert driver.wait(timeout=10) is not None
+        assert RunManager().get("20250105-000000-live").state == "cancelled"
+        assert not at.get("progress")
+    finally:
+        driver.kill()
+        driver.wait()
+
+
+def test_run_history_lists_runs_and_deletes_one(runs_root):
+    write_fake_run(runs_root, RUN_ID)
+    write_failed_run(runs_root, "20250101-130000-0002", error="every image failed")
+    at = open_page("pages/run.py")
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["20250101-130000-0002", RUN_ID]
+    assert "failed" in table["state"][0] and table["error"][0] == "every image failed"
+    at.selectbox(key="delete_run_id").set_value("20250101-130000-0002")
+    at.button(key="delete_run_confirm").click().run()
+    assert not (runs_root / "20250101-130000-0002").exists() and (runs_root / RUN_ID).exists()
+    assert list(at.dataframe[0].value["run"]) == [RUN_ID]
+
+
+# ---- Browse page -------------------------------------------------------------------------------------------------
+
+def test_browse_filters_by_label_and_paginates(runs_root):
+    write_fake_run(runs_root, RUN_ID, labels={"beagle": 30, "border collie": 25, NASTY_LABEL: 6})
+    at = open_page("pages/browse.py")
+    labels = at.multiselect(key="browse_labels")
+    assert labels.options == [f"{NASTY_LABEL} (6)", "beagle (30)", "border collie (25)"]
+    assert len(at.image) == 48
+    at.pagination(key="browse_page").select(2).run()
+    assert len(at.image) == 61 - 48
+    labels.select("border collie").run()
+    captions = [unescape_markdown(c) for image in at.image for c in image.captions]
+    assert len(captions) == 25 and all(c.startswith("border collie · ") for c in captions)
+    assert not at.get("pagination")  # one page: no pager, and the page number went back to 1
+    at.text_input(key="browse_name").input("0002").run()
+    assert [unescape_markdown(c) for image in at.image for c in image.captions] == ["border collie · border collie-0002.jpg"]
+
+
+def test_browse_view_shows_the_image_larger_with_its_full_path(runs_root):
+    write_fake_run(runs_root, RUN_ID, source="s3://bucket/dogs")
+    at = open_page("pages/browse.py")
+    at.button(key="view-3").click().run()
+    assert not at.exception
+    assert "s3://bucket/dogs/beagle/beagle-0003.jpg" in [c.value for c in at.code]
+    assert any("stored thumbnail" in c.value for c in at.caption)  # an s3 original is never downloaded
+
+
+def test_browse_first_render_of_a_2880_image_run_is_fast_once_cached(runs_root):
+    write_fake_run(runs_root, RUN_ID, labels={f"breed {i:03d}": 24 for i in range(120)}, dim=32, files=4)
+    at = open_page("pages/browse.py")  # fills the caches
+    assert len(at.image) == 48
+    fresh = AppTest.from_file(APP, default_timeout=30).run()
+    fresh.switch_page("pages/browse.py")
+    started = time.perf_counter()
+    fresh.run()
+    elapsed = time.perf_counter() - started
+    assert not fresh.exception and len(fresh.image) == 48
+    assert elapsed < 1.0, f"first render of a cached 2,880-image run took {elapsed:.2f} s"
+
+
+# ---- Map page ----------------------------------------------------------------------------------------------------
+
+def test_map_draws_one_point_per_embedding_with_a_legend_entry_per_label(fake_run):
+    at = open_page("pages/map.py")
+    spec = plotly_spec(at)
+    rows = len(store.load_index(fake_run))
+    assert sum(array_length(trace["x"]) for trace in spec["data"]) == rows
+    assert {trace["type"] for trace in spec["data"]} == {"scattergl"}
+    assert sorted(html.unescape(trace["name"]) for trace in spec["data"]) == sorted(store.load_index(fake_run)["label"].unique())
+    assert any(f"{rows:,} points" in c.value for c in at.caption)
+
+
+def test_map_selection_shows_the_selected_images(fake_run):
+    at = open_page("pages/map.py", map_selection={"run": RUN_ID, "rows": [0, 5, 20]})
+    assert any("3 selected images" in s.value for s in at.subheader)
+    index = store.load_index(fake_run)
+    captions = [unescape_markdown(c) for image in at.image for c in image.captions]
+    assert captions == [f"{index.label[r]} · {index.name[r]}" for r in (0, 5, 20)]
+    button(at, "Clear selection").click().run()
+    assert not at.image and "map_selection" not in at.session_state
+
+
+def test_map_ignores_a_selection_made_on_another_run(fake_run):
+    at = open_page("pages/map.py", map_selection={"run": "some-other-run", "rows": [0, 1]})
+    assert not at.image
+
+
+def test_map_computes_missing_parameters_in_the_background(fake_run):
+    at = open_page("pages/map.py")
+    at.get("button_group")[0].set_value("pca")  # the Method control
+    button(at, "Apply").click().run()
+    assert not at.get("plotly_chart")
+    assert any("in the background" in i.value for i in at.info)
+    params = projection.ProjectionParams(method="pca")
+    deadline = time.monotonic() + 60
+    while projection.status(fake_run, params).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert projection.status(fake_run, params).state == "ready"
+    at.run()
+    assert sum(array_length(t["x"]) for t in plotly_spec(at)["data"]) == len(store.load_index(fake_run))
+
+
+def test_map_shows_why_a_projection_failed(fake_run):
+    projection.projection_path(fake_run).unlink()
+    error_file = projection.projection_path(fake_run).with_suffix(".error.txt")
+    error_file.write_text("MemoryError: the run is too big for this machine")
+    at = open_page("pages/map.py")
+    assert any("too big for this machine" in unescape_markdown(e.value) for e in at.error)
+    assert not at.get("plotly_chart")
+
+
+# ---- Run summary page --------------------------------------------------------------------------------------------
+
+def test_summary_shows_model_counts_parquet_failures_and_ray(fake_run):
+    at = open_page("pages/summary.py")
+    assert any("random weights" in w.value for w in at.warning)
+    assert any("RANDOM WEIGHTS" in t.value for t in at.text)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images embedded"] == "27" and metrics["Labels"] == "3" and metrics["Embedding dimension"] == "16"
+    assert metrics["Failed files"] == "1"
+    codes = [c.value for c in at.code]
+    assert str(fake_run / "embeddings") in codes
+    assert any("pd.read_parquet" in c for c in codes) and any("ray.data.read_parquet" in c for c in codes)
+    frames = [d.value for d in at.dataframe]
+    assert any(list(f.columns) == ["path", "reason"] and f["path"][0].endswith("broken.jpg") for f in frames)
+    operators = next(f for f in frames if "tasks" in f.columns)
+    assert list(operators["tasks"]) == [4, 4, 4] and operators["name"][2] == "Write"
+    assert any("Operator 1 ReadBinary" in c for c in codes)
+    assert [b.proto.url for b in at.get("link_button")] == ["http://127.0.0.1:8265"]
+
+
+def test_summary_without_failures_or_dashboard(runs_root):
+    run = write_fake_run(runs_root, RUN_ID, failures=[], random_weights=False)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["ray"]["dashboard_url"] = None
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    at = open_page("pages/summary.py")
+    assert not at.warning and not at.get("link_button")
+    assert any("Every image was read" in c.value for c in at.caption)
+
+
+# ---- safe display ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", PAGES)
+def test_labels_with_markup_display_literally(fake_run, page):
+    at = open_page(page, map_selection={"run": RUN_ID, "rows": list(range(27))})
+    if page == "pages/browse.py":
+        at.multiselect(key="browse_labels").select(NASTY_LABEL).run()
+    for body in markdown_bodies(at):
+        assert "<b>" not in body and "*x*" not in body, f"unescaped markup handed to Markdown on {page}: {body!r}"
+    shown = [unescape_markdown(c) for image in at.image for c in image.captions]
+    if page in ("pages/browse.py", "pages/map.py"):
+        assert any(c.startswith(f"{NASTY_LABEL} · ") for c in shown)
+    if page == "pages/map.py":
+        names = [trace["name"] for trace in plotly_spec(at)["data"]]
+        assert "<b>" not in "".join(names) and NASTY_LABEL in [html.unescape(n) for n in names]
+
+
+# ---- doggos.ui ---------------------------------------------------------------------------------------------------
+
+def test_markdown_literal_escapes_everything_markdown_or_streamlit_would_interpret():
+    text = '<b>bold</b> *x* _y_ `c` [l](u) $m$ :dog: :red[r] # h | t ~s~ \\ "q" \'a\' 🐶'
+    escaped = ui.markdown_literal(text)
+    assert unescape_markdown(escaped) == text
+    for token in ("<b>", "*x*", "_y_", "`c`", "[l](u)", "$m$", ":dog:", ":red[", "~s~"):
+        assert token not in escaped
+    assert ui.markdown_literal("two\nlines") == "two lines"
+
+
+def test_plotly_literal_escapes_html():
+    assert ui.plotly_literal("<b>x</b> & y") == "&lt;b&gt;x&lt;/b&gt; &amp; y"
+
+
+def test_selected_row_ids_reads_customdata_or_falls_back_to_trace_positions():
+    points = [{"curve_number": 0, "point_index": 1, "customdata": [7]}, {"curve_number": 1, "point_index": 0, "customdata": 3},
+              {"curve_number": 0, "point_index": 1, "customdata": 7.0}, {"curve_number": 1, "point_index": 1}]
+    assert ui.selected_row_ids(points, trace_rows=[[5, 7], [3, 9]]) == [7, 3, 9]
+    assert ui.selected_row_ids([{"customdata": "x"}, {"customdata": -1}, {}], trace_rows=None) == []
+    assert ui.selected_row_ids([], [[1]]) == []
+    assert ui.selected_row_ids([{"curve_number": 4, "point_index": 0}], [[1]]) == []
+
+
+def test_page_slice_clamps_to_the_last_page():
+    assert ui.page_count(0, 48) == 1 and ui.page_count(97, 48) == 3
+    assert ui.page_slice(97, 3, 48) == slice(96, 97)
+    assert ui.page_slice(97, 9, 48) == slice(96, 97)
+    assert ui.page_slice(10, 0, 48) == slice(0, 10)
+
+
+class _Manager:
+    def __init__(self, error=None):
+        self.error, self.started = error, []
+
+    def start(self, config):
+        if self.error:
+            raise self.error
+        self.started.append(config)
+        return "run-1"
+
+
+def test_launch_maps_every_error_to_its_form_field():
+    from doggos.models import ModelError
+    from doggos.sources import SourceError
+
+    assert ui.launch(_Manager(), {"source": "", "model": "m"}).errors == {"source": "is required (got an empty value)"}
+    assert "limit" in ui.launch(_Manager(), {"source": "/x", "model": "m", "limit": "abc"}).errors
+    assert ui.launch(_Manager(SourceError("/x does not exist")), {"source": "/x", "model": "m"}).errors == {"source": "/x does not exist"}
+    assert ui.launch(_Manager(ModelError("offline")), {"source": "/x", "model": "m"}).errors == {"model": "offline"}
+    assert ui.launch(_Manager(OSError("disk full")), {"source": "/x", "model": "m"}).errors == {"": "the run could not be started: disk full"}
+    from doggos.config import ConfigError
+
+    assert ui.launch(_Manager(ConfigError("output", "read-only")), {"source": "/x", "model": "m"}).errors == {"": "output: read-only"}
+    manager = _Manager()
+    result = ui.launch(manager, {"source": "/x", "model": "m", "device": "cpu", "batch_size": "4", "concurrency": ""})
+    assert result.run_id == "run-1" and manager.started[0].batch_size == 4 and manager.started[0].concurrency is None
+
+
+def test_field_error_text_names_the_field_and_escapes_the_message():
+    text = ui.field_error_text("batch_size", "must be a whole number (got '*x*')")
+    assert text.startswith("**Batch size** (`batch_size`): ") and "*x*" not in text
+
+
+def test_history_rows_and_choice_labels(runs_root):
+    write_fake_run(runs_root, RUN_ID)
+    write_failed_run(runs_root)
+    runs = RunManager().list()
+    rows = ui.history_rows(runs)
+    assert [r["run"] for r in rows] == ["20250101-130000-0002", RUN_ID]
+    assert rows[1]["images"] == 27 and rows[1]["failed"] == 1 and rows[1]["duration"] == "30 s"
+    assert rows[0]["state"].endswith("failed") and rows[0]["error"] == "every image failed"
+    assert ui.run_choice_label(runs[1]) == f"{RUN_ID} · dogs · 27 images"
+
+
+def test_demo_kit_folder_sits_beside_the_runs_root(tmp_path):
+    assert ui.demo_kit_folder(tmp_path / "runs") == tmp_path / "demo"
+
+
+def test_machine_summary_needs_no_torch_import():
+    summary = ui.machine_summary()
+    assert summary["cpus"] == os.cpu_count() and "CPU cores" in summary["text"]
+    assert summary["cuda_usable"] in (True, False)
+
+
+def test_format_duration():
+    assert [ui.format_duration(s) for s in (None, 4.4, 75, 3725)] == ["–", "4 s", "1 min 15 s", "1 h 02 min"]

@@ -1,0 +1,153 @@
+"""doggos.store: reading a finished run (rows, labels, thumbnails, embeddings, failures, Ray statistics)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from doggos import store
+from _dashboard_fixtures import NASTY_LABEL, RAY_STATS, write_fake_run
+
+LABELS = {"beagle": 5, "border collie": 4, NASTY_LABEL: 3}
+
+
+@pytest.fixture
+def run(tmp_path):
+    return write_fake_run(tmp_path, labels=LABELS, source="s3://bucket/dogs", files=3)
+
+
+def test_index_has_one_row_per_image_in_file_order(run):
+    index = store.load_index(run)
+    table = pq.read_table(run / "embeddings")  # pyarrow's own reading of the folder, for comparison
+    assert list(index.columns) == ["row", "path", "label", "name", "width", "height"]
+    assert list(index["row"]) == list(range(12))
+    assert sorted(index["path"]) == sorted(table.column("path").to_pylist())
+    assert index["path"][0] == "s3://bucket/dogs/beagle/beagle-0000.jpg" and index["name"][0] == "beagle-0000.jpg"
+    assert index["label"].tolist().count(NASTY_LABEL) == 3
+
+
+def test_row_ids_agree_across_index_thumbnails_and_embeddings(run):
+    index = store.load_index(run)
+    thumbnails = store.load_thumbnails(run)
+    vectors, meta = store.load_embeddings(run)
+    assert len(thumbnails) == len(index) == len(vectors) == 12
+    assert meta["path"].tolist() == index["path"].tolist()
+    assert vectors.dtype == np.float32 and vectors.shape == (12, 16)
+    direct = {}
+    for f in store.embedding_files(run):
+        part = pq.read_table(f).to_pydict()
+        direct.update({p: (t, e) for p, t, e in zip(part["path"], part["thumbnail"], part["embedding"])})
+    for row in range(12):
+        thumbnail, embedding = direct[index["path"][row]]
+        assert thumbnails[row] == thumbnail
+        assert np.allclose(vectors[row], embedding)
+    assert Image.open(io.BytesIO(thumbnails[0])).format == "JPEG"
+
+
+def test_label_counts_most_frequent_first(run):
+    counts = store.label_counts(store.load_index(run))
+    assert counts.to_dict("records") == [
+        {"label": "beagle", "images": 5}, {"label": "border collie", "images": 4}, {"label": NASTY_LABEL, "images": 3}]
+
+
+def test_filter_index_by_labels_and_file_name_sorted_by_label_then_path(run):
+    index = store.load_index(run).sample(frac=1, random_state=1)  # the order Ray wrote: any
+    assert len(store.filter_index(index)) == 12
+    picked = store.filter_index(index, ["border collie", NASTY_LABEL])
+    assert picked["label"].tolist() == [NASTY_LABEL] * 3 + ["border collie"] * 4
+    assert picked["path"].tolist()[3:] == sorted(picked["path"].tolist()[3:])
+    assert store.filter_index(index, name_contains="  COLLIE-0003 ")["name"].tolist() == ["border collie-0003.jpg"]
+    assert store.filter_index(index, ["beagle"], "collie").empty
+
+
+def test_file_name_of_uris_and_paths():
+    assert store.file_name("s3://bucket/a/b c.jpg") == "b c.jpg"
+    assert store.file_name("/data/dogs/x.png") == "x.png"
+
+
+def test_detail_image_never_downloads_and_prefers_a_local_original(tmp_path):
+    thumbnail = b"thumbnail bytes"
+    assert store.detail_image("s3://bucket/dogs/a.jpg", thumbnail) == (thumbnail, "stored thumbnail")
+    assert store.detail_image(str(tmp_path / "gone.jpg"), thumbnail) == (thumbnail, "stored thumbnail")
+    original = tmp_path / "big.png"
+    Image.new("RGB", (2000, 1000), (200, 100, 50)).save(original)
+    data, origin = store.detail_image(str(original), thumbnail)
+    assert origin == "original file" and Image.open(io.BytesIO(data)).size == (768, 384)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    assert store.detail_image(str(broken), thumbnail)[0] == thumbnail
+
+
+def test_missing_embeddings_raise_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no Parquet"):
+        store.load_index(tmp_path)
+
+
+def test_failures_manifest_log_and_stats(run):
+    assert store.read_failures(run) == [{"path": "s3://bucket/dogs/beagle/broken.jpg",
+                                         "reason": "not an image (unknown or unsupported format)"}]
+    assert store.read_manifest(run)["rows"] == 12
+    assert store.read_ray_stats(run) == RAY_STATS
+    (run / "failures.json").write_text("{not json")
+    assert store.read_failures(run) == []
+    assert store.read_ray_stats(run / "nowhere") == "" and store.read_log(run / "nowhere") == ""
+
+
+def test_run_version_changes_when_the_run_is_republished(run):
+    before = store.run_version(run)
+    manifest = run / "manifest.json"
+    manifest.write_text(manifest.read_text())
+    import os
+
+    os.utime(manifest, ns=(before + 10**9, before + 10**9))
+    assert store.run_version(run) != before and store.run_version(run / "nowhere") == 0
+
+
+def test_parse_operator_stats():
+    operators = store.parse_operator_stats(RAY_STATS)
+    assert [(o["operator"], o["name"], o["tasks"], o["blocks"], o["wall_s"], o["rows_out"]) for o in operators] == [
+        (1, "ReadBinary", 4, 4, 1.38, 300),
+        (2, "Map(add_label)->MapBatches(prepare_images)->MapBatches(Embedder)", 4, 4, 0.45, 300),
+        (3, "Write", 4, 4, 0.26, 4),
+    ]
+    assert operators[1]["cpu_s"] == pytest.approx(0.4329)
+    assert store.operator_chain(operators) == "ReadBinary → Map(add_label)->MapBatches(prepare_images)->MapBatches(Embedder) → Write"
+    assert store.parse_operator_stats("Operator 7 Foo: 2 tasks executed, 3 blocks produced in 812.5ms")[0]["wall_s"] == 0.8125
+    assert store.parse_operator_stats("(Ray Data stats unavailable: boom)") == []
+
+
+def test_execution_plan_from_the_log():
+    log = ("2026 INFO streaming_executor.py:216 -- Execution plan of Dataset dataset_1: InputDataBuffer[Input] -> "
+           "TaskPoolMapOperator[ReadBinary->Map(add_label)] -> ActorPoolMapOperator[MapBatches(Embedder)] -> "
+           "TaskPoolMapOperator[Write]\n")
+    assert store.execution_plan(log) == "InputDataBuffer[Input] → ReadBinary->Map(add_label) → MapBatches(Embedder) → Write"
+    assert store.execution_plan("nothing here") is None
+
+
+def test_loading_snippets_run_as_shown(run, tmp_path):
+    odd = tmp_path / "it's a \"folder\""
+    (run / "embeddings").rename(odd)
+    snippets = store.loading_snippets(str(odd))
+    compile(snippets["ray"], "<ray snippet>", "exec")
+    scope: dict = {}
+    exec(snippets["pandas"].replace("print(", "(lambda *a: None)("), scope)
+    frame = scope["df"]
+    assert isinstance(frame, pd.DataFrame) and len(frame) == 12 and len(scope["embeddings"][0]) == 16
+
+
+def test_the_fake_run_manifest_uses_the_keys_the_pipeline_writes(run):
+    """Keep the fake run honest: every manifest key the pages may read is one pipeline.py writes."""
+    from pathlib import Path
+
+    import doggos.pipeline
+
+    source = Path(doggos.pipeline.__file__).read_text()
+    manifest = json.loads((run / "manifest.json").read_text())
+    missing = [key for key in manifest if f'"{key}"' not in source]
+    assert not missing, f"the fake manifest has keys the pipeline does not write: {missing}"
