@@ -191,7 +191,7 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     report = _reporter(run_dir, on_progress)
     try:
         manifest = _run(config, run_dir, report, started, plan)
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt):
         _discard(run_dir)
         update_status(run_dir, state="cancelled", ended_at=now_iso())
         raise
