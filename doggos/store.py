@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import re
@@ -103,19 +104,32 @@ def filter_index(index: pd.DataFrame, labels=(), name_contains: str = "") -> pd.
     return rows.sort_values(["label", "path"], kind="stable")
 
 
-def detail_image(path: str, thumbnail: bytes, max_side: int = DETAIL_MAX_SIDE) -> tuple[bytes, str]:
+def detail_image(path: str, thumbnail: bytes, max_side: int = DETAIL_MAX_SIDE) -> tuple[bytes, str, tuple[int, int]]:
     """The image to show larger: a local original, downscaled, when it is still there; else the stored thumbnail.
 
-    Returns (JPEG bytes, where it came from). Remote originals are never fetched: browsing must not download a bucket.
+    Returns (JPEG bytes, where they came from, their size). Remote originals are never fetched: browsing must not
+    download a bucket.
     """
-    if "://" in path or not os.path.isfile(path):
-        return thumbnail, "stored thumbnail"
-    try:
-        from doggos.images import decode, thumbnail_jpeg
+    from doggos.images import decode, thumbnail_jpeg
 
-        return thumbnail_jpeg(decode(Path(path).read_bytes()), max_side), "original file"
-    except (OSError, ValueError):  # moved, unreadable, or no longer an image: the thumbnail still tells the story
-        return thumbnail, "stored thumbnail (the original could not be read)"
+    origin = "stored thumbnail"
+    if "://" not in path and os.path.isfile(path):
+        try:
+            data = thumbnail_jpeg(decode(Path(path).read_bytes()), max_side)
+            return data, "original file", _size(data)
+        except (OSError, ValueError):  # moved, unreadable, or no longer an image: the thumbnail still tells the story
+            origin = "stored thumbnail (the original could not be read)"
+    return thumbnail, origin, _size(thumbnail)
+
+
+def _size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (OSError, ValueError):
+        return (0, 0)
 
 
 def read_manifest(run: str | os.PathLike | RunDir) -> dict:

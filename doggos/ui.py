@@ -26,9 +26,11 @@ FORM_FIELDS = {  # RunConfig field → the label the form shows for it
     "ray_address": "Ray address",
     "s3_endpoint": "S3 endpoint",
     "fp16": "Half precision (fp16)",
+    "projection": "Default map",
 }
 STATE_ICONS = {"queued": "⏳", "starting": "🚀", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
 PAGE_SIZES = (24, 48, 96)
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes Ray's workers put in the log
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~=:$&\"'])")
 
 
@@ -45,6 +47,11 @@ def markdown_literal(text: Any) -> str:
 def plotly_literal(text: Any) -> str:
     """Text for Plotly labels, which read a subset of HTML (<b>, <br>...): escape it so it shows as written."""
     return html.escape(str(text), quote=False)
+
+
+def plain_log(text: str) -> str:
+    """Log text without terminal colour codes, which a code block would show as garbage."""
+    return _ANSI_ESCAPE.sub("", text)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -116,6 +123,7 @@ def config_from_form(values: dict[str, Any]) -> RunConfig:
         ray_address=values.get("ray_address"),
         s3_endpoint=values.get("s3_endpoint"),
         fp16=bool(values.get("fp16", False)),
+        projection=bool(values.get("projection", True)),
     )
 
 
@@ -194,6 +202,16 @@ def page_slice(total: int, page: int, page_size: int) -> slice:
     """Rows of 1-based `page`, clamped into range (a filter change can leave the old page number too high)."""
     page = min(max(1, page), page_count(total, page_size))
     return slice((page - 1) * page_size, min(total, page * page_size))
+
+
+def detail_width(size: tuple[int, int], target: int = 320, max_zoom: float = 3.0) -> int | str:
+    """Display width for the larger view: small images are enlarged up to `max_zoom` to about `target` pixels on
+    their longest side, big ones are shown at their own size (the page narrows them to fit)."""
+    width, height = size
+    if width <= 0 or height <= 0:
+        return "content"
+    zoom = min(max_zoom, max(1.0, target / max(width, height)))
+    return round(width * zoom)
 
 
 def caption_for(label: str, name: str) -> str:

@@ -27,7 +27,7 @@ def thumbnails_of(run_path: str, version: int) -> list[bytes]:
 
 
 @st.cache_data(max_entries=32)
-def detail_of(path: str, thumbnail: bytes) -> tuple[bytes, str]:
+def detail_of(path: str, thumbnail: bytes) -> tuple[bytes, str, tuple[int, int]]:
     return store.detail_image(path, thumbnail)
 
 
@@ -61,9 +61,9 @@ shown = rows.iloc[window]
 @st.dialog("Image", width="large")
 def show_image(row: int) -> None:
     item = index.iloc[row]
-    image, origin = detail_of(item["path"], thumbnails[row])
-    picture, facts = st.columns([3, 2], gap="medium")
-    picture.image(image, width="stretch")
+    image, origin, size = detail_of(item["path"], thumbnails[row])
+    picture, facts = st.columns(2, gap="medium")
+    picture.image(image, width=ui.detail_width(size))
     with facts:
         st.markdown("**Label**")
         st.text(item["label"])
@@ -78,11 +78,11 @@ else:
     label_total = len(chosen) or len(count_of)
     st.caption(f"Images {window.start + 1:,}–{window.stop:,} of {len(rows):,} "
                f"from {label_total} label{'s' if label_total != 1 else ''} · press **View** to see one larger")
-    with st.grid(columns="auto", min_column_width=125, gap="small"):
-        for item in shown.itertuples():
-            with st.container(border=True, gap="xsmall"):
-                st.image(thumbnails[item.row], caption=ui.caption_for(item.label, item.name), width="stretch")
-                if st.button("View", key=f"view-{item.row}", type="tertiary", icon=":material/zoom_in:"):
-                    show_image(item.row)
+    gallery = st.grid(columns="auto", min_column_width=130, gap="small", border=True)
+    for item in shown.itertuples():
+        with gallery.cell():
+            st.image(thumbnails[item.row], caption=ui.caption_for(item.label, item.name), width="stretch")
+            if st.button("View", key=f"view-{item.row}", type="tertiary", icon=":material/zoom_in:"):
+                show_image(item.row)
 if pages > 1:
     st.pagination(pages, key="browse_page", max_visible_pages=9)

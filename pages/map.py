@@ -129,13 +129,15 @@ if clear_col.button("Clear selection", icon=":material/deselect:", width="stretc
     st.session_state["map_chart_generation"] = st.session_state.get("map_chart_generation", 0) + 1
     st.rerun()
 per_label = chosen.groupby("label").size().sort_values(ascending=False)
-st.dataframe(per_label.rename("images").rename_axis("label").reset_index(), hide_index=True, height=min(35 * len(per_label) + 38, 220))
+table_col, _ = st.columns([1, 2])
+table_col.dataframe(per_label.rename("images").rename_axis("label").reset_index(), hide_index=True,
+                    height=min(35 * len(per_label) + 38, 220))
 
 thumbnails = thumbnails_of(str(run.path), store.run_version(run.path))
 pages = ui.page_count(len(chosen), SELECTION_PAGE_SIZE)
 window = ui.page_slice(len(chosen), st.session_state.get("map_selection_page", 1), SELECTION_PAGE_SIZE)
-with st.grid(columns="auto", min_column_width=130, gap="small"):
-    for item in chosen.iloc[window].itertuples():
-        st.image(thumbnails[item.row], caption=ui.caption_for(item.label, store.file_name(item.path)), width="stretch")
+gallery = st.grid(columns="auto", min_column_width=130, gap="small", border=True)
+for item in chosen.iloc[window].itertuples():
+    gallery.image(thumbnails[item.row], caption=ui.caption_for(item.label, store.file_name(item.path)), width="stretch")
 if pages > 1:
     st.pagination(pages, key="map_selection_page", max_visible_pages=9)

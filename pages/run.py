@@ -21,6 +21,7 @@ st.caption("Embed a labeled image tree (`<root>/<label>/<image>`) with CLIP on R
 st.session_state.update(st.session_state.pop("pending_form_values", {}))
 st.session_state.setdefault("form_model", DEFAULT_MODEL)
 st.session_state.setdefault("form_device", "auto")
+st.session_state.setdefault("form_projection", True)
 
 with st.container(border=True):
     left, right = st.columns([3, 1], vertical_alignment="center")
@@ -70,13 +71,16 @@ with st.form("launch"):
         errors_at["limit"] = st.empty()
     st.caption(f"This machine: {ui.markdown_literal(machine['text'])}"
                + ("" if machine["cuda_usable"] else " · choose auto or cpu here"))
-    with st.expander("Advanced: Ray cluster, S3 endpoint, half precision"):
+    with st.expander("Advanced: Ray cluster, S3 endpoint, half precision, map"):
         st.text_input("Ray address", key="form_ray_address", placeholder="local Ray (or $RAY_ADDRESS)")
         errors_at["ray_address"] = st.empty()
         st.text_input("S3 endpoint", key="form_s3_endpoint", placeholder="AWS (or $AWS_ENDPOINT_URL)")
         errors_at["s3_endpoint"] = st.empty()
         st.toggle("Half precision (fp16, CUDA only)", key="form_fp16")
         errors_at["fp16"] = st.empty()
+        st.toggle("Compute the default UMAP map as the run's last step", key="form_projection",
+                  help="Off: the Map page computes it when first opened.")
+        errors_at["projection"] = st.empty()
     launched = st.form_submit_button("Launch run", type="primary", icon=":material/play_arrow:")
 
 if launched:
@@ -91,75 +95,80 @@ if launched:
 
 runs = manager.list()
 st.session_state["had_active_runs"] = any(run.active for run in runs)
+HISTORY_COLUMNS = {
+    "run": st.column_config.TextColumn("Run", pinned=True),
+    "state": "State", "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
+    "duration": "Duration",
+    "images/s": st.column_config.NumberColumn("Images/s", format="%.1f"),
+    "source": "Source", "model": "Model", "created": "Created (UTC)",
+    "error": st.column_config.TextColumn("Error", width="large"),
+}
+
+
+def draw_active_run(run) -> None:
+    with st.container(border=True):
+        st.markdown(f"**Run {run.id}** · {ui.STATE_ICONS.get(run.state, '')} {run.state}")
+        st.text(run.config.get("source", ""))
+        progress = run.progress
+        st.progress(progress.fraction, text=ui.progress_caption(progress))
+        embedded, rate, eta, failed = st.columns(4)
+        embedded.metric("Embedded", f"{progress.embedded:,} / {progress.found:,}" if progress.found else "–")
+        rate.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "–")
+        eta.metric("ETA", ui.format_duration(progress.eta_s) if progress.phase == "embedding" else "–")
+        failed.metric("Failed files", f"{progress.failed:,}")
+        st.code(ui.plain_log(manager.log_tail(run.id, 8)) or "(no log output yet)", language=None, wrap_lines=True)
+        if st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
+            with st.spinner("Stopping the run and its Ray workers…"):
+                manager.cancel(run.id)
+            st.rerun(scope="app")
+
+
+def draw_outcome(run) -> None:
+    """How the run launched from this page ended."""
+    if run.state == "succeeded":
+        manifest = run.manifest or {}
+        st.success(f"Run {run.id} finished: {manifest.get('rows', 0):,} images, {manifest.get('labels', 0)} labels, "
+                   f"in {ui.format_duration(run.duration_s)}. It is now the current run.")
+        links = st.columns(3)
+        links[0].page_link("pages/browse.py", label="Browse its images", icon=":material/photo_library:")
+        links[1].page_link("pages/map.py", label="Explore the map", icon=":material/scatter_plot:")
+        links[2].page_link("pages/summary.py", label="Run summary", icon=":material/summarize:")
+    elif run.state == "failed":
+        st.error(f"Run {run.id} failed: {ui.markdown_literal(run.error or 'see its log')}")
+        st.code(ui.plain_log(manager.log_tail(run.id, 20)) or "(empty log)", language=None, wrap_lines=True)
+    elif run.state == "cancelled":
+        st.warning(f"Run {run.id} was cancelled; nothing was published.")
 
 
 @st.fragment(run_every=1.0 if st.session_state["had_active_runs"] else None)
-def live_runs() -> None:
-    """Active runs with progress, log and a cancel button; polls while any run is active."""
+def live_runs_and_history() -> None:
+    """Active runs with progress, log and cancel, then the history; refreshed every second while a run is active."""
     current = manager.list()
     active = [run for run in current if run.active]
+    watched = next((run for run in current if run.id == st.session_state.get("watched_run")), None)
     if not active and st.session_state.get("had_active_runs"):
         st.session_state["had_active_runs"] = False
-        watched = next((run for run in current if run.id == st.session_state.get("watched_run")), None)
         if watched and watched.state == "succeeded":
             st.session_state["request_current_run"] = watched.id
-        st.rerun(scope="app")  # the history, the picker and the polling all change with it
+        st.rerun(scope="app")  # the picker, the delete menu and the polling all change with it
+    st.subheader("Live")
     for run in active:
-        with st.container(border=True):
-            st.markdown(f"**Run {run.id}** · {ui.STATE_ICONS.get(run.state, '')} {run.state}")
-            st.text(run.config.get("source", ""))
-            progress = run.progress
-            st.progress(progress.fraction, text=ui.progress_caption(progress))
-            embedded, rate, eta, failed = st.columns(4)
-            embedded.metric("Embedded", f"{progress.embedded:,} / {progress.found:,}" if progress.found else "–")
-            rate.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "–")
-            eta.metric("ETA", ui.format_duration(progress.eta_s) if progress.phase == "embedding" else "–")
-            failed.metric("Failed files", f"{progress.failed:,}")
-            st.code(manager.log_tail(run.id, 12) or "(no log output yet)", language=None, height=220)
-            if st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
-                with st.spinner("Stopping the run and its Ray workers…"):
-                    manager.cancel(run.id)
-                st.rerun(scope="app")
-    if not active:
-        watched = next((run for run in current if run.id == st.session_state.get("watched_run")), None)
-        if watched is None:
-            return
-        if watched.state == "succeeded":
-            st.success(f"Run {watched.id} finished: {ui.run_choice_label(watched)}. It is now the current run.")
-            links = st.columns(3)
-            links[0].page_link("pages/browse.py", label="Browse its images", icon=":material/photo_library:")
-            links[1].page_link("pages/map.py", label="Explore the map", icon=":material/scatter_plot:")
-            links[2].page_link("pages/summary.py", label="Run summary", icon=":material/summarize:")
-        elif watched.state == "failed":
-            st.error(f"Run {watched.id} failed: {ui.markdown_literal(watched.error or 'see its log')}")
-            st.code(manager.log_tail(watched.id, 20) or "(empty log)", language=None)
-        elif watched.state == "cancelled":
-            st.warning(f"Run {watched.id} was cancelled; nothing was published.")
+        draw_active_run(run)
+    if not active and watched:
+        draw_outcome(watched)
+    elif not active:
+        st.caption("No run in progress.")
+    st.subheader("History")
+    if current:
+        st.dataframe(ui.history_rows(current), hide_index=True, column_config=HISTORY_COLUMNS)
+    else:
+        st.caption(f"No runs yet in {ui.markdown_literal(manager.root)}.")
 
 
-st.subheader("Live")
-live_runs()
-if not st.session_state["had_active_runs"] and not st.session_state.get("watched_run"):
-    st.caption("No run in progress.")
-
-st.subheader("History")
-if not runs:
-    st.caption(f"No runs yet in {ui.markdown_literal(manager.root)}.")
-else:
-    st.dataframe(
-        ui.history_rows(runs),
-        hide_index=True,
-        column_config={
-            "run": st.column_config.TextColumn("Run", pinned=True),
-            "state": "State", "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
-            "duration": "Duration",
-            "images/s": st.column_config.NumberColumn("Images/s", format="%.1f"),
-            "source": "Source", "model": "Model", "created": "Created (UTC)",
-            "error": st.column_config.TextColumn("Error", width="large"),
-        },
-    )
-    removable = [run.id for run in runs if not run.active]
-    with st.popover("Delete a run…", icon=":material/delete:", disabled=not removable):
+live_runs_and_history()
+removable = [run.id for run in runs if not run.active]
+if removable:
+    with st.popover("Delete a run…", icon=":material/delete:"):
         doomed = st.selectbox("Run to delete", removable, key="delete_run_id")
         st.caption("Deletes its folder: Parquet, thumbnails, projections and log.")
         if st.button("Delete permanently", type="primary", key="delete_run_confirm") and doomed:

@@ -37,7 +37,9 @@ images, labels, dim, duration, rate, failed = st.columns(6)
 images.metric("Images embedded", f"{manifest.get('rows', len(index)):,}")
 labels.metric("Labels", f"{len(counts):,}")
 dim.metric("Embedding dimension", manifest.get("embedding_dim", "–"))
-duration.metric("Duration", ui.format_duration(manifest.get("duration_s")))
+duration.metric("Duration", ui.format_duration(manifest.get("duration_s")),
+                help="Start to finish" + (f", of which {manifest['projection_s']:.1f} s for the default map"
+                                          if manifest.get("projection_s") else ""))
 rate.metric("Images/s", f"{manifest.get('images_per_s', 0):.1f}", help="Images embedded per second, start to finish")
 failed.metric("Failed files", f"{len(failures):,}")
 
@@ -50,8 +52,10 @@ with source_col:
     st.text(manifest.get("source") or run.config.get("source", ""))
 
 st.subheader("Images per label")
-chart_height = max(160, min(30 * len(counts) + 60, 1200))  # room for every label's name
+chart_height = max(160, min(24 * len(counts) + 60, 3000))  # room for every label's name (120 breeds: 2,940 px)
 st.bar_chart(counts, x="label", y="images", horizontal=True, sort="-images", height=chart_height)
+with st.expander("Counts as a table"):
+    st.dataframe(counts, hide_index=True, column_config={"label": "Label", "images": "Images"})
 
 st.subheader("Where the embeddings are")
 embeddings_path = manifest.get("embeddings_path") or str(run.path / "embeddings")
@@ -66,7 +70,7 @@ st.caption("Columns: `path` (full URI or local path), `class` (label), `embeddin
 st.subheader(f"Failed files ({len(failures):,})")
 if failures:
     st.dataframe(pd.DataFrame(failures, columns=["path", "reason"]), hide_index=True,
-                 column_config={"path": st.column_config.TextColumn("Path", width="large")})
+                 column_config={"path": st.column_config.TextColumn("Path", width="large"), "reason": "Reason"})
 else:
     st.caption("Every image was read and embedded.")
 
@@ -112,6 +116,6 @@ if operators:
 with st.expander("Ray Data statistics (ray_stats.txt)", expanded=not operators):
     st.code(stats_text or "(no ray_stats.txt in this run)", language=None)
 with st.expander("Run log (log.txt)"):
-    st.code(store.read_log(run.path) or "(empty)", language=None, height=400)
+    st.code(ui.plain_log(store.read_log(run.path)) or "(empty)", language=None, height=400)
 with st.expander("Manifest (manifest.json)"):
     st.json(manifest, expanded=1)

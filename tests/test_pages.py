@@ -513,5 +513,16 @@ def test_machine_summary_needs_no_torch_import():
     assert summary["cuda_usable"] in (True, False)
 
 
+def test_detail_width_enlarges_small_images_a_little_and_never_shrinks_big_ones():
+    assert ui.detail_width((96, 96)) == 288  # at most 3x
+    assert ui.detail_width((168, 224)) == 240  # longest side to 320
+    assert ui.detail_width((768, 384)) == 768
+    assert ui.detail_width((0, 0)) == "content"
+
+
+def test_plain_log_drops_terminal_colour_codes():
+    assert ui.plain_log("\x1b[36m(MapWorker pid=1)\x1b[0m Loading\n") == "(MapWorker pid=1) Loading\n"
+
+
 def test_format_duration():
     assert [ui.format_duration(s) for s in (None, 4.4, 75, 3725)] == ["–", "4 s", "1 min 15 s", "1 h 02 min"]

@@ -72,16 +72,22 @@ def test_file_name_of_uris_and_paths():
 
 
 def test_detail_image_never_downloads_and_prefers_a_local_original(tmp_path):
-    thumbnail = b"thumbnail bytes"
-    assert store.detail_image("s3://bucket/dogs/a.jpg", thumbnail) == (thumbnail, "stored thumbnail")
-    assert store.detail_image(str(tmp_path / "gone.jpg"), thumbnail) == (thumbnail, "stored thumbnail")
+    thumbnail = _jpeg((168, 224))
+    assert store.detail_image("s3://bucket/dogs/a.jpg", thumbnail) == (thumbnail, "stored thumbnail", (168, 224))
+    assert store.detail_image(str(tmp_path / "gone.jpg"), thumbnail) == (thumbnail, "stored thumbnail", (168, 224))
     original = tmp_path / "big.png"
     Image.new("RGB", (2000, 1000), (200, 100, 50)).save(original)
-    data, origin = store.detail_image(str(original), thumbnail)
-    assert origin == "original file" and Image.open(io.BytesIO(data)).size == (768, 384)
+    data, origin, size = store.detail_image(str(original), thumbnail)
+    assert origin == "original file" and size == (768, 384) and Image.open(io.BytesIO(data)).size == (768, 384)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
-    assert store.detail_image(str(broken), thumbnail)[0] == thumbnail
+    assert store.detail_image(str(broken), thumbnail)[:2] == (thumbnail, "stored thumbnail (the original could not be read)")
+
+
+def _jpeg(size) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(out, format="JPEG")
+    return out.getvalue()
 
 
 def test_missing_embeddings_raise_a_clear_error(tmp_path):
