@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from doggos.config import DEFAULT_MODEL, DEVICES, RunConfig, user_message
-from doggos.progress import Progress
+from doggos.progress import Progress, format_duration
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +135,7 @@ def _embed(args: argparse.Namespace) -> int:
 def summary(manifest: dict) -> str:
     failed = manifest["failed"]
     lines = [
-        f"done: {manifest['rows']} images embedded in {_duration(manifest['duration_s'])} "
+        f"done: {manifest['rows']} images embedded in {format_duration(manifest['duration_s'])} "
         f"({manifest['images_per_s']:.1f} images/s), {manifest['labels']} labels",
         f"model: {manifest['model_description']}, dimension {manifest['embedding_dim']}",
         f"parquet: {manifest['embeddings_path']}",
@@ -161,19 +161,9 @@ class _ProgressPrinter:
 
 
 def format_progress(progress: Progress) -> str:
-    eta = f", ETA {_duration(progress.eta_s)}" if progress.eta_s is not None and progress.phase == "embedding" else ""
+    eta = f", ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None and progress.phase == "embedding" else ""
     failed = f", {progress.failed} failed" if progress.failed else ""
     return f"  {progress.embedded}/{progress.found} images embedded{failed} · {progress.images_per_s:.1f} images/s{eta}"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes}m {seconds:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 def _demo_kit(args: argparse.Namespace) -> int:
@@ -203,7 +193,7 @@ def _runs_list(args: argparse.Namespace) -> int:
         print("no runs yet")
     for run in runs:
         p = run.progress
-        print(f"{run.id}  {run.state:<9}  {p.embedded}/{p.found} images  {_duration(run.duration_s):>7}  {run.config.get('source', '')}")
+        print(f"{run.id}  {run.state:<9}  {p.embedded}/{p.found} images  {format_duration(run.duration_s):>7}  {run.config.get('source', '')}")
     return 0
 
 

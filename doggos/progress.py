@@ -80,3 +80,14 @@ def tracker_actor(found: int):
     import ray
 
     return ray.remote(num_cpus=0, max_restarts=0)(ProgressCounter).remote(found)
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds as people read them: 4 s, 1 min 15 s, 1 h 02 min; a dash when unknown."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from doggos.processes import alive, reap, spawn_detached
 from doggos.rundir import RunDir
 
 METHODS = ("umap", "pca")
@@ -27,7 +27,6 @@ SEED = 42  # a fixed random_state: the same run and parameters give the same map
 MIN_UMAP_POINTS = 4  # below this UMAP has no neighbourhood to speak of; PCA draws the few points instead
 STALE_START_S = 60.0  # a .running file with no pid after this long belongs to a launcher that died
 
-_children: list[subprocess.Popen] = []  # background computations this process started; reaped so none stays a zombie
 
 
 @dataclass(frozen=True)
@@ -199,7 +198,7 @@ def load(path: str | os.PathLike):
 def status(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> ProjectionStatus:
     run = _run_dir(run_dir)
     path = projection_path(run, params)
-    _reap()
+    reap()
     if path.exists():
         return ProjectionStatus("ready", path)
     error_file, marker = _sidecar(run, params, ".error.txt"), _sidecar(run, params, ".running")
@@ -208,7 +207,7 @@ def status(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> ProjectionStat
     if marker.exists():
         started = _read_marker(marker)
         pid = started.get("pid")
-        if pid and _alive(pid):
+        if pid and alive(pid):
             return ProjectionStatus("running", path, started=started.get("created"))
         if not pid and time.time() - started.get("created", 0) < STALE_START_S:
             return ProjectionStatus("running", path, started=started.get("created"))
@@ -240,14 +239,9 @@ def start(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> ProjectionStatu
         return status(run, params)
     with os.fdopen(fd, "w") as handle:
         json.dump({"created": time.time()}, handle)
-    command = [sys.executable, "-m", "doggos.projection", str(run.path), "--n-neighbors", str(params.n_neighbors),
+    command = ["-m", "doggos.projection", str(run.path), "--n-neighbors", str(params.n_neighbors),
                "--min-dist", str(params.min_dist), "--metric", params.metric, "--method", params.method]
-    project_root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [project_root, os.environ.get("PYTHONPATH")])))
-    with open(_sidecar(run, params, ".log"), "ab") as log:
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 cwd=project_root, env=env, start_new_session=True)
-    _children.append(child)
+    child = spawn_detached(command, _sidecar(run, params, ".log"))
     created = time.time()
     _write_marker(marker, {"created": created, "pid": child.pid})
     return ProjectionStatus("running", projection_path(run, params), started=created)
@@ -303,23 +297,6 @@ def _write_marker(marker: Path, data: dict) -> None:
     tmp = marker.with_name(marker.name + ".tmp")
     tmp.write_text(json.dumps(data), encoding="utf-8")
     os.replace(tmp, marker)
-
-
-def _alive(pid: int) -> bool:
-    # Our own finished children are reaped (by _reap) before this is asked, so no zombie passes for alive.
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, under another user
-        return True
-    return True
-
-
-def _reap() -> None:
-    for child in list(_children):
-        if child.poll() is not None:
-            _children.remove(child)
 
 
 if __name__ == "__main__":

@@ -7,24 +7,21 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from doggos import preflight
+from doggos.processes import PROJECT_ROOT, alive, process_start, reap, signal_group, spawn_detached
 from doggos.config import RunConfig
 from doggos.progress import Progress
 from doggos.rundir import RunDir, now_iso, read_json, update_status, write_json_atomic
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ACTIVE_STATES = ("queued", "starting", "running")
 CANCEL_GRACE_S = 6.0  # SIGTERM lets the driver shut Ray down cleanly; after this, SIGKILL
 RUN_ENV = "DOGGOS_RUN_ID"  # set in each driver's environment; its Ray processes inherit it, so they can be found
 
-_children: list[subprocess.Popen] = []  # drivers this process started; polled so they never linger as zombies
 
 
 def default_root() -> Path:
@@ -85,22 +82,16 @@ class RunManager:
         run_dir.path.mkdir(parents=True)
         write_json_atomic(run_dir.config, config.to_dict())
         update_status(run_dir, state="queued", created_at=now_iso(), progress=Progress(phase="queued").to_dict())
-        env = dict(os.environ, **{RUN_ENV: run_id, "PYTHONPATH": _pythonpath()})
-        with open(run_dir.log, "ab") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "doggos", "drive", str(run_dir.path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT, env=env, start_new_session=True,  # its own group: cancel signals all of it
-            )
-        _children.append(child)
-        update_status(run_dir, pid=child.pid, pid_start=_process_start(child.pid))
+        # Its own process group, so cancel signals all of it; RUN_ENV marks every process the run starts.
+        child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path)], run_dir.log, env={RUN_ENV: run_id})
+        update_status(run_dir, pid=child.pid, pid_start=process_start(child.pid))
         return run_id
 
     def get(self, run_id: str) -> RunInfo:
         run_dir = self._dir(run_id)
-        self._reap()
+        reap()
         status = read_json(run_dir.status, {}) or {}
-        if status.get("state") in ACTIVE_STATES and not _alive(status.get("pid"), status.get("pid_start")):
+        if status.get("state") in ACTIVE_STATES and not alive(status.get("pid"), status.get("pid_start")):
             status = self._mark_dead(run_dir, status)
         return _info(run_dir, status)
 
@@ -128,16 +119,16 @@ class RunManager:
             return info
         status = read_json(run_dir.status, {}) or {}
         pid = status.get("pid")
-        if _alive(pid, status.get("pid_start")):
-            _signal_group(pid, signal.SIGTERM)
+        if alive(pid, status.get("pid_start")):
+            signal_group(pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and _alive(pid, status.get("pid_start")):
-                self._reap()
+            while time.monotonic() < deadline and alive(pid, status.get("pid_start")):
+                reap()
                 time.sleep(0.1)
-            if _alive(pid, status.get("pid_start")):
-                _signal_group(pid, signal.SIGKILL)
+            if alive(pid, status.get("pid_start")):
+                signal_group(pid, signal.SIGKILL)
         _kill_run_processes(run_id)
-        self._reap()
+        reap()
         if (read_json(run_dir.status, {}) or {}).get("state") != "cancelled":
             update_status(run_dir, state="cancelled", ended_at=now_iso())
         shutil.rmtree(run_dir.staging, ignore_errors=True)  # partial output is never presented as a result
@@ -190,12 +181,6 @@ class RunManager:
             run_dir, state="failed", ended_at=now_iso(),
             error="the driver process exited unexpectedly (killed, or out of memory); see log.txt",
         )
-
-    @staticmethod
-    def _reap() -> None:
-        for child in list(_children):
-            if child.poll() is not None:
-                _children.remove(child)
 
 
 def drive(run_path: str) -> int:
@@ -260,48 +245,6 @@ def _new_run_id() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-def _pythonpath() -> str:
-    existing = os.environ.get("PYTHONPATH")
-    return f"{PROJECT_ROOT}{os.pathsep}{existing}" if existing else str(PROJECT_ROOT)
-
-
-def _process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot: with the pid, it names one process (pids get reused)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(pid: int | None, start: str | None = None) -> bool:
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (macOS): fall back to a signal probe
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):  # a zombie has exited; it only waits to be reaped
-        return False
-    return start is None or fields[19] == start
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(os.getpgid(pid), sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def run_processes(run_id: str) -> list[int]:
     """Processes that carry this run's id in their environment: its driver and the local Ray it started."""
     needle = f"{RUN_ENV}={run_id}".encode()
@@ -312,7 +255,7 @@ def run_processes(run_id: str) -> list[int]:
                 found.append(int(entry.name))
         except OSError:
             continue
-    return [pid for pid in found if pid != os.getpid() and _alive(pid)]
+    return [pid for pid in found if pid != os.getpid() and alive(pid)]
 
 
 def _kill_run_processes(run_id: str, timeout_s: float = 3.0) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from doggos.config import ConfigError, RunConfig
+from doggos.progress import format_duration  # noqa: F401  (pages call ui.format_duration)
 
 FORM_FIELDS = {  # RunConfig field → the label the form shows for it
     "source": "Source",
@@ -52,16 +53,6 @@ def plotly_literal(text: Any) -> str:
 def plain_log(text: str) -> str:
     """Log text without terminal colour codes, which a code block would show as garbage."""
     return _ANSI_ESCAPE.sub("", text)
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def machine_summary() -> dict[str, Any]:
