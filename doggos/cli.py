@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as error:  # RunNotFound
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # e.g. a Ray cluster that cannot be reached: a message, not a stack trace
+        print(f"error: {type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
+              file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +113,7 @@ def _embed(args: argparse.Namespace) -> int:
     from doggos import pipeline, preflight
     from doggos.rundir import RunDir
 
-    config = config_from_args(args, args.out)
+    config = config_from_args(args, args.out).with_absolute_paths()
     run_dir = RunDir(args.out)
     if (run_dir.manifest.exists() or run_dir.status.exists()) and not args.overwrite:
         print(f"error: output: {run_dir.path} already holds a run; choose a new folder or pass --overwrite", file=sys.stderr)
@@ -125,8 +129,9 @@ def _embed(args: argparse.Namespace) -> int:
     except (pipeline.Cancelled, KeyboardInterrupt):
         print("\ncancelled; nothing was published", file=sys.stderr)
         return 130
-    except pipeline.PipelineError as error:
-        print(f"\nerror: {error}", file=sys.stderr)
+    except Exception as error:  # PipelineError, or Ray's own (an actor that died, a lost node): status.json has it
+        print(f"\nerror: {user_message(error) if isinstance(error, pipeline.PipelineError) else f'{type(error).__name__}: {error}'}",
+              file=sys.stderr)
         return 1
     print(summary(manifest))
     return 0
@@ -193,7 +198,10 @@ def _runs_list(args: argparse.Namespace) -> int:
         print("no runs yet")
     for run in runs:
         p = run.progress
-        print(f"{run.id}  {run.state:<9}  {p.embedded}/{p.found} images  {format_duration(run.duration_s):>7}  {run.config.get('source', '')}")
+        c = run.config
+        print(f"{run.id}  {run.state:<9}  {p.embedded}/{p.found} images  {format_duration(run.duration_s):>9}  "
+              f"{c.get('source', '')}  model={c.get('model', '')}  device={c.get('device', '')}  "
+              f"batch={c.get('batch_size') or 'auto'}  actors={c.get('concurrency') or 'auto'}")
     return 0
 
 

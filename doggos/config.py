@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,13 @@ class RunConfig:
         if unknown:
             raise ConfigError(unknown[0], f"is not a setting (known: {', '.join(sorted(known))})")
         return cls(**data)
+
+    def with_absolute_paths(self) -> "RunConfig":
+        """Local source and model folders made absolute, so a driver or worker in another directory finds them."""
+        source = self.source if "://" in self.source else os.path.abspath(os.path.expanduser(self.source))
+        model = os.path.abspath(os.path.expanduser(self.model)) if os.path.isdir(os.path.expanduser(self.model)) else self.model
+        output = os.path.abspath(os.path.expanduser(self.output)) if self.output else None
+        return self.replace(source=source, model=model, output=output)
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)

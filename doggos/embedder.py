@@ -34,7 +34,8 @@ def prepare_images(batch: dict[str, np.ndarray], model: str, thumbnail_size: int
         widths.append(image.width)
         heights.append(image.height)
     if tracker is not None:
-        tracker.add_decoded.remote(len(paths), failures)
+        # Waited for (about a millisecond a block): the driver reads the failures once the last task is done.
+        _wait(tracker.add_decoded.remote(len(paths), failures))
     if not pixels:
         crop = processor.crop_size
         pixels_array = np.zeros((0, 3, crop["height"], crop["width"]), dtype=np.float32)
@@ -48,6 +49,13 @@ def prepare_images(batch: dict[str, np.ndarray], model: str, thumbnail_size: int
         "width": np.array(widths, dtype=np.int32),
         "height": np.array(heights, dtype=np.int32),
     }
+
+
+def _wait(ref) -> None:
+    import ray
+
+    if isinstance(ref, ray.ObjectRef):  # a stand-in tracker (unit tests) returns none
+        ray.get(ref)
 
 
 class Embedder:

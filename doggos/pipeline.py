@@ -188,6 +188,7 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     # A rerun into the same folder first unpublishes the old result: from here on nothing reads as complete
     # until the new manifest is written.
     run_dir.manifest.unlink(missing_ok=True)
+    shutil.rmtree(run_dir.projections, ignore_errors=True)  # maps of the old rows would mislabel the new ones
     write_json_atomic(run_dir.config, config.to_dict())
     started = time.time()
     update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(), error=None,
@@ -227,23 +228,24 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             ds = build_dataset(config, source, listing.paths, plan, tracker)
             _discard(run_dir)
             ds.write_parquet(str(run_dir.staging))
-            heartbeat.stop()
             final = ray.get(tracker.snapshot.remote("writing"))
+            heartbeat.progress, heartbeat.tracker = final, None
             failures = ray.get(tracker.failure_list.remote())
             stats = _stats_text(ds)
             ray_info = {"address": config.ray_address or os.environ.get("RAY_ADDRESS") or "local",
                         "nodes": len(node_cpus), "cpus": sum(node_cpus), "gpus": gpus,
                         "dashboard_url": _dashboard_url()}
-    rows, dim = _written_shape(run_dir.staging)
-    if rows == 0:
-        reasons = "; ".join(f"{Path(f['path']).name}: {f['reason']}" for f in failures[:3])
-        raise PipelineError(f"every one of the {found} images failed to load ({reasons})")
-    write_json_atomic(run_dir.failures, failures)
-    run_dir.ray_stats.write_text(stats, encoding="utf-8")
-    _publish(run_dir)
-    embedded_s = time.time() - started
-    projection_seconds = _project(config, run_dir, report, final) if config.projection else None
-    final.embedded, final.phase = rows, "done"
+        write_json_atomic(run_dir.failures, failures)  # kept even when every file failed: it says why
+        rows, dim = _written_shape(run_dir.staging)
+        if rows == 0:
+            reasons = "; ".join(f"{Path(f['path']).name}: {f['reason']}" for f in failures[:3])
+            raise PipelineError(f"every one of the {found} images failed to load ({reasons})")
+        run_dir.ray_stats.write_text(stats, encoding="utf-8")
+        _publish(run_dir)
+        embedded_s = time.time() - started
+        final.embedded = rows
+        projection_seconds = _project(run_dir, final) if config.projection else None
+    final.phase = "done"
     report(final)
     manifest = {
         "status": "succeeded",
@@ -276,15 +278,17 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
 
 def _reporter(run_dir: RunDir, on_progress):
     best = {"processed": -1}
+    lock = threading.Lock()  # the heartbeat thread and the driver both report; status.json is read-merge-written
 
     def report(progress: Progress) -> None:
-        # Counts only grow: a stale snapshot arriving late is dropped rather than shown as a step back.
-        if progress.processed < best["processed"] and progress.phase == "embedding":
-            return
-        best["processed"] = progress.processed
-        update_status(run_dir, progress=progress.to_dict())
-        if on_progress:
-            on_progress(progress)
+        with lock:
+            # Counts only grow: a stale snapshot arriving late is dropped rather than shown as a step back.
+            if progress.processed < best["processed"] and progress.phase == "embedding":
+                return
+            best["processed"] = progress.processed
+            update_status(run_dir, progress=progress.to_dict())
+            if on_progress:
+                on_progress(progress)
 
     return report
 
@@ -326,15 +330,14 @@ class _Heartbeat:
                 log.debug("progress report failed: %s", error)
 
 
-def _project(config: RunConfig, run_dir: RunDir, report, progress: Progress) -> float | None:
+def _project(run_dir: RunDir, progress: Progress) -> float | None:
     """The default UMAP map, computed now so the Map page is ready when the run is; a failure here fails nothing."""
     from doggos import projection
 
-    progress.phase = "projecting"
-    report(progress)
+    progress.phase = "projecting"  # the heartbeat goes on reporting it
     started = time.monotonic()
     try:
-        projection.compute(run_dir, projection.DEFAULT_PARAMS)
+        projection.compute(run_dir, projection.DEFAULT_PARAMS, force=True)
     except Exception as error:
         log.warning("the default map could not be computed (the Map page will retry): %s", error)
         return None

@@ -16,6 +16,7 @@ def check(config: RunConfig) -> Listing:
     if config.output:
         check_writable(config.output)
     check_device(config)
+    check_concurrency(config)
     listing = list_images(open_source(config.source, config.s3_endpoint), config.limit)
     models.check_available(config.model)
     return listing
@@ -26,6 +27,16 @@ def check_device(config: RunConfig) -> None:
         return  # a cluster's GPUs are checked when the run connects to it
     if not cuda_available():
         raise ConfigError("device", "cuda was chosen, but this machine has no CUDA GPU that torch can use; choose cpu or auto")
+
+
+def check_concurrency(config: RunConfig) -> None:
+    """On this machine's own Ray, more actors than cores only multiplies model copies in memory."""
+    if config.concurrency is None or config.ray_address or os.environ.get("RAY_ADDRESS"):
+        return  # a cluster's size is known once the run connects to it
+    cores = os.cpu_count() or 1
+    if config.concurrency > cores:
+        raise ConfigError("concurrency", f"{config.concurrency} embedder actors on a machine with {cores} CPU cores: "
+                                         f"each holds a copy of the model; use at most {cores}, or auto")
 
 
 def cuda_available() -> bool:

@@ -1,4 +1,4 @@
-"""Is a process still ours and alive: pid plus start time (pids get reused), zombies counted as gone."""
+"""Detached processes: spawn them, tell whether one is still alive (pid + start time; zombies count as gone), signal them."""
 
 from __future__ import annotations
 
@@ -35,9 +35,13 @@ def alive(pid: int | None, start: str | None = None) -> bool:
 
 
 def signal_group(pid: int, sig: int = signal.SIGTERM) -> None:
-    """Signal the process group that `pid` leads (a detached driver and everything it started)."""
+    """Signal the process group that `pid` leads (a detached driver and all it started), else `pid` alone:
+    a foreground `embed` shares its group with the user's shell, which must not be hit."""
     try:
-        os.killpg(os.getpgid(pid), sig)
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 

@@ -76,15 +76,16 @@ class RunManager:
         """
         run_id = _new_run_id()
         run_dir = RunDir(self.root / run_id)
-        config = config.replace(output=str(run_dir.path))
+        config = config.with_absolute_paths().replace(output=str(run_dir.path))  # the driver runs elsewhere
         if check:
             preflight.check(config)
         run_dir.path.mkdir(parents=True)
         write_json_atomic(run_dir.config, config.to_dict())
-        update_status(run_dir, state="queued", created_at=now_iso(), progress=Progress(phase="queued").to_dict())
         # Its own process group, so cancel signals all of it; RUN_ENV marks every process the run starts.
         child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path)], run_dir.log, env={RUN_ENV: run_id})
-        update_status(run_dir, pid=child.pid, pid_start=process_start(child.pid))
+        # One write with the pid: a reader never sees an active run without a process to check.
+        update_status(run_dir, state="queued", created_at=now_iso(), pid=child.pid, pid_start=process_start(child.pid),
+                      progress=Progress(phase="queued").to_dict())
         return run_id
 
     def get(self, run_id: str) -> RunInfo:
@@ -129,7 +130,7 @@ class RunManager:
                 signal_group(pid, signal.SIGKILL)
         _kill_run_processes(run_id)
         reap()
-        if (read_json(run_dir.status, {}) or {}).get("state") != "cancelled":
+        if (read_json(run_dir.status, {}) or {}).get("state") in ACTIVE_STATES:  # it may have finished meanwhile
             update_status(run_dir, state="cancelled", ended_at=now_iso())
         shutil.rmtree(run_dir.staging, ignore_errors=True)  # partial output is never presented as a result
         return self.get(run_id)
@@ -242,7 +243,8 @@ def _info(run_dir: RunDir, status: dict) -> RunInfo:
 
 
 def _new_run_id() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    # Microseconds keep ids in launch order (the queue and the history sort by id); the suffix avoids clashes.
+    return datetime.now().strftime("%Y%m%d-%H%M%S-%f-") + secrets.token_hex(1)
 
 
 def run_processes(run_id: str) -> list[int]:

@@ -7,6 +7,7 @@ import os
 import posixpath
 import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -68,9 +69,19 @@ def load_index(run: str | os.PathLike | RunDir) -> pd.DataFrame:
     return frame
 
 
-def load_thumbnails(run: str | os.PathLike | RunDir) -> list[bytes]:
-    """Every stored JPEG thumbnail, indexed by row id; pages show these, never the originals (which may be on S3)."""
-    return read_columns(run, ["thumbnail"]).column("thumbnail").to_pylist()
+def load_thumbnails(run: str | os.PathLike | RunDir, rows: Iterable[int] | None = None) -> list[bytes]:
+    """Stored JPEG thumbnails by row id (all, or just `rows`, in that order): pages show these, never the originals
+    (which may be on S3). Reading only a page's rows keeps a 100,000-image run from loading ~1 GB of JPEGs."""
+    if rows is None:
+        return read_columns(run, ["thumbnail"]).column("thumbnail").to_pylist()
+    import pyarrow.dataset as pads
+
+    files = embedding_files(run)
+    if not files:
+        raise FileNotFoundError(f"{run_dir_of(run).embeddings} holds no Parquet files")
+    wanted = pa.array(list(rows), pa.int64())
+    # The dataset keeps the files in the order given: the same row ids as read_columns.
+    return pads.dataset([str(f) for f in files], format="parquet").take(wanted, columns=["thumbnail"]).column("thumbnail").to_pylist()
 
 
 def load_embeddings(run: str | os.PathLike | RunDir) -> tuple[np.ndarray, pd.DataFrame]:

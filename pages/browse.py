@@ -21,9 +21,9 @@ def index_of(run_path: str, version: int):
     return store.load_index(run_path)
 
 
-@st.cache_data(max_entries=4, show_spinner="Reading thumbnails…")
-def thumbnails_of(run_path: str, version: int) -> list[bytes]:
-    return store.load_thumbnails(run_path)
+@st.cache_data(max_entries=64, show_spinner=False)
+def thumbnails_of(run_path: str, version: int, rows: tuple[int, ...]) -> dict[int, bytes]:
+    return dict(zip(rows, store.load_thumbnails(run_path, rows)))
 
 
 @st.cache_data(max_entries=32)
@@ -37,7 +37,6 @@ def back_to_first_page() -> None:
 
 run_path, version = str(run.path), store.run_version(run.path)
 index = index_of(run_path, version)
-thumbnails = thumbnails_of(run_path, version)
 counts = store.label_counts(index)
 count_of = dict(zip(counts["label"], counts["images"]))
 
@@ -55,13 +54,14 @@ if st.session_state.get("browse_page", 1) > pages:
     st.session_state["browse_page"] = 1
 window = ui.page_slice(len(rows), st.session_state.get("browse_page", 1), page_size)
 shown = rows.iloc[window]
+thumbnails = thumbnails_of(run_path, version, tuple(int(r) for r in shown["row"]))
 
 
 
 @st.dialog("Image", width="large")
 def show_image(row: int) -> None:
     item = index.iloc[row]
-    image, origin, size = detail_of(item["path"], thumbnails[row])
+    image, origin, size = detail_of(item["path"], thumbnails_of(run_path, version, (row,))[row])
     picture, facts = st.columns(2, gap="medium")
     picture.image(image, width=ui.detail_width(size))
     with facts:

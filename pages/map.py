@@ -29,9 +29,9 @@ def projection_of(path: str, mtime_ns: int):
     return projection.load(path)
 
 
-@st.cache_data(max_entries=4, show_spinner="Reading thumbnails…")
-def thumbnails_of(run_path: str, version: int) -> list[bytes]:
-    return store.load_thumbnails(run_path)
+@st.cache_data(max_entries=64, show_spinner=False)
+def thumbnails_of(run_path: str, version: int, rows: tuple[int, ...]) -> dict[int, bytes]:
+    return dict(zip(rows, store.load_thumbnails(run_path, rows)))
 
 
 params = st.session_state.get("map_params", projection.DEFAULT_PARAMS)
@@ -133,11 +133,12 @@ table_col, _ = st.columns([1, 2])
 table_col.dataframe(per_label.rename("images").rename_axis("label").reset_index(), hide_index=True,
                     height=min(35 * len(per_label) + 38, 220))
 
-thumbnails = thumbnails_of(str(run.path), store.run_version(run.path))
 pages = ui.page_count(len(chosen), SELECTION_PAGE_SIZE)
 window = ui.page_slice(len(chosen), st.session_state.get("map_selection_page", 1), SELECTION_PAGE_SIZE)
+shown = chosen.iloc[window]
+thumbnails = thumbnails_of(str(run.path), store.run_version(run.path), tuple(int(r) for r in shown["row"]))
 gallery = st.grid(columns="auto", min_column_width=130, gap="small", border=True)
-for item in chosen.iloc[window].itertuples():
+for item in shown.itertuples():
     gallery.image(thumbnails[item.row], caption=ui.caption_for(item.label, store.file_name(item.path)), width="stretch")
 if pages > 1:
     st.pagination(pages, key="map_selection_page", max_visible_pages=9)

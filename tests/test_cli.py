@@ -9,13 +9,12 @@ import pytest
 
 from doggos.cli import build_parser, config_from_args, main
 
-pytestmark = pytest.mark.ray
-
 
 def doggos(*args, timeout=240):
     return subprocess.run([sys.executable, "-m", "doggos", *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_demo_kit_then_embed_end_to_end(tmp_path):
     kit = doggos("demo-kit", tmp_path / "kit", "--per-class", 3)

@@ -64,7 +64,10 @@ def test_transparency_composites_on_white_as_clips_processor_does():
 def test_bad_files_raise_with_reason(data, reason):
     with pytest.raises(ImageError, match=reason):
         decode(data)
-    assert 9000 * 9000 > MAX_PIXELS
+
+
+def test_the_bomb_case_is_over_the_limit_and_a_big_photo_is_not():
+    assert 9000 * 9000 > MAX_PIXELS > 7000 * 5000
 
 
 def test_thumbnail_is_a_small_jpeg():

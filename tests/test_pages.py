@@ -316,17 +316,15 @@ def test_browse_view_shows_the_image_larger_with_its_full_path(runs_root):
     assert any("stored thumbnail" in c.value for c in at.caption)  # an s3 original is never downloaded
 
 
-def test_browse_first_render_of_a_2880_image_run_is_fast_once_cached(runs_root):
+def test_browse_renders_a_2880_image_run_one_page_at_a_time(runs_root):
+    # How fast this is, is measured by bench/dashboard_scale.py, not asserted here.
     write_fake_run(runs_root, RUN_ID, labels={f"breed {i:03d}": 24 for i in range(120)}, dim=32, files=4)
     at = open_page("pages/browse.py")  # fills the caches
     assert len(at.image) == 48
     fresh = AppTest.from_file(APP, default_timeout=30).run()
     fresh.switch_page("pages/browse.py")
-    started = time.perf_counter()
-    fresh.run()
-    elapsed = time.perf_counter() - started
+    fresh.run()  # a new session reads the cached data
     assert not fresh.exception and len(fresh.image) == 48
-    assert elapsed < 1.0, f"first render of a cached 2,880-image run took {elapsed:.2f} s"
 
 
 # ---- Map page ----------------------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tin
         pipeline.run(config)
     run_dir = RunDir(config.output)
     assert read_json(run_dir.status)["state"] == "failed" and "a.jpg" in read_json(run_dir.status)["error"]
+    assert [f["path"].rsplit("/", 1)[1] for f in read_json(run_dir.failures)] == ["a.jpg"]
     assert not run_dir.embeddings.exists() and not run_dir.manifest.exists()
 
 
@@ -79,7 +80,11 @@ def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image
     root, labels = image_tree
     config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip)
     pipeline.run(config)
+    stale_map = RunDir(config.output).projections / "umap-n15-d0.1-cosine.parquet"
+    stale_map.parent.mkdir()
+    stale_map.write_bytes(b"the old run's coordinates")
     pipeline.run(config.replace(limit=4))
+    assert not stale_map.exists()  # a map of the old rows would mislabel the new ones
     table = read_table(RunDir(config.output))
     assert table.column("path").to_pylist() == sorted(labels)[:4]
     shutil.rmtree(tmp_path / "run")

@@ -13,7 +13,7 @@ CONFIG = RunConfig(source="x", output="o")
 def test_cpu_plans_always_leave_room_for_tasks(nodes, concurrency):
     plan = plan_resources(CONFIG.replace(concurrency=concurrency), nodes, gpus=0)
     assert plan.device == "cpu" and plan.gpus_per_actor == 0
-    assert plan.actors == (concurrency or plan.actors) >= 1
+    assert plan.actors == concurrency if concurrency else 1 <= plan.actors <= sum(nodes)
     assert 0 < plan.task_cpus <= 1
     # With every actor placed, at least one node still has room for a read/decode task.
     assert plan.actors * plan.cpus_per_actor <= sum(nodes) - plan.task_cpus + 1e-9

@@ -43,3 +43,12 @@ def test_an_unwritable_output_is_refused_naming_output(image_tree, tiny_clip, ou
 def test_source_and_model_errors_name_their_fields(image_tree, tiny_clip, tmp_path):
     assert refused(RunConfig(source=str(tmp_path / "missing"), model=tiny_clip)).field == "source"
     assert refused(RunConfig(source=str(image_tree[0]), model=str(tmp_path / "no-model"))).field == "model"
+
+
+def test_more_actors_than_cores_is_refused_on_the_local_ray(image_tree, tiny_clip):
+    import os
+
+    too_many = (os.cpu_count() or 1) + 1
+    error = refused(RunConfig(source=str(image_tree[0]), model=tiny_clip, concurrency=too_many))
+    assert error.field == "concurrency" and "copy of the model" in str(error)
+    preflight.check(RunConfig(source=str(image_tree[0]), model=tiny_clip, concurrency=too_many, ray_address="auto"))

@@ -58,9 +58,13 @@ def test_cli_start_returns_at_once_and_a_new_manager_sees_it_finish(tmp_path, im
 
     manager = RunManager(tmp_path)  # the launching process is gone: everything comes from disk
     seen = []
-    while manager.get(run_id).active:
-        seen.append(manager.get(run_id).progress)
-        time.sleep(0.1)
+
+    def finished():
+        info = manager.get(run_id)
+        seen.append(info.progress)
+        return not info.active
+
+    wait_for(finished, timeout_s=RUN_TIMEOUT_S)
     info = manager.get(run_id)
     assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
     done = [p.embedded + p.failed for p in seen]
@@ -90,6 +94,7 @@ def test_two_runs_queue_and_both_finish_with_their_own_rows(tmp_path, image_tree
         info = manager.wait(run_id, RUN_TIMEOUT_S)
         assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
         assert pq.read_table(RunDir(info.path).embeddings).num_rows == rows
+    assert manager.cancel(first).state == "succeeded"  # cancelling a finished run changes nothing
 
 
 def test_cancel_stops_a_running_run_fast_and_leaves_nothing_behind(tmp_path, big_tree, base_clip):
@@ -127,6 +132,16 @@ def test_cancel_a_queued_run(tmp_path, image_tree, tiny_clip):
     assert manager.cancel(queued).state == "cancelled"
     assert manager.wait(first, RUN_TIMEOUT_S).state == "succeeded"
     assert manager.get(queued).state == "cancelled" and run_processes(queued) == []
+
+
+def test_relative_paths_are_resolved_where_the_run_was_started(tmp_path, image_tree, tiny_clip, monkeypatch):
+    root, labels = image_tree
+    monkeypatch.chdir(root.parent)  # the driver runs in the project folder, not here
+    manager = RunManager(tmp_path / "runs")
+    run_id = manager.start(RunConfig(projection=False, source=root.name, model=tiny_clip))
+    info = manager.wait(run_id, RUN_TIMEOUT_S)
+    assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
+    assert info.config["source"] == str(root) and info.manifest["rows"] == len(labels)
 
 
 def test_bad_settings_are_refused_before_anything_launches(tmp_path, tiny_clip):

@@ -35,8 +35,11 @@ def wait_listening(port: int, timeout_s: float = 30) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
-def s3(monkeypatch_module):
+def s3(monkeypatch_module, tmp_path_factory):
     """A moto S3 server holding s3://doggos/train/<label>/<image> plus a stray text file."""
     import boto3
     from moto.server import ThreadedMotoServer
@@ -54,7 +57,7 @@ def s3(monkeypatch_module):
     for li, label in enumerate(("husky", "pug dog")):
         for i in range(3):
             key = f"train/{label}/{i}.jpg"
-            path = f"/tmp/doggos-s3-{li}-{i}.jpg"
+            path = tmp_path_factory.mktemp("upload") / f"{i}.jpg"
             make_photo(10 * li + i).save(path)
             client.upload_file(path, "doggos", key)
             expected[f"s3://doggos/{key}"] = label

@@ -157,3 +157,10 @@ def test_the_fake_run_manifest_uses_the_keys_the_pipeline_writes(run):
     manifest = json.loads((run / "manifest.json").read_text())
     missing = [key for key in manifest if f'"{key}"' not in source]
     assert not missing, f"the fake manifest has keys the pipeline does not write: {missing}"
+
+
+def test_thumbnails_of_some_rows_match_the_full_read_across_files(tmp_path):
+    run = write_fake_run(tmp_path, labels={"a": 10, "b": 9}, files=3)
+    everything = store.load_thumbnails(run)
+    rows = [18, 0, 7, 6, 12]  # out of order and across all three files
+    assert store.load_thumbnails(run, rows) == [everything[r] for r in rows]
