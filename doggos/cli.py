@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -123,7 +122,7 @@ def _embed(args: argparse.Namespace) -> int:
     _quiet_ray()
     print(f"embedding {len(listing.paths)} images from {config.source} into {run_dir.path}", file=sys.stderr)
     printer = _ProgressPrinter()
-    signal.signal(signal.SIGTERM, _cancel_on_signal)
+    pipeline.cancel_on_sigterm()
     try:
         manifest = pipeline.run(config, on_progress=printer)
     except (pipeline.Cancelled, KeyboardInterrupt):
@@ -248,9 +247,3 @@ def _quiet_ray() -> None:
 
     # Our own progress line replaces Ray's bars, which garble logs and pipes with carriage returns.
     ray.data.DataContext.get_current().enable_progress_bars = False
-
-
-def _cancel_on_signal(signum, frame):
-    from doggos.pipeline import Cancelled
-
-    raise Cancelled()

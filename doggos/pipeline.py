@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -36,6 +37,16 @@ class PipelineError(RuntimeError):
 
 class Cancelled(BaseException):
     """Raised in the driver when the run is cancelled (SIGTERM); BaseException so no `except Exception` swallows it."""
+
+
+def cancel_on_sigterm() -> None:
+    """Make SIGTERM (how a run is cancelled) raise Cancelled in this process's main thread, once."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; let the cleanup finish
+        raise Cancelled()
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,8 @@ def start(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> ProjectionStatu
     marker = _sidecar(run, params, ".running")
     marker.parent.mkdir(parents=True, exist_ok=True)
     _sidecar(run, params, ".error.txt").unlink(missing_ok=True)
-    marker.unlink(missing_ok=True)  # a dead computation's leftover
+    if current.state == "failed":
+        marker.unlink(missing_ok=True)  # a dead computation's leftover; a missing map has none to remove
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # one launcher wins when two sessions race
     except FileExistsError:

@@ -109,9 +109,6 @@ class RunManager:
                 continue
         return runs
 
-    def latest_succeeded(self) -> RunInfo | None:
-        return next((run for run in self.list() if run.state == "succeeded"), None)
-
     def cancel(self, run_id: str, grace_s: float = CANCEL_GRACE_S) -> RunInfo:
         """Stop a queued or running run: SIGTERM its driver, SIGKILL whatever remains after `grace_s`."""
         run_dir = self._dir(run_id)
@@ -189,7 +186,7 @@ def drive(run_path: str) -> int:
     from doggos import pipeline
 
     run_dir = RunDir(run_path)
-    signal.signal(signal.SIGTERM, _raise_cancelled)
+    pipeline.cancel_on_sigterm()
     config = RunConfig.from_dict(read_json(run_dir.config))
     manager = RunManager(run_dir.path.parent)
     with open(manager.queue_lock_path(), "a") as lock:
@@ -216,13 +213,6 @@ def _wait_for_turn(manager: RunManager, run_id: str, lock) -> None:
             return
         fcntl.flock(lock, fcntl.LOCK_UN)
         time.sleep(0.2)
-
-
-def _raise_cancelled(signum, frame):
-    from doggos.pipeline import Cancelled
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; let the cleanup finish
-    raise Cancelled()
 
 
 def _info(run_dir: RunDir, status: dict) -> RunInfo:
