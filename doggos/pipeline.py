@@ -122,7 +122,8 @@ def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: Res
 
     ds = ray.data.read_binary_files(
         paths, include_paths=True, filesystem=source.filesystem, num_cpus=plan.task_cpus,
-        override_num_blocks=max(1, math.ceil(len(paths) / FILES_PER_BLOCK)),
+        # Small blocks stream; and even a small run gets a few blocks per actor, so every actor has work.
+        override_num_blocks=min(len(paths), max(math.ceil(len(paths) / FILES_PER_BLOCK), 4 * plan.actors)),
     )
     ds = ds.map(add_label, fn_kwargs={"scheme": source.scheme}, num_cpus=plan.task_cpus)
     from doggos.embedder import Embedder, prepare_images
