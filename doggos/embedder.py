@@ -61,7 +61,8 @@ def _wait(ref) -> None:
 class Embedder:
     """CLIP image features for batches of preprocessed pixels: the model loads once per actor, in `__init__`."""
 
-    def __init__(self, model: str, device: str = "cpu", fp16: bool = False, threads: int | None = None, tracker=None):
+    def __init__(self, model: str, device: str = "cpu", fp16: bool = False, threads: int | None = None, tracker=None,
+                 thumbnail_size: int | None = None):
         import torch
 
         if threads:
@@ -72,9 +73,12 @@ class Embedder:
         self.model = models.load_model(model, device=device, fp16=fp16)
         self.dtype = next(self.model.parameters()).dtype
         self.tracker = tracker
+        self.model_id, self.thumbnail_size = model, thumbnail_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         torch = self.torch
+        if "bytes" in batch:  # files not decoded yet: the plan decodes inside the actor (see ResourcePlan)
+            batch = prepare_images(batch, self.model_id, self.thumbnail_size, self.tracker)
         pixels = batch["pixel_values"]
         # Ray hands batches over zero-copy and read-only; torch wants memory it may write.
         pixels = torch.from_numpy(pixels if pixels.flags.writeable and pixels.flags.c_contiguous else np.array(pixels))

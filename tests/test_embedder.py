@@ -46,6 +46,13 @@ def test_prepare_then_embed_equals_model_called_directly(tmp_path, tiny_clip):
     assert table.column("width").to_pylist() == [90, 100, 110, 120, 130]
 
 
+def test_the_embedder_decodes_raw_files_itself_when_the_plan_says_so(tmp_path, tiny_clip):
+    batch = file_batch(tmp_path)
+    table = Embedder(model=tiny_clip, threads=1, thumbnail_size=32)(batch)  # "bytes", no "pixel_values"
+    embeddings = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
+    assert cosine(embeddings, reference_embeddings(tiny_clip, list(batch["path"]))).min() >= 0.9999
+
+
 def test_a_bad_file_is_reported_and_the_rest_of_its_batch_survives(tmp_path, tiny_clip):
     tracker = FakeTracker()
     batch = file_batch(tmp_path, count=3, extra=[("broken.jpg", b"not a jpeg"), ("empty.jpg", b"")])

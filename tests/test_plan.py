@@ -24,11 +24,13 @@ def test_cpu_plans_always_leave_room_for_tasks(nodes, concurrency):
 def test_two_cores_get_one_actor_using_both_cores_for_torch():
     plan = plan_resources(CONFIG, [2], gpus=0)
     assert (plan.actors, plan.cpus_per_actor, plan.threads_per_actor, plan.task_cpus, plan.batch_size) == (1, 1.0, 2, 1.0, 16)
+    assert plan.decode_in_actor  # on CPU, decode tasks beside the actors would oversubscribe the cores
 
 
 def test_gpus_get_one_actor_each_and_bigger_batches():
     plan = plan_resources(CONFIG, [16], gpus=2)
     assert (plan.device, plan.actors, plan.gpus_per_actor, plan.batch_size) == ("cuda", 2, 1.0, 64)
+    assert not plan.decode_in_actor  # a GPU never waits on decoding: CPU tasks do it
     assert plan_resources(CONFIG.replace(device="cpu"), [16], gpus=2).device == "cpu"
 
 
