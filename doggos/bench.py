@@ -154,7 +154,7 @@ def _pss(pid: int) -> int:
 
 def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool) -> list[Measurement]:
     from doggos.demo import save_random_clip
-    from doggos.pipeline import ResourcePlan
+    from doggos.plan import ResourcePlan
 
     workdir = Path(workdir).absolute()
     model = workdir / "clip-vit-b-32-random"
@@ -180,7 +180,7 @@ def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool
 
     print(f"tutorial settings on {tutorial_images} images ...", flush=True)
     tutorial_plan = ResourcePlan(device="cpu", actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0,
-                                 threads_per_actor=0, batch_size=2, task_cpus=1.0)
+                                 threads_per_actor=0, batch_size=2, task_cpus=1.0, decode_in_actor=False)
     steady_t, e2e_t, _ = pipeline_rates(base.replace(output=str(workdir / "run-tutorial"), limit=tutorial_images), tutorial_plan)
     results += [
         Measurement("tutorial settings (batch 2, 1 actor, num_cpus=1), steady state", steady_t),

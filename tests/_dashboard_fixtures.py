@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
 
 NASTY_LABEL = '<b>bold</b> *x* "q" 🐶'  # HTML, Markdown, quotes and an emoji: must show exactly like this
 LABELS = {"beagle": 12, "border collie": 9, NASTY_LABEL: 6}
@@ -120,3 +125,33 @@ def write_failed_run(root: Path, run_id: str = "20250101-130000-0002", error: st
 
 def _json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+# ---- reading what a page drew (AppTest) -------------------------------------------------------------------
+
+def unescape_markdown(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text).replace("\u200b", "")
+
+
+def markdown_bodies(at: AppTest) -> list[str]:
+    """Every string the app hands to Streamlit's Markdown renderer (where unescaped user data would misrender)."""
+    bodies = [e.value for kind in ("markdown", "caption", "title", "header", "subheader", "info", "warning", "error",
+                                   "success") for e in at.get(kind)]
+    return bodies + [caption for image in at.image for caption in image.captions]
+
+
+def plotly_spec(at: AppTest) -> dict:
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    return json.loads(charts[0].proto.spec)
+
+
+def array_length(value) -> int:
+    """Plotly stores numpy arrays as {'dtype', 'bdata'}; plain lists otherwise."""
+    if isinstance(value, dict) and "bdata" in value:
+        import base64
+
+        import numpy as np
+
+        return len(base64.b64decode(value["bdata"])) // np.dtype(value["dtype"]).itemsize
+    return len(value)

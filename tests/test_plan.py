@@ -1,9 +1,10 @@
-"""Resource plans: whatever the cluster, actors leave CPUs for the read/decode tasks, so defaults never deadlock."""
+"""doggos.plan: whatever the cluster, actors leave CPUs for the read/decode tasks, so defaults never deadlock."""
 
 import pytest
 
 from doggos.config import RunConfig
-from doggos.pipeline import PipelineError, plan_resources
+from doggos.config import ConfigError
+from doggos.plan import plan_resources
 
 CONFIG = RunConfig(source="x", output="o")
 
@@ -35,7 +36,7 @@ def test_gpus_get_one_actor_each_and_bigger_batches():
 
 
 def test_cuda_without_gpus_is_refused():
-    with pytest.raises(PipelineError, match="no GPU"):
+    with pytest.raises(ConfigError, match="^device: .*no GPU"):
         plan_resources(CONFIG.replace(device="cuda"), [8], gpus=0)
 
 

@@ -1,0 +1,119 @@
+"""doggos.ui: the pages' non-drawing helpers (escaping, form errors, paging, selections, history rows), without Streamlit."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from doggos import ui
+from doggos.runs import RunManager
+from _dashboard_fixtures import unescape_markdown, write_failed_run, write_fake_run
+
+RUN_ID = "20250101-120000-0001"
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("DOGGOS_RUNS_DIR", str(root))
+    return root
+
+
+def test_markdown_literal_escapes_everything_markdown_or_streamlit_would_interpret():
+    text = '<b>bold</b> *x* _y_ `c` [l](u) $m$ :dog: :red[r] # h | t ~s~ \\ "q" \'a\' 🐶'
+    escaped = ui.markdown_literal(text)
+    assert unescape_markdown(escaped) == text
+    for token in ("<b>", "*x*", "_y_", "`c`", "[l](u)", "$m$", ":dog:", ":red[", "~s~"):
+        assert token not in escaped
+    assert ui.markdown_literal("two\nlines") == "two lines"
+
+
+def test_plotly_literal_escapes_html():
+    assert ui.plotly_literal("<b>x</b> & y") == "&lt;b&gt;x&lt;/b&gt; &amp; y"
+
+
+def test_selected_row_ids_reads_customdata_or_falls_back_to_trace_positions():
+    points = [{"curve_number": 0, "point_index": 1, "customdata": [7]}, {"curve_number": 1, "point_index": 0, "customdata": 3},
+              {"curve_number": 0, "point_index": 1, "customdata": 7.0}, {"curve_number": 1, "point_index": 1}]
+    assert ui.selected_row_ids(points, trace_rows=[[5, 7], [3, 9]]) == [7, 3, 9]
+    assert ui.selected_row_ids([{"customdata": "x"}, {"customdata": -1}, {}], trace_rows=None) == []
+    assert ui.selected_row_ids([], [[1]]) == []
+    assert ui.selected_row_ids([{"curve_number": 4, "point_index": 0}], [[1]]) == []
+
+
+def test_page_slice_clamps_to_the_last_page():
+    assert ui.page_count(0, 48) == 1 and ui.page_count(97, 48) == 3
+    assert ui.page_slice(97, 3, 48) == slice(96, 97)
+    assert ui.page_slice(97, 9, 48) == slice(96, 97)
+    assert ui.page_slice(10, 0, 48) == slice(0, 10)
+
+
+class _Manager:
+    def __init__(self, error=None):
+        self.error, self.started = error, []
+
+    def start(self, config):
+        if self.error:
+            raise self.error
+        self.started.append(config)
+        return "run-1"
+
+
+def test_launch_maps_every_error_to_its_form_field():
+    from doggos.models import ModelError
+    from doggos.sources import SourceError
+
+    assert ui.launch(_Manager(), {"source": "", "model": "m"}).errors == {"source": "is required (got an empty value)"}
+    assert "limit" in ui.launch(_Manager(), {"source": "/x", "model": "m", "limit": "abc"}).errors
+    assert ui.launch(_Manager(SourceError("/x does not exist")), {"source": "/x", "model": "m"}).errors == {"source": "/x does not exist"}
+    assert ui.launch(_Manager(ModelError("offline")), {"source": "/x", "model": "m"}).errors == {"model": "offline"}
+    assert ui.launch(_Manager(OSError("disk full")), {"source": "/x", "model": "m"}).errors == {"": "the run could not be started: disk full"}
+    from doggos.config import ConfigError
+
+    assert ui.launch(_Manager(ConfigError("output", "read-only")), {"source": "/x", "model": "m"}).errors == {"": "output: read-only"}
+    manager = _Manager()
+    result = ui.launch(manager, {"source": "/x", "model": "m", "device": "cpu", "batch_size": "4", "concurrency": ""})
+    assert result.run_id == "run-1" and manager.started[0].batch_size == 4 and manager.started[0].concurrency is None
+
+
+def test_field_error_text_names_the_field_and_escapes_the_message():
+    text = ui.field_error_text("batch_size", "must be a whole number (got '*x*')")
+    assert text.startswith("**Batch size** (`batch_size`): ") and "*x*" not in text
+
+
+def test_history_rows_and_choice_labels(runs_root):
+    write_fake_run(runs_root, RUN_ID)
+    write_failed_run(runs_root)
+    runs = RunManager().list()
+    rows = ui.history_rows(runs)
+    assert [r["run"] for r in rows] == ["20250101-130000-0002", RUN_ID]
+    assert rows[1]["images"] == 27 and rows[1]["failed"] == 1 and rows[1]["duration"] == "30 s"
+    assert rows[0]["state"].endswith("failed") and rows[0]["error"] == "every image failed"
+    assert ui.run_choice_label(runs[1]) == f"{RUN_ID} · dogs · 27 images"
+
+
+def test_demo_kit_folder_sits_beside_the_runs_root(tmp_path):
+    assert ui.demo_kit_folder(tmp_path / "runs") == tmp_path / "demo"
+
+
+def test_machine_summary_needs_no_torch_import():
+    summary = ui.machine_summary()
+    assert summary["cpus"] == os.cpu_count() and "CPU cores" in summary["text"]
+    assert summary["cuda_usable"] in (True, False)
+
+
+def test_detail_width_enlarges_small_images_a_little_and_never_shrinks_big_ones():
+    assert ui.detail_width((96, 96)) == 288  # at most 3x
+    assert ui.detail_width((168, 224)) == 240  # longest side to 320
+    assert ui.detail_width((768, 384)) == 768
+    assert ui.detail_width((0, 0)) == "content"
+
+
+def test_plain_log_drops_terminal_colour_codes():
+    assert ui.plain_log("\x1b[36m(MapWorker pid=1)\x1b[0m Loading\n") == "(MapWorker pid=1) Loading\n"
+
+
+def test_format_duration():
+    assert [ui.format_duration(s) for s in (None, 4.4, 75, 3725)] == ["–", "4 s", "1 min 15 s", "1 h 02 min"]
