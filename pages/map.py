@@ -22,6 +22,9 @@ if run is None:
     st.info("No finished run to map yet. Start one on the Run page (the demo kit works offline).")
     st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
     st.stop()
+if (run.manifest or {}).get("random_weights"):
+    st.warning("This run's model has **random weights** (the demo kit's): the map shows the mechanics, "
+               "but where points land carries no meaning.", icon=":material/casino:")
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the projection…")

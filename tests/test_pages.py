@@ -309,6 +309,7 @@ def test_map_draws_one_point_per_embedding_with_a_legend_entry_per_label(fake_ru
     assert {trace["type"] for trace in spec["data"]} == {"scattergl"}
     assert sorted(html.unescape(trace["name"]) for trace in spec["data"]) == sorted(store.load_index(fake_run)["label"].unique())
     assert any(f"{rows:,} points" in c.value for c in at.caption)
+    assert any("random weights" in w.value for w in at.warning)  # the fake run's model is the demo kit's
 
 
 def test_map_selection_shows_the_selected_images(fake_run):
