@@ -1,4 +1,4 @@
-"""The two halves of embedding: `prepare_images` (cheap, per-batch, CPU tasks) and `Embedder` (the model, in actors)."""
+"""The two halves of embedding: `prepare_images` (decode + the model's processor) and `Embedder` (the model, in actors)."""
 
 from __future__ import annotations
 
