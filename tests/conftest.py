@@ -38,3 +38,12 @@ def ray_session():
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    """An empty runs root that the app and RunManager() use by default (DOGGOS_RUNS_DIR)."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    monkeypatch.setenv("DOGGOS_RUNS_DIR", str(root))
+    return root

@@ -40,14 +40,6 @@ def every_run_goes_through_app_py(monkeypatch):
 
 
 @pytest.fixture
-def runs_root(tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    root.mkdir()
-    monkeypatch.setenv("DOGGOS_RUNS_DIR", str(root))
-    return root
-
-
-@pytest.fixture
 def fake_run(runs_root):
     """A finished run with three labels (one of them nasty) whose default map is already on disk."""
     run = write_fake_run(runs_root, RUN_ID)

@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 from doggos import ui
 from doggos.runs import RunManager
 from _dashboard_fixtures import unescape_markdown, write_failed_run, write_fake_run
 
 RUN_ID = "20250101-120000-0001"
-
-
-@pytest.fixture
-def runs_root(tmp_path, monkeypatch):
-    root = tmp_path / "runs"
-    root.mkdir()
-    monkeypatch.setenv("DOGGOS_RUNS_DIR", str(root))
-    return root
 
 
 def test_markdown_literal_escapes_everything_markdown_or_streamlit_would_interpret():
