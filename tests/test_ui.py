@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-
 from doggos import ui
 from doggos.runs import RunManager
 from _dashboard_fixtures import unescape_markdown, write_failed_run, write_fake_run
