@@ -144,6 +144,11 @@ def summary(manifest: dict) -> str:
         f"model: {manifest['model_description']}, dimension {manifest['embedding_dim']}",
         f"parquet: {manifest['embeddings_path']}",
     ]
+    if manifest.get("ray"):
+        from doggos.store import work_by_node
+
+        ray_info = manifest["ray"]
+        lines.append(f"ray: {ray_info.get('address', 'local')}; embedded on {work_by_node(ray_info)}")
     if failed:
         lines.append(f"warning: {failed} file(s) could not be read; reasons in {Path(manifest['embeddings_path']).parent / 'failures.json'}")
     return "\n".join(lines)

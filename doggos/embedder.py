@@ -58,6 +58,12 @@ def _wait(ref) -> None:
         ray.get(ref)
 
 
+def _ray_node_id() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 class Embedder:
     """CLIP image features for batches of preprocessed pixels: the model loads once per actor, in `__init__`."""
 
@@ -73,6 +79,7 @@ class Embedder:
         self.model = models.load_model(model, device=device, fp16=fp16)
         self.dtype = next(self.model.parameters()).dtype
         self.tracker = tracker
+        self.node = _ray_node_id() if tracker is not None else None  # the run's manifest says where work ran
         self.model_id, self.thumbnail_size = model, thumbnail_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
@@ -90,7 +97,7 @@ class Embedder:
             else:
                 embeddings = np.zeros((0, self.model.config.projection_dim), dtype=np.float32)
         if self.tracker is not None:
-            self.tracker.add_embedded.remote(len(embeddings))
+            self.tracker.add_embedded.remote(len(embeddings), self.node)
         return pa.table(
             {
                 "path": pa.array(list(batch["path"]), pa.string()),

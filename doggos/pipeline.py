@@ -24,6 +24,7 @@ from doggos.sources import Source, label_of, list_images, open_source
 
 DECODE_TASK_MEMORY = 512 * 2**20  # bytes a decode worker holds: transformers (~350 MB) plus a block of decoded images
 FILES_PER_BLOCK = 32  # small blocks stream: decoded pixels stay ~20 MB a block, and progress moves in small steps
+ACTOR_START_TIMEOUT_S = 600  # on a cluster: time for every embedder actor to start (a fresh node may download the model)
 PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
 
 log = logging.getLogger("doggos")
@@ -172,14 +173,16 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             heartbeat.tracker = tracker = tracker_actor(found)
             ds = build_dataset(config, source, listing.paths, plan, tracker)
             _discard(run_dir)
-            ds.write_parquet(str(run_dir.staging))
+            _write(ds, run_dir, plan, on_cluster=bool(config.ray_address or os.environ.get("RAY_ADDRESS")))
             final = ray.get(tracker.snapshot.remote("writing"))
             heartbeat.progress, heartbeat.tracker = final, None
             failures = ray.get(tracker.failure_list.remote())
+            embedded_by_node = ray.get(tracker.rows_by_node.remote())
             stats = _stats_text(ds)
             ray_info = {"address": config.ray_address or os.environ.get("RAY_ADDRESS") or "local",
                         "nodes": len(node_cpus), "cpus": sum(node_cpus), "gpus": gpus,
-                        "dashboard_url": _dashboard_url()}
+                        "dashboard_url": _dashboard_url(),
+                        "embedded_by_node": embedded_by_node}  # Ray node id -> rows embedded there
         write_json_atomic(run_dir.failures, failures)  # kept even when every file failed: it says why
         rows, dim = _written_shape(run_dir.staging)
         if rows == 0:
@@ -219,6 +222,27 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
     }
     write_json_atomic(run_dir.manifest, manifest)
     return manifest
+
+
+def _write(ds, run_dir: RunDir, plan: ResourcePlan, on_cluster: bool) -> None:
+    """Execute the dataset into the staging folder; on a cluster, only once every embedder actor is up."""
+    import ray
+
+    if on_cluster:
+        # Blocks go to actors already up, the one on the block's node first. Waiting for every actor before
+        # streaming spreads the work over the nodes instead of piling it onto whichever actor loaded first;
+        # and a cluster that cannot place the actors fails with a message instead of waiting forever.
+        ds.context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S  # this dataset's own copy of the context
+    try:
+        ds.write_parquet(str(run_dir.staging))
+    except ray.exceptions.GetTimeoutError as error:
+        if not on_cluster:
+            raise
+        raise PipelineError(
+            f"the cluster did not start {plan.actors} embedder actor(s) within {ACTOR_START_TIMEOUT_S} s "
+            f"(each needs {plan.cpus_per_actor:g} CPU and {plan.gpus_per_actor:g} GPU): "
+            "add nodes, lower concurrency, or check the workers' logs in the Ray dashboard"
+        ) from error
 
 
 def _reporter(run_dir: RunDir, on_progress):

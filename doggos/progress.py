@@ -44,13 +44,19 @@ class ProgressCounter:
     decoded: int = 0
     embedded: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason; keyed so a retried task counts once
+    embedded_by_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> rows its actors embedded
 
     def add_decoded(self, count: int, failures: list[tuple[str, str]] = ()) -> None:
         self.decoded += count
         self.failures.update(failures)
 
-    def add_embedded(self, count: int) -> None:
+    def add_embedded(self, count: int, node: str | None = None) -> None:
         self.embedded += count
+        if node is not None:
+            self.embedded_by_node[node] = self.embedded_by_node.get(node, 0) + count
+
+    def rows_by_node(self) -> dict[str, int]:
+        return dict(self.embedded_by_node)
 
     def snapshot(self, phase: str = "embedding") -> Progress:
         # Clamp: a retried Ray task may report its batch twice; progress must never pass the total.

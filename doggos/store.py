@@ -167,6 +167,15 @@ def read_log(run: str | os.PathLike | RunDir, max_chars: int = 20_000) -> str:
     return text[-max_chars:]
 
 
+def work_by_node(ray_info: dict) -> str:
+    """Where the embedding ran, from a manifest's `ray` entry: '2 nodes: 6617a69d 18 images, 6446086d 6 images'."""
+    by_node = ray_info.get("embedded_by_node") or {}
+    if not by_node:
+        return "not recorded"
+    shares = ", ".join(f"{node[:8]} {rows:,} images" for node, rows in sorted(by_node.items(), key=lambda kv: -kv[1]))
+    return f"{len(by_node)} node{'s' if len(by_node) != 1 else ''}: {shares}"
+
+
 def parse_operator_stats(text: str) -> list[dict]:
     """The per-operator lines of Ray Data's `ds.stats()`: operator, tasks, blocks, wall time, rows out, CPU time."""
     operators: list[dict] = []

@@ -93,7 +93,8 @@ with plan_col:
 with cluster_col:
     st.markdown("**Cluster**")
     if cluster:
-        shown = {key: value for key, value in cluster.items() if key != "dashboard_url"}
+        shown = {key: value for key, value in cluster.items() if key not in ("dashboard_url", "embedded_by_node")}
+        shown["embedded on"] = store.work_by_node(cluster)
         st.dataframe(pd.DataFrame({"setting": list(shown), "value": [str(v) for v in shown.values()]}), hide_index=True)
     if cluster.get("dashboard_url"):
         st.link_button("Open the Ray dashboard", cluster["dashboard_url"], icon=":material/open_in_new:")

@@ -100,7 +100,8 @@ def write_fake_run(root: Path, run_id: str = "20250101-120000-0001", labels: dic
         "failed": len(failures), "skipped_files": 0, "labels": len(labels),
         "plan": {"device": "cpu", "actors": 1, "cpus_per_actor": 1.0, "gpus_per_actor": 0.0, "threads_per_actor": 2,
                  "batch_size": 16, "task_cpus": 1.0},
-        "ray": {"address": "local", "nodes": 1, "cpus": 2.0, "gpus": 0.0, "dashboard_url": "http://127.0.0.1:8265"},
+        "ray": {"address": "local", "nodes": 1, "cpus": 2.0, "gpus": 0.0, "dashboard_url": "http://127.0.0.1:8265",
+                "embedded_by_node": {"6617a69d49e9c88fe0003427": 27}},
         "started_at": times["started_at"], "ended_at": times["ended_at"], "duration_s": 30.0, "images_per_s": 12.5,
         "progress": progress, "embeddings_path": str(run / "embeddings"), "versions": {"python": "3.11"},
     }

@@ -27,6 +27,7 @@ def test_demo_kit_then_embed_end_to_end(tmp_path):
     result = doggos("embed", "--source", source, "--model", model, "--out", out, "--batch-size", 4)
     assert result.returncode == 0, result.stderr
     assert "done: 30 images embedded" in result.stdout and "RANDOM WEIGHTS" in result.stdout
+    assert "ray: local; embedded on 1 node: " in result.stdout and " 30 images" in result.stdout
     assert "30/30 images embedded" in result.stderr  # the terminal progress line
     table = pq.read_table(out / "embeddings")
     assert table.num_rows == 30 and len(set(table.column("class").to_pylist())) == 10

@@ -7,6 +7,7 @@ import pytest
 from doggos.config import RunConfig
 from doggos.rundir import RunDir
 from doggos.runs import RunManager
+from imagegen import LABELS, make_photo
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -22,18 +23,35 @@ def two_node_cluster():
     cluster.shutdown()
 
 
+@pytest.fixture
+def photo_tree(tmp_path):
+    """24 photo-sized JPEGs: blocks of them outgrow Ray's inline-object limit (100 KB) and live on the node that
+    read them, as real photos do; tiny test images would all sit with the driver and pull the work to its node."""
+    labels = {}
+    for li, label in enumerate(LABELS):
+        (tmp_path / "photos" / label).mkdir(parents=True)
+        for i in range(8):
+            path = tmp_path / "photos" / label / f"{i}.jpg"
+            make_photo(10 * li + i, size=(640, 480)).save(path, quality=90)
+            labels[str(path)] = label
+    return tmp_path / "photos", labels
+
+
 def nodes_used(stats: str, operator: str) -> int:
     section = stats.split(operator, 1)[1].split("\nOperator ", 1)[0]
     return int(re.search(r"(\d+) nodes used", section).group(1))
 
 
-def test_a_run_on_an_existing_cluster_embeds_on_both_nodes(tmp_path, two_node_cluster, image_tree, tiny_clip):
-    root, labels = image_tree
-    manager = RunManager(tmp_path)
+def test_a_run_on_an_existing_cluster_embeds_on_both_nodes(tmp_path, two_node_cluster, photo_tree, tiny_clip):
+    root, labels = photo_tree
+    manager = RunManager(tmp_path / "runs")
     run_id = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip, batch_size=2, ray_address=two_node_cluster.address))
     info = manager.wait(run_id, timeout_s=240)
     assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
     assert info.manifest["rows"] == len(labels)
     assert info.manifest["ray"]["nodes"] == 2 and info.manifest["plan"]["actors"] == 2
-    stats = RunDir(info.path).ray_stats.read_text()
+    by_node = info.manifest["ray"]["embedded_by_node"]
+    assert len(by_node) == 2 and all(rows > 0 for rows in by_node.values()), by_node
+    assert sum(by_node.values()) == len(labels)
+    stats = RunDir(info.path).ray_stats.read_text()  # and Ray's own account agrees
     assert nodes_used(stats, "MapBatches(Embedder)") == 2

@@ -361,6 +361,8 @@ def test_summary_shows_model_counts_parquet_failures_and_ray(fake_run):
     assert list(operators["tasks"]) == [4, 4, 4] and operators["name"][2] == "Write"
     assert any("Operator 1 ReadBinary" in c for c in codes)
     assert [b.proto.url for b in at.get("link_button")] == ["http://127.0.0.1:8265"]
+    cluster = next(f for f in frames if "setting" in f.columns and "nodes" in list(f["setting"]))
+    assert dict(zip(cluster["setting"], cluster["value"]))["embedded on"] == "1 node: 6617a69d 27 images"
 
 
 def test_summary_without_failures_or_dashboard(runs_root):

@@ -43,6 +43,7 @@ def test_embeds_every_image_with_its_label_and_the_models_own_vectors(ray_sessio
     assert status["state"] == "succeeded" and status["progress"]["embedded"] == len(labels)
     assert manifest["random_weights"] is True and "RANDOM WEIGHTS" in manifest["model_description"]
     assert {"ray", "torch", "transformers"} <= set(manifest["versions"])
+    assert list(manifest["ray"]["embedded_by_node"].values()) == [len(labels)]  # one local node did it all
     assert "MapBatches(Embedder)" in (tmp_path / "run" / "ray_stats.txt").read_text()
     assert not RunDir(config.output).staging.exists()
 
@@ -88,3 +89,21 @@ def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image
     table = read_table(RunDir(config.output))
     assert table.column("path").to_pylist() == sorted(labels)[:4]
     shutil.rmtree(tmp_path / "run")
+
+
+def test_a_cluster_that_cannot_place_the_embedders_fails_with_a_message_not_a_hang(
+        ray_session, image_tree, tiny_clip, tmp_path, monkeypatch):
+    from doggos.plan import ResourcePlan
+
+    monkeypatch.setattr(pipeline, "ACTOR_START_TIMEOUT_S", 2)
+    address = ray_session.get_runtime_context().gcs_address  # "a cluster": the session's Ray, by its address
+    root, _ = image_tree
+    config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip,
+                       ray_address=address)
+    too_big = ResourcePlan(device="cpu", actors=1, cpus_per_actor=64, gpus_per_actor=0, threads_per_actor=1,
+                           batch_size=4, task_cpus=1, decode_in_actor=True)  # no node has 64 CPUs
+    with pytest.raises(pipeline.PipelineError, match=r"did not start 1 embedder actor\(s\) within 2 s \(each needs 64 CPU"):
+        pipeline.run(config, plan=too_big)
+    run_dir = RunDir(config.output)
+    assert read_json(run_dir.status)["state"] == "failed" and not run_dir.manifest.exists()
+    assert ray_session.data.DataContext.get_current().wait_for_min_actors_s == -1  # the session's context untouched

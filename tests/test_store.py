@@ -128,6 +128,13 @@ def test_parse_operator_stats():
     assert store.parse_operator_stats("(Ray Data stats unavailable: boom)") == []
 
 
+def test_work_by_node_names_each_node_busiest_first():
+    ray_info = {"embedded_by_node": {"6446086d9b8c95": 6, "6617a69d49e9c8": 1800}}
+    assert store.work_by_node(ray_info) == "2 nodes: 6617a69d 1,800 images, 6446086d 6 images"
+    assert store.work_by_node({"embedded_by_node": {"ab12cd34ef": 3}}) == "1 node: ab12cd34 3 images"
+    assert store.work_by_node({}) == "not recorded"  # runs from before the count existed
+
+
 def test_execution_plan_from_the_log():
     log = ("2026 INFO streaming_executor.py:216 -- Execution plan of Dataset dataset_1: InputDataBuffer[Input] -> "
            "TaskPoolMapOperator[ReadBinary->Map(add_label)] -> ActorPoolMapOperator[MapBatches(Embedder)] -> "
