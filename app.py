@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/summary.py", title="Run summary", icon=":material/summarize:", url_path="summary"),
 ]
 navigation = st.navigation(PAGES)
+SHOWS_THE_CURRENT_RUN = {"browse", "map", "summary"}  # url paths of the pages with nothing to draw without a run
 
 # Streamlit forgets a widget's value when its page is not shown; re-storing keeps the Run form filled in.
 for key in [key for key in st.session_state if str(key).startswith("form_")]:
@@ -49,4 +50,9 @@ st.session_state["runs_root"] = str(manager.root)
 deep_link = st.session_state.pop("deep_link", None)  # see the guard at the top of each page
 if deep_link:
     st.switch_page(deep_link)
+if navigation.url_path in SHOWS_THE_CURRENT_RUN and st.session_state["current_run"] is None:
+    st.title(navigation.title)
+    st.info("No finished run yet. Start one on the Run page (the demo kit works offline).")
+    st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
+    st.stop()
 navigation.run()

@@ -17,11 +17,7 @@ PALETTE = qualitative.Dark24 + qualitative.Light24  # 48 distinct colours before
 SELECTION_PAGE_SIZE = 36
 
 st.title("Map")
-run = st.session_state.get("current_run")
-if run is None:
-    st.info("No finished run to map yet. Start one on the Run page (the demo kit works offline).")
-    st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
-    st.stop()
+run = st.session_state["current_run"]  # app.py shows this page only when there is one
 if (run.manifest or {}).get("random_weights"):
     st.warning("This run's model has **random weights** (the demo kit's): the map shows the mechanics, "
                "but where points land carries no meaning.", icon=":material/casino:")

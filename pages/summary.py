@@ -10,11 +10,7 @@ if "runs_root" not in st.session_state:  # opened by URL before app.py ever ran 
     st.switch_page("app.py")  # app.py draws the frame, then comes back here
 
 st.title("Run summary")
-run = st.session_state.get("current_run")
-if run is None:
-    st.info("No finished run yet. Start one on the Run page (the demo kit works offline).")
-    st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
-    st.stop()
+run = st.session_state["current_run"]  # app.py shows this page only when there is one
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the run's table…")
