@@ -95,7 +95,8 @@ with cluster_col:
     if cluster.get("dashboard_url"):
         st.link_button("Open the Ray dashboard", cluster["dashboard_url"], icon=":material/open_in_new:")
     else:
-        st.caption("No Ray dashboard was recorded for this run (a local Ray runs without one).")
+        st.caption("No Ray dashboard was recorded for this run: the embedded local Ray, and clusters started "
+                   "without `ray[default]`, run without one.")
 if operators:
     st.markdown("**Per-operator statistics**")
     st.dataframe(
