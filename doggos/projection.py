@@ -2,12 +2,14 @@
 
 `import umap` costs seconds to tens of seconds (numba), so it happens only inside `project()`, never on import.
 Files under <run>/projections/: NAME.parquet (the result, written atomically), NAME.running (a background
-computation's pid), NAME.error.txt (why it failed) and NAME.log (its output).
+computation's pid), NAME.waiting (it waits for a UMAP slot), NAME.error.txt (why it failed) and NAME.log (its output).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -26,7 +28,7 @@ METRICS = ("cosine", "euclidean")
 SEED = 42  # a fixed random_state: the same run and parameters give the same map
 MIN_UMAP_POINTS = 4  # below this UMAP has no neighbourhood to speak of; PCA draws the few points instead
 STALE_START_S = 60.0  # a .running file with no pid after this long belongs to a launcher that died
-
+SLOT_POLL_S = 0.5  # how often a UMAP waiting for a slot looks again
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class ProjectionStatus:
     path: Path
     error: str | None = None
     started: float | None = None  # when a running computation was launched (time.time())
+    waiting: bool = False  # running, but queued behind other UMAPs for a slot (see umap_slot)
 
 
 def projection_path(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> Path:
@@ -149,11 +152,61 @@ def compute(run_dir, params: ProjectionParams = DEFAULT_PARAMS, force: bool = Fa
     path = projection_path(run, params)
     if path.exists() and not force:
         return path
-    started = time.monotonic()
-    vectors, meta = store.load_embeddings(run)
-    coords, note = project(vectors, params)
+    with umap_slot(_sidecar(run, params, ".waiting")) if params.method == "umap" else contextlib.nullcontext():
+        started = time.monotonic()
+        vectors, meta = store.load_embeddings(run)
+        coords, note = project(vectors, params)
     return write(run, params, coords, meta["path"].tolist(), meta["label"].tolist(), note,
                  seconds=time.monotonic() - started)
+
+
+def map_slots() -> int:
+    """How many UMAPs may compute at once on this machine: $DOGGOS_MAP_SLOTS, else half the cores.
+
+    Each UMAP is single-threaded (a fixed random_state) and holds the run's vectors and a neighbour graph in memory;
+    without a cap, a workshop's worth of sessions trying parameters would start one each and exhaust the machine.
+    """
+    configured = os.environ.get("DOGGOS_MAP_SLOTS", "").strip()
+    if configured:
+        if not configured.isdigit() or int(configured) < 1:
+            raise ValueError(f"DOGGOS_MAP_SLOTS: must be a whole number of at least 1 (got {configured!r})")
+        return int(configured)
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@contextlib.contextmanager
+def umap_slot(waiting_marker: Path | None = None):
+    """Hold one of the machine's map_slots() for the block; `waiting_marker` exists while queued for one.
+
+    The slots are lock files (flock) in the temp folder, so the limit spans every process of this user, and a
+    process that dies releases its slot with it.
+    """
+    folder = Path(tempfile.gettempdir()) / f"doggos-map-slots-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    slots, held = map_slots(), None
+    try:
+        while held is None:
+            for slot in range(slots):
+                handle = open(folder / f"slot-{slot}.lock", "a")
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    held = handle
+                    break
+                except BlockingIOError:
+                    handle.close()
+            if held is None:
+                if waiting_marker is not None and not waiting_marker.exists():
+                    waiting_marker.parent.mkdir(parents=True, exist_ok=True)
+                    waiting_marker.touch()
+                time.sleep(SLOT_POLL_S)
+        if waiting_marker is not None:
+            waiting_marker.unlink(missing_ok=True)
+        yield
+    finally:
+        if waiting_marker is not None:
+            waiting_marker.unlink(missing_ok=True)
+        if held is not None:
+            held.close()  # releases the lock
 
 
 def write(run_dir, params: ProjectionParams, coords: np.ndarray, paths: list[str], labels: list[str],
@@ -208,7 +261,8 @@ def status(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> ProjectionStat
         started = _read_marker(marker)
         pid = started.get("pid")
         if pid and alive(pid):
-            return ProjectionStatus("running", path, started=started.get("created"))
+            return ProjectionStatus("running", path, started=started.get("created"),
+                                    waiting=_sidecar(run, params, ".waiting").exists())
         if not pid and time.time() - started.get("created", 0) < STALE_START_S:
             return ProjectionStatus("running", path, started=started.get("created"))
         if path.exists():  # finished between our two looks
@@ -233,7 +287,8 @@ def start(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> ProjectionStatu
     marker.parent.mkdir(parents=True, exist_ok=True)
     _sidecar(run, params, ".error.txt").unlink(missing_ok=True)
     if current.state == "failed":
-        marker.unlink(missing_ok=True)  # a dead computation's leftover; a missing map has none to remove
+        marker.unlink(missing_ok=True)  # a dead computation's leftovers; a missing map has none to remove
+        _sidecar(run, params, ".waiting").unlink(missing_ok=True)
     try:
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # one launcher wins when two sessions race
     except FileExistsError:

@@ -61,6 +61,11 @@ if state.state == "running":
         if now.state != "running":
             st.rerun(scope="app")
         elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
+        if now.waiting:
+            st.info(f"{params.describe()} is queued{elapsed}: at most {projection.map_slots()} UMAP(s) compute at once "
+                    "on this machine, and this one starts when another finishes. This page updates by itself.",
+                    icon=":material/pending:")
+            return
         st.info(
             f"Computing {params.describe()} in the background{elapsed}. This page updates by itself when the map "
             "is ready. The first UMAP in a fresh process takes tens of seconds (numba compiles its code); "

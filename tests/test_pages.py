@@ -334,6 +334,18 @@ def test_map_computes_missing_parameters_in_the_background(fake_run):
     assert sum(array_length(t["x"]) for t in plotly_spec(at)["data"]) == len(store.load_index(fake_run))
 
 
+def test_map_says_when_its_umap_waits_for_a_slot(fake_run, monkeypatch):
+    monkeypatch.setenv("DOGGOS_MAP_SLOTS", "3")
+    projection.projection_path(fake_run).unlink()
+    # A live computation (this process stands in for it) that is queued for a slot.
+    marker = projection.projection_path(fake_run).with_suffix(".running")
+    marker.write_text(json.dumps({"created": time.time(), "pid": os.getpid()}))
+    marker.with_suffix(".waiting").touch()
+    at = open_page("pages/map.py")
+    assert any("is queued" in i.value and "at most 3 UMAP(s) compute at once" in i.value for i in at.info)
+    assert not at.get("plotly_chart")
+
+
 def test_map_shows_why_a_projection_failed(fake_run):
     projection.projection_path(fake_run).unlink()
     error_file = projection.projection_path(fake_run).with_suffix(".error.txt")

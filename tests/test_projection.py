@@ -171,7 +171,7 @@ def test_importing_projection_does_not_import_umap():
 
 @pytest.mark.slow
 def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_runs(run):
-    """The one test that imports umap (seconds to tens of seconds: numba compiles)."""
+    """The one test that imports umap in this process (seconds to tens of seconds: numba compiles)."""
     path = projection.compute(run, DEFAULT_PARAMS)
     frame, info = projection.load(path)
     assert info["method"] == "umap" and len(frame) == 60 and np.isfinite(frame[["x", "y"]]).all().all()
@@ -186,3 +186,27 @@ def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_
     coords, note = projection.project(with_duplicates, ProjectionParams(n_neighbors=15, min_dist=0.0))
     assert coords.shape == (11, 2) and np.isfinite(coords).all() and "clamped to 3" in note
     assert np.array_equal(coords[0], coords[5]) and np.array_equal(coords[0], coords[10])
+
+
+@pytest.mark.slow
+def test_umaps_beyond_the_machines_slots_wait_their_turn(run, monkeypatch):
+    monkeypatch.setenv("DOGGOS_MAP_SLOTS", "1")  # the background process inherits it
+    params = ProjectionParams(n_neighbors=5)
+    with projection.umap_slot():  # this test holds the only slot, as another session's UMAP would
+        assert projection.start(run, params).state == "running"
+        deadline = time.monotonic() + 60
+        while not projection.status(run, params).waiting and time.monotonic() < deadline:
+            time.sleep(0.1)
+        state = projection.status(run, params)
+        assert state.state == "running" and state.waiting
+        assert not projection.projection_path(run, params).exists()
+    state = wait_until_settled(run, params, timeout_s=120)
+    assert state.state == "ready" and not state.waiting, state.error
+    assert not (run / "projections" / f"{params.name}.waiting").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_map_slots_refuses_a_bad_setting(monkeypatch, value):
+    monkeypatch.setenv("DOGGOS_MAP_SLOTS", value)
+    with pytest.raises(ValueError, match="DOGGOS_MAP_SLOTS: must be a whole number of at least 1"):
+        projection.map_slots()
