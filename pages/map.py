@@ -62,8 +62,9 @@ if state.state == "running":
             st.rerun(scope="app")
         elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
         if now.waiting:
-            st.info(f"{params.describe()} is queued{elapsed}: at most {projection.map_slots()} UMAP(s) compute at once "
-                    "on this machine, and this one starts when another finishes. This page updates by itself.",
+            slots = projection.map_slots()
+            st.info(f"{params.describe()} is queued{elapsed}: at most {slots} UMAP{'s compute' if slots > 1 else ' computes'} "
+                    "at once on this machine, and this one starts when another finishes. This page updates by itself.",
                     icon=":material/pending:")
             return
         st.info(

@@ -342,7 +342,7 @@ def test_map_says_when_its_umap_waits_for_a_slot(fake_run, monkeypatch):
     marker.write_text(json.dumps({"created": time.time(), "pid": os.getpid()}))
     marker.with_suffix(".waiting").touch()
     at = open_page("pages/map.py")
-    assert any("is queued" in i.value and "at most 3 UMAP(s) compute at once" in i.value for i in at.info)
+    assert any("is queued" in i.value and "at most 3 UMAPs compute at once" in i.value for i in at.info)
     assert not at.get("plotly_chart")
 
 
