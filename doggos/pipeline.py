@@ -173,13 +173,14 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             heartbeat.tracker = tracker = tracker_actor(found)
             ds = build_dataset(config, source, listing.paths, plan, tracker)
             _discard(run_dir)
-            _write(ds, run_dir, plan, on_cluster=bool(config.ray_address or os.environ.get("RAY_ADDRESS")))
+            address = config.ray_address or os.environ.get("RAY_ADDRESS")  # None: the local Ray started above
+            _write(ds, run_dir, plan, on_cluster=bool(address))
             final = ray.get(tracker.snapshot.remote("writing"))
             heartbeat.progress, heartbeat.tracker = final, None
             failures = ray.get(tracker.failure_list.remote())
             embedded_by_node = ray.get(tracker.rows_by_node.remote())
             stats = _stats_text(ds)
-            ray_info = {"address": config.ray_address or os.environ.get("RAY_ADDRESS") or "local",
+            ray_info = {"address": address or "local",
                         "nodes": len(node_cpus), "cpus": sum(node_cpus), "gpus": gpus,
                         "dashboard_url": _dashboard_url(),
                         "embedded_by_node": embedded_by_node}  # Ray node id -> rows embedded there
