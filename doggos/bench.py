@@ -198,8 +198,8 @@ def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool
             peaks[count] = watch.peak
         ratio = peaks[4 * small] / peaks[small]
         results.append(Measurement(
-            f"peak memory {4 * small} / {small} images", ratio,
-            f"{peaks[small] / 2**30:.2f} GiB vs {peaks[4 * small] / 2**30:.2f} GiB (PSS of all processes)",
+            f"peak memory, {small} → {4 * small} images", ratio,
+            f"{peaks[small] / 2**30:.2f} GiB → {peaks[4 * small] / 2**30:.2f} GiB (PSS of all processes)",
         ))
     return results
 
