@@ -172,7 +172,8 @@ class _ProgressPrinter:
 def format_progress(progress: Progress) -> str:
     eta = f", ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None and progress.phase == "embedding" else ""
     failed = f", {progress.failed} failed" if progress.failed else ""
-    return f"  {progress.embedded}/{progress.found} images embedded{failed} · {progress.images_per_s:.1f} images/s{eta}"
+    phase = "" if progress.phase == "embedding" else f"{progress.phase} · "  # e.g. "loading model · 0/2880"
+    return f"  {phase}{progress.embedded}/{progress.found} images embedded{failed} · {progress.images_per_s:.1f} images/s{eta}"
 
 
 def _demo_kit(args: argparse.Namespace) -> int:

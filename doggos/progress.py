@@ -17,7 +17,7 @@ class Progress:
     elapsed_s: float = 0.0
     images_per_s: float = 0.0  # embedded per second over the whole run so far
     eta_s: float | None = None  # None until a rate is known
-    phase: str = "starting"  # starting | listing | embedding | writing | projecting | done
+    phase: str = "starting"  # starting | listing | starting ray | loading model | embedding | writing | projecting | done
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +74,9 @@ class ProgressCounter:
             elapsed_s=round(elapsed, 2),
             images_per_s=round(rate, 2),
             eta_s=None if eta is None else round(eta, 1),
-            phase=phase,
+            # Nothing through yet: Ray is starting workers and they are loading the model (minutes for a first
+            # download on a fresh cluster node); say so rather than show "embedding 0/N".
+            phase="loading model" if phase == "embedding" and not (self.decoded or self.embedded or failed) else phase,
         )
 
     def failure_list(self) -> list[dict[str, str]]:

@@ -7,7 +7,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from doggos.cli import build_parser, config_from_args, main
+from doggos.cli import build_parser, config_from_args, format_progress, main
+from doggos.progress import Progress
 
 
 def doggos(*args, timeout=240):
@@ -69,3 +70,10 @@ def test_auto_means_default():
     args = build_parser().parse_args(["runs", "start", "--source", "x", "--concurrency", "auto", "--batch-size", "auto"])
     config = config_from_args(args, None)
     assert (config.concurrency, config.batch_size) == (None, None)
+
+
+def test_the_progress_line_names_any_phase_but_embedding():
+    loading = format_progress(Progress(found=2880, phase="loading model"))
+    assert loading == "  loading model · 0/2880 images embedded · 0.0 images/s"
+    embedding = format_progress(Progress(found=2880, embedded=960, images_per_s=16.0, eta_s=120.0, phase="embedding"))
+    assert embedding == "  960/2880 images embedded · 16.0 images/s, ETA 2 min 00 s"
