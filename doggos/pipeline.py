@@ -253,7 +253,7 @@ def _reporter(run_dir: RunDir, on_progress):
     def report(progress: Progress) -> None:
         with lock:
             # Counts only grow: a stale snapshot arriving late is dropped rather than shown as a step back.
-            if progress.processed < best["processed"] and progress.phase == "embedding":
+            if progress.processed < best["processed"] and progress.phase in ("loading model", "embedding"):
                 return
             best["processed"] = progress.processed
             update_status(run_dir, progress=progress.to_dict())
