@@ -12,12 +12,13 @@ from imagegen import LABELS, make_photo
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_node_cluster():
+    """A head and a worker of 2 CPUs each; the worker also reports a GPU, which this CPU-only torch cannot use."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    cluster.add_node(num_cpus=2)
+    cluster.add_node(num_cpus=2, num_gpus=1)
     cluster.wait_for_nodes()
     yield cluster
     cluster.shutdown()
@@ -50,8 +51,21 @@ def test_a_run_on_an_existing_cluster_embeds_on_both_nodes(tmp_path, two_node_cl
     assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
     assert info.manifest["rows"] == len(labels)
     assert info.manifest["ray"]["nodes"] == 2 and info.manifest["plan"]["actors"] == 2
+    # device=auto saw the GPU, found torch could not use it, and embedded on CPU instead of failing in the actors.
+    assert info.manifest["plan"]["device"] == "cpu" and "cannot use CUDA: embedding on CPU" in manager.log_tail(run_id, 200)
     by_node = info.manifest["ray"]["embedded_by_node"]
     assert len(by_node) == 2 and all(rows > 0 for rows in by_node.values()), by_node
     assert sum(by_node.values()) == len(labels)
     stats = RunDir(info.path).ray_stats.read_text()  # and Ray's own account agrees
     assert nodes_used(stats, "MapBatches(Embedder)") == 2
+
+
+def test_cuda_on_a_cluster_whose_torch_cannot_use_its_gpu_fails_saying_so(tmp_path, two_node_cluster, image_tree, tiny_clip):
+    root, _ = image_tree
+    manager = RunManager(tmp_path / "runs")
+    run_id = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip, device="cuda",
+                                     ray_address=two_node_cluster.address))
+    info = manager.wait(run_id, timeout_s=240)
+    assert info.state == "failed"
+    assert info.error.startswith("device: cuda was chosen, but torch ") and "cannot use CUDA" in info.error, info.error
+    assert not RunDir(info.path).manifest.exists()
