@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -16,7 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from doggos import models
-from doggos.config import ConfigError, RunConfig, user_message
+from doggos.cluster import cluster_shape, dashboard_url, ray_connection, usable_gpus
+from doggos.config import RunConfig, user_message
 from doggos.plan import ResourcePlan, plan_resources
 from doggos.progress import Progress, tracker_actor
 from doggos.rundir import RunDir, now_iso, update_status, write_json_atomic
@@ -24,7 +24,6 @@ from doggos.sources import Source, label_of, list_images, open_source
 
 DECODE_TASK_MEMORY = 512 * 2**20  # bytes a decode worker holds: transformers (~350 MB) plus a block of decoded images
 FILES_PER_BLOCK = 32  # small blocks stream: decoded pixels stay ~20 MB a block, and progress moves in small steps
-GPU_PROBE_TIMEOUT_S = 120  # how long to wait for a free GPU to check that the workers' torch can use it
 ACTOR_START_TIMEOUT_S = 600  # on a cluster: time for every embedder actor to start (a fresh node may download the model)
 PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
 
@@ -94,65 +93,6 @@ def add_label(row: dict, scheme: str) -> dict:
     return row
 
 
-@contextlib.contextmanager
-def ray_connection(address: str | None):
-    """Connect to the cluster at `address` (or RAY_ADDRESS), else start a local Ray; reuse one already connected."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
-    if address:
-        # Ship our own package: the cluster's workers may not have this checkout.
-        options["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parent)]}
-        ray.init(address=address, **options)
-    else:
-        ray.init(include_dashboard=False, **options)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
-def cluster_shape() -> tuple[list[float], float]:
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return [n["Resources"].get("CPU", 0.0) for n in nodes], ray.cluster_resources().get("GPU", 0.0)
-
-
-def usable_gpus(gpus: float, device: str) -> float:
-    """`gpus` if torch in a GPU worker can use CUDA, else 0 for device=auto (embed on CPU) or a ConfigError for cuda.
-
-    Ray counts the GPUs a node has, not whether the torch installed there was built for them: a CPU-only torch
-    beside a GPU would fail in every actor. One zero-CPU task on a GPU asks torch itself.
-    """
-    import ray
-
-    def probe() -> tuple[bool, str]:
-        import torch
-
-        return torch.cuda.is_available(), torch.__version__
-
-    answer = ray.remote(num_gpus=1, num_cpus=0)(probe).remote()
-    try:
-        usable, torch_version = ray.get(answer, timeout=GPU_PROBE_TIMEOUT_S)
-    except ray.exceptions.GetTimeoutError:
-        ray.cancel(answer)
-        log.warning("no GPU came free within %d s to check torch's CUDA support; assuming it works", GPU_PROBE_TIMEOUT_S)
-        return gpus
-    if usable:
-        return gpus
-    if device == "cuda":
-        raise ConfigError("device", f"cuda was chosen, but torch {torch_version} on the cluster's GPU workers cannot "
-                                    "use CUDA: install a CUDA build of torch there, or choose cpu or auto")
-    log.warning("the cluster has %g GPU(s), but torch %s on its GPU workers cannot use CUDA: embedding on CPU",
-                gpus, torch_version)
-    return 0.0
-
-
 def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None, plan: ResourcePlan | None = None) -> dict:
     """Run the whole pipeline in this process; status.json tracks it, manifest.json (last) records the result.
 
@@ -215,7 +155,7 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             stats = _stats_text(ds)
             ray_info = {"address": address or "local",
                         "nodes": len(node_cpus), "cpus": sum(node_cpus), "gpus": gpus,
-                        "dashboard_url": _dashboard_url(),
+                        "dashboard_url": dashboard_url(),
                         "embedded_by_node": embedded_by_node}  # Ray node id -> rows embedded there
         write_json_atomic(run_dir.failures, failures)  # kept even when every file failed: it says why
         rows, dim = _written_shape(run_dir.staging)
@@ -379,17 +319,6 @@ def _stats_text(ds) -> str:
         return ds.stats()
     except Exception as error:
         return f"(Ray Data stats unavailable: {error})"
-
-
-def _dashboard_url() -> str | None:
-    try:
-        import ray
-
-        url = ray.get_runtime_context().get_dashboard_url() if hasattr(ray.get_runtime_context(), "get_dashboard_url") else None
-        url = url or ray._private.worker.get_dashboard_url()
-        return (url if url.startswith("http") else f"http://{url}") if url else None
-    except Exception:
-        return None
 
 
 def _iso(timestamp: float) -> str:

@@ -16,6 +16,7 @@ from PIL import Image
 if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest
 
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
 NASTY_LABEL = '<b>bold</b> *x* "q" 🐶'  # HTML, Markdown, quotes and an emoji: must show exactly like this
 LABELS = {"beagle": 12, "border collie": 9, NASTY_LABEL: 6}
 
@@ -156,3 +157,29 @@ def array_length(value) -> int:
 
         return len(base64.b64decode(value["bdata"])) // np.dtype(value["dtype"]).itemsize
     return len(value)
+
+
+def precompute_map(run: Path, params=None) -> Path:
+    """Store a PCA map under `params`' file name: the Map page then draws at once, and umap is never imported."""
+    from doggos import projection, store
+
+    vectors, meta = store.load_embeddings(run)
+    return projection.write(run, params or projection.DEFAULT_PARAMS, projection.pca_2d(vectors), meta["path"].tolist(),
+                            meta["label"].tolist(), "pca")
+
+
+def open_page(page: str, **state) -> AppTest:
+    """Run app.py with `state` in the session, then switch to `page`; fails on any exception the page raised."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=30)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)

@@ -16,11 +16,10 @@ from streamlit.testing.v1 import AppTest
 from doggos import projection, store, ui
 from doggos.config import RunConfig
 from doggos.runs import RunManager
-from _dashboard_fixtures import (NASTY_LABEL, array_length, markdown_bodies, plotly_spec, unescape_markdown,
-                                 write_failed_run, write_fake_run)
+from _dashboard_fixtures import (APP, NASTY_LABEL, array_length, button, markdown_bodies, open_page, plotly_spec,
+                                 precompute_map, unescape_markdown, write_failed_run, write_fake_run)
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
 PAGES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
 RUN_ID = "20250101-120000-0001"
 
@@ -45,26 +44,6 @@ def fake_run(runs_root):
     run = write_fake_run(runs_root, RUN_ID)
     precompute_map(run)
     return run
-
-
-def precompute_map(run: Path, params=projection.DEFAULT_PARAMS) -> Path:
-    """Store a PCA map under `params`' file name: the Map page then draws at once, and umap is never imported."""
-    vectors, meta = store.load_embeddings(run)
-    return projection.write(run, params, projection.pca_2d(vectors), meta["path"].tolist(), meta["label"].tolist(), "pca")
-
-
-def open_page(page: str, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=30)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def button(at: AppTest, label: str):
-    return next(b for b in at.button if b.label == label)
 
 
 # ---- every page --------------------------------------------------------------------------------------------------
