@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+import frame
 from doggos import ui
 from doggos.runs import RunManager
 
@@ -14,22 +15,21 @@ PAGES = [
     st.Page("pages/summary.py", title="Run summary", icon=":material/summarize:", url_path="summary"),
 ]
 navigation = st.navigation(PAGES)
-SHOWS_THE_CURRENT_RUN = {"browse", "map", "summary"}  # url paths of the pages with nothing to draw without a run
 
 # Streamlit forgets a widget's value when its page is not shown; re-storing keeps the Run form filled in.
 for key in [key for key in st.session_state if str(key).startswith("form_")]:
     st.session_state[key] = st.session_state[key]
 
 manager = RunManager()
-finished = {run.id: run for run in manager.list() if run.state == "succeeded"}  # newest first
+finished = {run.id: run for run in manager.list() if run.state == "succeeded" and run.manifest}  # newest first
 
 # A page may ask for a run to become current (e.g. the one it just watched finish); the picker can only be
 # changed before it is drawn, so the request waits here.
-requested = st.session_state.pop("request_current_run", None)
+requested = st.session_state.pop(frame.REQUEST_CURRENT_RUN, None)
 if requested in finished:
-    st.session_state["current_run_id"] = requested
-if st.session_state.get("current_run_id") not in finished:
-    st.session_state["current_run_id"] = next(iter(finished), None)  # the latest succeeded run, or none
+    st.session_state[frame.CURRENT_RUN_ID] = requested
+if st.session_state.get(frame.CURRENT_RUN_ID) not in finished:
+    st.session_state[frame.CURRENT_RUN_ID] = next(iter(finished), None)  # the latest succeeded run, or none
 
 with st.sidebar:
     st.markdown("### 🐶 doggos")
@@ -38,21 +38,14 @@ with st.sidebar:
             "Current run",
             options=list(finished),
             format_func=lambda run_id: ui.run_choice_label(finished[run_id]),
-            key="current_run_id",
+            key=frame.CURRENT_RUN_ID,
             help="Browse, Map and Run summary show this run. Only finished (succeeded) runs are listed.",
         )
-    else:
-        st.info("No finished run yet. Start one on the Run page.")
     st.caption(f"Runs folder: {ui.markdown_literal(manager.root)}")
 
-st.session_state["current_run"] = finished.get(st.session_state.get("current_run_id"))
-st.session_state["runs_root"] = str(manager.root)
-deep_link = st.session_state.pop("deep_link", None)  # see the guard at the top of each page
+st.session_state[frame.CURRENT_RUN] = finished.get(st.session_state.get(frame.CURRENT_RUN_ID))
+st.session_state[frame.RUNS_ROOT] = str(manager.root)
+deep_link = st.session_state.pop(frame.DEEP_LINK, None)  # see frame.start_page
 if deep_link:
     st.switch_page(deep_link)
-if navigation.url_path in SHOWS_THE_CURRENT_RUN and st.session_state["current_run"] is None:
-    st.title(navigation.title)
-    st.info("No finished run yet. Start one on the Run page (the demo kit works offline).")
-    st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
-    st.stop()
 navigation.run()

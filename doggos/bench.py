@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from doggos.config import RunConfig
+from doggos.processes import tree_pss
 from doggos.progress import Progress
 
 PHOTO_SIZE = (500, 375)  # the doggos photos' typical size
@@ -84,7 +85,7 @@ def ceiling(model: str, paths: list[str]) -> tuple[Measurement, Measurement, int
 
 def pipeline_rates(config: RunConfig, plan=None) -> tuple[float, float, dict]:
     """(steady-state images/s, end-to-end images/s including Ray's start, manifest) for one pipeline run."""
-    from doggos import pipeline
+    from doggos import driver
 
     samples: list[tuple[float, int]] = []
 
@@ -92,9 +93,9 @@ def pipeline_rates(config: RunConfig, plan=None) -> tuple[float, float, dict]:
         samples.append((time.monotonic(), progress.embedded))
 
     started = time.monotonic()
-    manifest = pipeline.run(config, on_progress=record, plan=plan)
-    end_to_end = manifest["rows"] / (time.monotonic() - started)
-    return steady_rate(samples, manifest["rows"]), end_to_end, manifest
+    manifest = driver.run(config, on_progress=record, plan=plan)
+    end_to_end = manifest.rows / (time.monotonic() - started)
+    return steady_rate(samples, manifest.rows), end_to_end, manifest
 
 
 def steady_rate(samples: list[tuple[float, int]], total: int) -> float:
@@ -123,33 +124,7 @@ class PeakMemory:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.every_s):
-            self.peak = max(self.peak, sum(_pss(pid) for pid in _descendants(os.getpid())))
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _pss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+            self.peak = max(self.peak, tree_pss())
 
 
 def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool) -> list[Measurement]:
@@ -174,7 +149,7 @@ def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool
     base = RunConfig(source=str(source), output=str(workdir / "run-defaults"), model=str(model), limit=images, projection=False)
     steady, e2e, manifest = pipeline_rates(base)
     results += [
-        Measurement("doggos defaults, steady state", steady, json.dumps(manifest["plan"])),
+        Measurement("doggos defaults, steady state", steady, manifest.plan.describe()),
         Measurement("doggos defaults, end to end (incl. Ray start, model load)", e2e),
     ]
 

@@ -109,7 +109,7 @@ def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from doggos import pipeline, preflight
+    from doggos import driver, pipeline, preflight
     from doggos.rundir import RunDir
 
     config = config_from_args(args, args.out).with_absolute_paths()
@@ -122,10 +122,11 @@ def _embed(args: argparse.Namespace) -> int:
     _quiet_ray()
     print(f"embedding {len(listing.paths)} images from {config.source} into {run_dir.path}", file=sys.stderr)
     printer = _ProgressPrinter()
-    pipeline.cancel_on_sigterm()
+    run_dir.cancel_request.unlink(missing_ok=True)  # an earlier cancelled run's request must not touch this one
+    driver.cancel_on_sigterm()
     try:
-        manifest = pipeline.run(config, on_progress=printer)
-    except (pipeline.Cancelled, KeyboardInterrupt):
+        manifest = driver.run(config, on_progress=printer)
+    except (driver.Cancelled, KeyboardInterrupt):
         print("\ncancelled; nothing was published", file=sys.stderr)
         return 130
     except Exception as error:  # PipelineError, or Ray's own (an actor that died, a lost node): status.json has it
@@ -136,21 +137,21 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(manifest: dict) -> str:
-    failed = manifest["failed"]
+def summary(manifest) -> str:
+    """What a finished run produced, in a few lines (`manifest` is a doggos.records.Manifest)."""
     lines = [
-        f"done: {manifest['rows']} images embedded in {format_duration(manifest['duration_s'])} "
-        f"({manifest['images_per_s']:.1f} images/s), {manifest['labels']} labels",
-        f"model: {manifest['model_description']}, dimension {manifest['embedding_dim']}",
-        f"parquet: {manifest['embeddings_path']}",
+        f"done: {manifest.rows} images embedded in {format_duration(manifest.duration_s)} "
+        f"({manifest.images_per_s:.1f} images/s while embedding), {manifest.labels} labels",
+        f"model: {manifest.model_description}, dimension {manifest.embedding_dim}",
+        f"parquet: {manifest.embeddings_path}",
+        f"ray: {manifest.ray.address}; embedded on {manifest.ray.work_by_node()}",
     ]
-    if manifest.get("ray"):
-        from doggos.store import work_by_node
-
-        ray_info = manifest["ray"]
-        lines.append(f"ray: {ray_info.get('address', 'local')}; embedded on {work_by_node(ray_info)}")
-    if failed:
-        lines.append(f"warning: {failed} file(s) could not be read; reasons in {Path(manifest['embeddings_path']).parent / 'failures.json'}")
+    for step, seconds in manifest.steps.items():
+        lines.append(f"{step}: " + (f"ready in {format_duration(seconds)}" if seconds is not None
+                                    else "could not be computed (see the log; the dashboard retries it)"))
+    if manifest.failed:
+        lines.append(f"warning: {manifest.failed} file(s) could not be read; reasons in "
+                     f"{Path(manifest.embeddings_path).parent / 'failures.json'}")
     return "\n".join(lines)
 
 
@@ -202,11 +203,10 @@ def _runs_list(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet")
     for run in runs:
-        p = run.progress
-        c = run.config
-        print(f"{run.id}  {run.state:<9}  {p.embedded}/{p.found} images  {format_duration(run.duration_s):>9}  "
-              f"{c.get('source', '')}  model={c.get('model', '')}  device={c.get('device', '')}  "
-              f"batch={c.get('batch_size') or 'auto'}  actors={c.get('concurrency') or 'auto'}")
+        p, c = run.progress, run.config
+        settings = (f"{c.source}  model={c.model}  device={c.device}  batch={c.batch_size or 'auto'}  "
+                    f"actors={c.concurrency or 'auto'}") if c else (run.problem or "")
+        print(f"{run.id}  {run.state:<9}  {p.embedded}/{p.found} images  {format_duration(run.duration_s):>9}  {settings}")
     return 0
 
 

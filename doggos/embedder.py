@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 from doggos import images, models
+from doggos.progress import hold
 
 
 def prepare_images(batch: dict[str, np.ndarray], model: str, thumbnail_size: int, tracker=None) -> dict[str, np.ndarray]:
@@ -81,6 +82,7 @@ class Embedder:
         self.tracker = tracker
         self.node = _ray_node_id() if tracker is not None else None  # the run's manifest says where work ran
         self.model_id, self.thumbnail_size = model, thumbnail_size
+        hold("loading model")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         torch = self.torch
@@ -98,6 +100,7 @@ class Embedder:
                 embeddings = np.zeros((0, self.model.config.projection_dim), dtype=np.float32)
         if self.tracker is not None:
             self.tracker.add_embedded.remote(len(embeddings), self.node)
+            hold("embedding")
         return pa.table(
             {
                 "path": pa.array(list(batch["path"]), pa.string()),

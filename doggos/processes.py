@@ -1,37 +1,40 @@
-"""Detached processes: spawn them, tell whether one is still alive (pid + start time; zombies count as gone), signal them."""
+"""Processes, portably (psutil): spawn detached ones, tell whether one is still alive, find a run's, signal and measure them."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 
-def process_start(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot: with the pid, it names one process."""
-    fields = _stat_fields(pid)
-    return fields[19] if fields else None
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_children: list[subprocess.Popen] = []  # processes this one started; reaped so none lingers as a zombie that looks alive
 
 
-def alive(pid: int | None, start: str | None = None) -> bool:
-    """True while `pid` runs (and, given `start`, is still the process that started then)."""
+def process_start(pid: int) -> float | None:
+    """The process's start time (seconds since the epoch): with the pid, it names one process."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def alive(pid: int | None, start: float | None = None) -> bool:
+    """True while `pid` runs (and, given `start`, is still the process that started then); a zombie has exited."""
     if not pid:
         return False
     try:
-        fields = _stat_fields(pid, missing_ok=False)
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc (macOS): fall back to a signal probe
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             return False
-        except PermissionError:
-            return True
-    if fields[0] in ("Z", "X"):  # a zombie has exited; it only waits to be reaped
+        return start is None or abs(process.create_time() - start) < 0.01
+    except psutil.NoSuchProcess:
         return False
-    return start is None or fields[19] == start
+    except psutil.AccessDenied:  # someone else's process: it exists
+        return True
 
 
 def signal_group(pid: int, sig: int = signal.SIGTERM) -> None:
@@ -46,28 +49,50 @@ def signal_group(pid: int, sig: int = signal.SIGTERM) -> None:
         pass
 
 
-def _stat_fields(pid: int, missing_ok: bool = True) -> list[str] | None:
+def with_environment(name: str, value: str) -> list[int]:
+    """Live processes whose environment has `name=value` (this one excluded): a run's driver and the Ray it started."""
+    found = []
+    for process in psutil.process_iter():
+        if process.pid == os.getpid():
+            continue
+        try:
+            if process.environ().get(name) == value and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process.pid)
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def tree_pss(root: int | None = None) -> int:
+    """Bytes of proportional set size (shared pages split fairly) of a process and all its descendants."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        if missing_ok:
-            return None
-        raise
-    return stat.rsplit(")", 1)[1].split()  # the name in (...) may hold spaces: split after it
+        top = psutil.Process(root or os.getpid())
+        processes = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            info = process.memory_full_info()
+            total += getattr(info, "pss", info.rss)  # PSS where the OS reports it (Linux), else RSS
+        except psutil.Error:
+            continue
+    return total
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_children: list = []  # processes this one started; reaped so none lingers as a zombie that looks alive
-
-
-def spawn_detached(args: list[str], log_path: Path, env: dict | None = None):
-    """Start `python -m …` in its own session (so signals reach its whole group), output to `log_path`; returns at once.
+def spawn_detached(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start `python …` in its own session (so signals reach its whole group), output to `log_path`; returns at once.
 
     The project root leads PYTHONPATH, so `doggos` imports from any working directory.
     """
-    import subprocess
-    import sys
-
     path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     with open(log_path, "ab") as log:
         child = subprocess.Popen(

@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
+from doggos.records import Progress  # noqa: F401  (the record; re-exported for the pipeline and CLI)
 
-@dataclass
-class Progress:
-    """A snapshot of a run's progress; every count only grows."""
-
-    found: int = 0  # images listed at the source (after any limit)
-    decoded: int = 0  # images decoded and preprocessed
-    embedded: int = 0  # images whose embedding is computed
-    failed: int = 0  # images that could not be read (see failures)
-    elapsed_s: float = 0.0
-    images_per_s: float = 0.0  # embedded per second over the whole run so far
-    eta_s: float | None = None  # None until a rate is known
-    phase: str = "starting"  # starting | listing | starting ray | loading model | embedding | writing | projecting | done
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Progress":
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-    @property
-    def processed(self) -> int:
-        return self.embedded + self.failed
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.processed / self.found) if self.found else 0.0
+HOLD_ENV = "DOGGOS_TEST_HOLD"  # tests only: "phase=path" holds a run at that phase until `path` exists
 
 
 @dataclass
@@ -99,3 +75,14 @@ def format_duration(seconds: float | None) -> str:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
     return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def hold(phase: str) -> None:
+    """Tests only: with DOGGOS_TEST_HOLD=phase=path, wait at `phase` until `path` exists, so a cancel lands there for sure.
+
+    Called by the driver between phases and by the embedder actors (which inherit the driver's environment)."""
+    wanted, _, release = os.environ.get(HOLD_ENV, "").partition("=")
+    if wanted != phase or not release:
+        return
+    while not os.path.exists(release):
+        time.sleep(0.05)

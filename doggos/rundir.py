@@ -1,17 +1,19 @@
-"""The files of one run on disk, and atomic JSON writes so a reader never sees half a file."""
+"""The files of one run on disk, and the one atomic-write helper, so a reader never sees half a file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 
 class RunDir:
     """Names every file of a run: `config.json`, `status.json`, `log.txt`, `embeddings/`, `failures.json`,
-    `ray_stats.txt`, `projections/` and `manifest.json`, which is written last (a run is finished only when it says so)."""
+    `ray_stats.txt`, `projections/`, `quality/` and `manifest.json`, which is written last (a run is finished only when it
+    says so). Their contents are read and written through `doggos.records`."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().absolute()
@@ -24,33 +26,42 @@ class RunDir:
     failures = property(lambda self: self.path / "failures.json")
     ray_stats = property(lambda self: self.path / "ray_stats.txt")
     projections = property(lambda self: self.path / "projections")
+    quality = property(lambda self: self.path / "quality")
     manifest = property(lambda self: self.path / "manifest.json")
+    # Made by a cancel before it signals the driver (a file of its own: status.json is the driver's to rewrite).
+    cancel_request = property(lambda self: self.path / "cancel.requested")
 
     @property
     def id(self) -> str:
         return self.path.name
 
-    def read_manifest(self) -> dict | None:
-        return read_json(self.manifest)
 
-    def is_finished(self) -> bool:
-        manifest = self.read_manifest()
-        return bool(manifest and manifest.get("status") == "succeeded" and self.embeddings.is_dir())
+def run_dir_of(run) -> RunDir:
+    """A RunDir from a RunDir, a path, or anything with a `.path` (a RunInfo)."""
+    return run if isinstance(run, RunDir) else RunDir(getattr(run, "path", run))
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file beside `path`, flush it to disk, then rename over `path` in one step."""
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write; renamed over `path` in one step when the block succeeds, else removed."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """JSON written to a temporary file, flushed to disk, then renamed over `path`."""
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -64,11 +75,3 @@ def now_iso() -> str:
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def update_status(run_dir: RunDir, **changes: Any) -> dict:
-    """Merge `changes` into status.json (atomically) and stamp the time; returns the new status."""
-    status = read_json(run_dir.status, {}) or {}
-    status.update(changes, updated=now_iso())
-    write_json_atomic(run_dir.status, status)
-    return status

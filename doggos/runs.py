@@ -13,15 +13,13 @@ from datetime import datetime
 from pathlib import Path
 
 from doggos import preflight
-from doggos.processes import PROJECT_ROOT, alive, process_start, reap, signal_group, spawn_detached
 from doggos.config import RunConfig
-from doggos.progress import Progress
-from doggos.rundir import RunDir, now_iso, read_json, update_status, write_json_atomic
+from doggos.processes import PROJECT_ROOT, alive, kill_all, process_start, reap, signal_group, spawn_detached, with_environment
+from doggos.records import Manifest, Progress, RecordError, RunStatus, read_manifest, read_status, update_status
+from doggos.rundir import RunDir, now_iso, read_json, write_json_atomic
 
-ACTIVE_STATES = ("queued", "starting", "running")
 CANCEL_GRACE_S = 6.0  # SIGTERM lets the driver shut Ray down cleanly; after this, SIGKILL
 RUN_ENV = "DOGGOS_RUN_ID"  # set in each driver's environment; its Ray processes inherit it, so they can be found
-
 
 
 def default_root() -> Path:
@@ -31,23 +29,29 @@ def default_root() -> Path:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """One run as the history shows it."""
+    """One run as the history shows it: its settings, its status and, once it succeeded, its manifest."""
 
     id: str
     path: Path
-    state: str
-    config: dict
-    progress: Progress
-    error: str | None
-    created_at: str | None
-    started_at: str | None
-    ended_at: str | None
-    failed_files: int
-    manifest: dict | None
+    config: RunConfig | None  # None when config.json cannot be read as settings (see problem)
+    status: RunStatus
+    manifest: Manifest | None
+    problem: str | None = None  # why a run folder cannot be opened (a damaged or newer record)
+
+    state = property(lambda self: self.status.state)
+    progress = property(lambda self: self.status.progress)
+    error = property(lambda self: self.status.error or self.problem)
+    created_at = property(lambda self: self.status.created_at)
+    started_at = property(lambda self: self.status.started_at)
+    ended_at = property(lambda self: self.status.ended_at)
 
     @property
     def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+        return self.status.active
+
+    @property
+    def failed_files(self) -> int:
+        return self.manifest.failed if self.manifest else self.progress.failed
 
     @property
     def duration_s(self) -> float | None:
@@ -85,15 +89,15 @@ class RunManager:
         child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path)], run_dir.log, env={RUN_ENV: run_id})
         # One write with the pid: a reader never sees an active run without a process to check.
         update_status(run_dir, state="queued", created_at=now_iso(), pid=child.pid, pid_start=process_start(child.pid),
-                      progress=Progress(phase="queued").to_dict())
+                      progress=Progress(phase="queued"))
         return run_id
 
     def get(self, run_id: str) -> RunInfo:
         run_dir = self._dir(run_id)
         reap()
-        status = read_json(run_dir.status, {}) or {}
-        if status.get("state") in ACTIVE_STATES and not alive(status.get("pid"), status.get("pid_start")):
-            status = self._mark_dead(run_dir, status)
+        status = read_status(run_dir)
+        if status.active and not alive(status.pid, status.pid_start):
+            status = self._mark_dead(run_dir)
         return _info(run_dir, status)
 
     def list(self) -> list[RunInfo]:
@@ -110,26 +114,29 @@ class RunManager:
         return runs
 
     def cancel(self, run_id: str, grace_s: float = CANCEL_GRACE_S) -> RunInfo:
-        """Stop a queued or running run: SIGTERM its driver, SIGKILL whatever remains after `grace_s`."""
+        """Stop a queued or running run: SIGTERM its driver, SIGKILL whatever remains after `grace_s`.
+
+        The request is written first, so whatever the driver (or anyone checking on it) sees next ends as cancelled.
+        """
         run_dir = self._dir(run_id)
-        info = self.get(run_id)
-        if not info.active:
-            return info
-        status = read_json(run_dir.status, {}) or {}
-        pid = status.get("pid")
-        if alive(pid, status.get("pid_start")):
-            signal_group(pid, signal.SIGTERM)
+        if not self.get(run_id).active:
+            return self.get(run_id)
+        run_dir.cancel_request.touch()
+        status = read_status(run_dir)
+        if alive(status.pid, status.pid_start):
+            signal_group(status.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and alive(pid, status.get("pid_start")):
+            while time.monotonic() < deadline and alive(status.pid, status.pid_start):
                 reap()
                 time.sleep(0.1)
-            if alive(pid, status.get("pid_start")):
-                signal_group(pid, signal.SIGKILL)
+            if alive(status.pid, status.pid_start):
+                signal_group(status.pid, signal.SIGKILL)
         _kill_run_processes(run_id)
         reap()
-        if (read_json(run_dir.status, {}) or {}).get("state") in ACTIVE_STATES:  # it may have finished meanwhile
+        if read_status(run_dir).active:  # the driver was killed before it could say so itself
             update_status(run_dir, state="cancelled", ended_at=now_iso())
-        shutil.rmtree(run_dir.staging, ignore_errors=True)  # partial output is never presented as a result
+        if read_status(run_dir).state == "cancelled":  # partial output is never presented as a result
+            _remove_output(run_dir)
         return self.get(run_id)
 
     def delete(self, run_id: str) -> None:
@@ -168,13 +175,15 @@ class RunManager:
             raise RunNotFound(run_id)
         return run_dir
 
-    def _mark_dead(self, run_dir: RunDir, status: dict) -> dict:
+    def _mark_dead(self, run_dir: RunDir) -> RunStatus:
         # Re-read: the driver may have finished between our read and the liveness check.
-        fresh = read_json(run_dir.status, {}) or {}
-        if fresh.get("state") not in ACTIVE_STATES:
+        fresh = read_status(run_dir)
+        if not fresh.active:
             return fresh
         _kill_run_processes(run_dir.id)
-        shutil.rmtree(run_dir.staging, ignore_errors=True)
+        _remove_output(run_dir)
+        if run_dir.cancel_request.exists():  # a cancel is killing it right now: that is not a crash
+            return update_status(run_dir, state="cancelled", ended_at=now_iso())
         return update_status(
             run_dir, state="failed", ended_at=now_iso(),
             error="the driver process exited unexpectedly (killed, or out of memory); see log.txt",
@@ -182,25 +191,26 @@ class RunManager:
 
 
 def drive(run_path: str) -> int:
-    """The detached driver's body: wait for the queue, then run the pipeline; status.json tells the outcome."""
-    from doggos import pipeline
+    """The detached driver's body: wait for the queue, then run; status.json tells the outcome."""
+    from doggos import driver
 
     run_dir = RunDir(run_path)
-    pipeline.cancel_on_sigterm()
+    driver.cancel_on_sigterm()
     config = RunConfig.from_dict(read_json(run_dir.config))
     manager = RunManager(run_dir.path.parent)
     with open(manager.queue_lock_path(), "a") as lock:
         try:
             _wait_for_turn(manager, run_dir.id, lock)
             update_status(run_dir, state="starting", started_at=now_iso())
-            pipeline.run(config)
-        except pipeline.Cancelled:
+            driver.run(config)
+        except driver.Cancelled:
             update_status(run_dir, state="cancelled", ended_at=now_iso())
             print("run cancelled", flush=True)
             return 130
         except Exception as error:
             print(f"run failed: {error}", flush=True)
             return 1
+    print("run succeeded", flush=True)
     return 0
 
 
@@ -215,21 +225,20 @@ def _wait_for_turn(manager: RunManager, run_id: str, lock) -> None:
         time.sleep(0.2)
 
 
-def _info(run_dir: RunDir, status: dict) -> RunInfo:
-    manifest = run_dir.read_manifest() if status.get("state") == "succeeded" else None
-    return RunInfo(
-        id=run_dir.id,
-        path=run_dir.path,
-        state=status.get("state", "unknown"),
-        config=read_json(run_dir.config, {}) or {},
-        progress=Progress.from_dict(status.get("progress") or {}),
-        error=status.get("error"),
-        created_at=status.get("created_at"),
-        started_at=status.get("started_at"),
-        ended_at=status.get("ended_at"),
-        failed_files=(manifest or {}).get("failed", (status.get("progress") or {}).get("failed", 0)),
-        manifest=manifest,
-    )
+def _info(run_dir: RunDir, status: RunStatus) -> RunInfo:
+    problem = None
+    manifest = None
+    if status.state == "succeeded":
+        try:
+            manifest = read_manifest(run_dir)
+        except RecordError as error:
+            problem = str(error)
+    config = read_json(run_dir.config, {}) or {}
+    try:
+        settings = RunConfig.from_dict({k: v for k, v in config.items() if k in RunConfig.__dataclass_fields__})
+    except (ValueError, TypeError) as error:
+        settings, problem = None, problem or f"run {run_dir.id} cannot be opened: its config.json is invalid ({error})"
+    return RunInfo(id=run_dir.id, path=run_dir.path, config=settings, status=status, manifest=manifest, problem=problem)
 
 
 def _new_run_id() -> str:
@@ -239,24 +248,19 @@ def _new_run_id() -> str:
 
 def run_processes(run_id: str) -> list[int]:
     """Processes that carry this run's id in their environment: its driver and the local Ray it started."""
-    needle = f"{RUN_ENV}={run_id}".encode()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return [pid for pid in found if pid != os.getpid() and alive(pid)]
+    return with_environment(RUN_ENV, run_id)
 
 
 def _kill_run_processes(run_id: str, timeout_s: float = 3.0) -> None:
     """SIGKILL the run's leftovers until none remain: a dying raylet may still be spawning a worker."""
     deadline = time.monotonic() + timeout_s
     while (pids := run_processes(run_id)) and time.monotonic() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_all(pids)
         time.sleep(0.05)
+
+
+def _remove_output(run_dir: RunDir) -> None:
+    """A run that did not succeed leaves no result: no staged or published Parquet, no maps, no reports, no manifest."""
+    for folder in (run_dir.staging, run_dir.embeddings, run_dir.projections, run_dir.quality):
+        shutil.rmtree(folder, ignore_errors=True)
+    run_dir.manifest.unlink(missing_ok=True)

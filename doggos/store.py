@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from doggos.rundir import RunDir, read_json
+from doggos.rundir import RunDir, read_json, run_dir_of
 
 INDEX_COLUMNS = ["path", "class", "width", "height"]
 DETAIL_MAX_SIDE = 768  # the larger view of a local original: sharper than the 224 px thumbnail, still light to send
@@ -22,10 +22,6 @@ DETAIL_MAX_SIDE = 768  # the larger view of a local original: sharper than the 2
 _OPERATOR = re.compile(r"^Operator (\d+) (.+?): (\d+) tasks executed, (\d+) blocks produced in ([\d.]+)\s*(ms|s)\b")
 _OPERATOR_NAME = re.compile(r"^\w+Operator\[(.*)\]$")  # TaskPoolMapOperator[ReadBinary->Map(f)] → ReadBinary->Map(f)
 _TOTAL = re.compile(r"([\d.]+)\s*(us|ms|s)? total")
-
-
-def run_dir_of(run: str | os.PathLike | RunDir) -> RunDir:
-    return run if isinstance(run, RunDir) else RunDir(run)
 
 
 def embedding_files(run: str | os.PathLike | RunDir) -> list[Path]:
@@ -143,10 +139,6 @@ def _size(data: bytes) -> tuple[int, int]:
         return (0, 0)
 
 
-def read_manifest(run: str | os.PathLike | RunDir) -> dict:
-    return run_dir_of(run).read_manifest() or {}
-
-
 def read_failures(run: str | os.PathLike | RunDir) -> list[dict]:
     failures = read_json(run_dir_of(run).failures, []) or []
     return [f for f in failures if isinstance(f, dict)]
@@ -165,15 +157,6 @@ def read_log(run: str | os.PathLike | RunDir, max_chars: int = 20_000) -> str:
     except OSError:
         return ""
     return text[-max_chars:]
-
-
-def work_by_node(ray_info: dict) -> str:
-    """Where the embedding ran, from a manifest's `ray` entry: '2 nodes: 6617a69d 18 images, 6446086d 6 images'."""
-    by_node = ray_info.get("embedded_by_node") or {}
-    if not by_node:
-        return "not recorded"
-    shares = ", ".join(f"{node[:8]} {rows:,} images" for node, rows in sorted(by_node.items(), key=lambda kv: -kv[1]))
-    return f"{len(by_node)} node{'s' if len(by_node) != 1 else ''}: {shares}"
 
 
 def parse_operator_stats(text: str) -> list[dict]:

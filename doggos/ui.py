@@ -55,15 +55,20 @@ def plain_log(text: str) -> str:
     return _ANSI_ESCAPE.sub("", text)
 
 
-def machine_summary() -> dict[str, Any]:
-    """What this machine offers the pipeline, found without importing torch (which takes seconds)."""
-    gpus = _nvidia_gpus()
-    try:
-        torch_version = version("torch")
-    except PackageNotFoundError:
-        torch_version = None
+def machine_summary(gpu_folder: Path = Path("/proc/driver/nvidia/gpus"), torch_version: str | None = None) -> dict[str, Any]:
+    """What this machine offers the pipeline, found without importing torch (which takes seconds).
+
+    GPUs come from the NVIDIA driver's entries under `gpu_folder`; whether torch can use them, from its version
+    (`torch_version`, default: the installed one): a "+cpu" build cannot.
+    """
+    gpus = _nvidia_gpus(gpu_folder)
+    if torch_version is None:
+        try:
+            torch_version = version("torch")
+        except PackageNotFoundError:
+            torch_version = None
     cpu_only_torch = bool(torch_version and "+cpu" in torch_version)
-    cuda_usable = bool(gpus) and not cpu_only_torch
+    cuda_usable = bool(gpus) and bool(torch_version) and not cpu_only_torch
     parts = [f"{os.cpu_count() or '?'} CPU cores"]
     if gpus:
         parts.append(f"{len(gpus)} NVIDIA GPU{'s' if len(gpus) > 1 else ''}" + (": " + ", ".join(gpus) if gpus[0] else ""))
@@ -74,9 +79,8 @@ def machine_summary() -> dict[str, Any]:
     return {"cpus": os.cpu_count() or 0, "gpus": len(gpus), "cuda_usable": cuda_usable, "text": " · ".join(parts)}
 
 
-def _nvidia_gpus() -> list[str]:
-    """GPU model names from the NVIDIA driver's /proc entries ('' where the name is unreadable)."""
-    folder = Path("/proc/driver/nvidia/gpus")
+def _nvidia_gpus(folder: Path) -> list[str]:
+    """GPU model names from the NVIDIA driver's entries ('' where the name is unreadable)."""
     if not folder.is_dir():
         return []
     names = []
@@ -140,48 +144,80 @@ def field_error_text(field_name: str, message: str) -> str:
     return head + markdown_literal(message)
 
 
+def form_values_of(config: RunConfig) -> dict[str, Any]:
+    """The Run form's widget values (session-state keys `form_<field>`) that would launch `config` again."""
+    values = {}
+    for name in FORM_FIELDS:
+        value = getattr(config, name)
+        values[f"form_{name}"] = value if isinstance(value, bool) or name == "device" else ("" if value is None else str(value))
+    return values
+
+
+def settings_rows(record) -> list[dict[str, str]]:
+    """A dataclass record (a resource plan, a cluster) as setting/value rows for a two-column table."""
+    from dataclasses import fields
+
+    return [{"setting": f.name, "value": str(getattr(record, f.name))} for f in fields(record)]
+
+
 def history_rows(runs: Iterable) -> list[dict[str, Any]]:
-    """The runs table: one plain dict per run, newest first, ready for st.dataframe."""
+    """The runs table: one plain dict per run, newest first, ready for st.dataframe ("" where a value does not apply)."""
     rows = []
     for run in runs:
-        progress, manifest = run.progress, run.manifest or {}
+        progress, manifest, config = run.progress, run.manifest, run.config
         rows.append({
-            "run": run.id,
+            "run": run_name(run),
             "state": f"{STATE_ICONS.get(run.state, '•')} {run.state}",
-            "images": manifest.get("rows", progress.embedded),
-            "found": manifest.get("found", progress.found),
+            "images": manifest.rows if manifest else progress.embedded,
+            "found": manifest.found if manifest else progress.found,
             "failed": run.failed_files,
-            "labels": manifest.get("labels"),
+            "labels": manifest.labels if manifest else "",
             "duration": format_duration(run.duration_s),
-            "images/s": manifest.get("images_per_s", progress.images_per_s or None),
-            "source": run.config.get("source", ""),
-            "model": run.config.get("model", ""),
-            "created": (run.created_at or "")[:19].replace("T", " "),
-            "error": run.error or "",
+            "images/s": f"{manifest.images_per_s:.1f}" if manifest else "",
+            "source": config.source if config else "",
+            "model": config.model if config else "",
+            "error": " ".join((run.error or "").split()),
+            "id": run.id,
         })
     return rows
 
 
+def run_name(run) -> str:
+    """A readable name for a run: its source folder and when it was created, e.g. 'digits · 27 Nov 12:57:21'."""
+    source = (run.config.source if run.config else "").rstrip("/")
+    short = source.rsplit("/", 1)[-1] or source or "?"
+    when = _created(run.id)
+    return f"{short} · {when}" if when else f"{short} · {run.id}"
+
+
+def _created(run_id: str) -> str:
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").strftime("%d %b %H:%M:%S").lstrip("0")
+    except ValueError:
+        return ""
+
+
 def run_choice_label(run) -> str:
-    """How the sidebar names a run: id, source folder, image count."""
-    manifest = run.manifest or {}
-    source = str(run.config.get("source", "")).rstrip("/")
-    short = source.rsplit("/", 1)[-1] or source
-    rows = manifest.get("rows")
-    return f"{run.id} · {short}" + (f" · {rows} images" if rows is not None else "")
+    """How the sidebar names a run: source folder, time, image count."""
+    rows = run.manifest.rows if run.manifest else None
+    return run_name(run) + (f" · {rows:,} images" if rows is not None else "")
 
 
-def progress_caption(progress) -> str:
-    """One line about a live run: phase, counts, rate, ETA."""
+def progress_caption(progress, step_elapsed_s: float | None = None) -> str:
+    """One line about a live run: phase, counts, rate, ETA; for a post-run step, how long it has been going."""
     parts = [progress.phase]
     if progress.found:
         parts.append(f"{progress.embedded:,}/{progress.found:,} images embedded")
     if progress.failed:
         parts.append(f"{progress.failed:,} failed")
-    if progress.images_per_s:
+    if progress.images_per_s and progress.phase in ("loading model", "embedding", "writing"):
         parts.append(f"{progress.images_per_s:.1f} images/s")
     if progress.eta_s is not None and progress.phase == "embedding":
         parts.append(f"ETA {format_duration(progress.eta_s)}")
+    if step_elapsed_s is not None:
+        parts.append(f"{format_duration(step_elapsed_s)} so far")
     return " · ".join(parts)
 
 

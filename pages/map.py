@@ -7,30 +7,20 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 import streamlit as st
 
+import frame
 from doggos import projection, store, ui
-
-if "runs_root" not in st.session_state:  # opened by URL before app.py ever ran (Streamlit's pages/ quirk)
-    st.session_state["deep_link"] = "pages/map.py"
-    st.switch_page("app.py")  # app.py draws the frame, then comes back here
+from doggos.projection import MAP
 
 PALETTE = qualitative.Dark24 + qualitative.Light24  # 48 distinct colours before any repeats
 SELECTION_PAGE_SIZE = 36
 
-st.title("Map")
-run = st.session_state["current_run"]  # app.py shows this page only when there is one
-if (run.manifest or {}).get("random_weights"):
-    st.warning("This run's model has **random weights** (the demo kit's): the map shows the mechanics, "
-               "but where points land carries no meaning.", icon=":material/casino:")
+run = frame.start_page(__file__, "Map")
+frame.random_weights_warning(run, "where points land")
 
 
 @st.cache_data(max_entries=16, show_spinner="Reading the projection…")
 def projection_of(path: str, mtime_ns: int):
     return projection.load(path)
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def thumbnails_of(run_path: str, version: int, rows: tuple[int, ...]) -> dict[int, bytes]:
-    return dict(zip(rows, store.load_thumbnails(run_path, rows)))
 
 
 params = st.session_state.get("map_params", projection.DEFAULT_PARAMS)
@@ -49,15 +39,15 @@ with st.form("map_params_form"):
         params = projection.ProjectionParams(n_neighbors, min_dist, metric, method or "umap")
         st.session_state["map_params"] = params
 
-state = projection.status(run.path, params)
+state = MAP.status(run.path, params)
 if state.state == "missing":
-    state = projection.start(run.path, params)  # in its own process: the page never waits on UMAP
+    state = MAP.start(run.path, params)  # in its own process: the page never waits on UMAP
 
 if state.state == "running":
 
     @st.fragment(run_every=1.0)
     def wait_for_projection() -> None:
-        now = projection.status(run.path, params)
+        now = MAP.status(run.path, params)
         if now.state != "running":
             st.rerun(scope="app")
         elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
@@ -80,7 +70,7 @@ if state.state == "running":
 if state.state == "failed":
     st.error(f"Computing {params.describe()} failed: {ui.markdown_literal(state.error or 'unknown error')}")
     if st.button("Try again", icon=":material/refresh:"):
-        projection.start(run.path, params)
+        MAP.start(run.path, params)
         st.rerun()
     st.stop()
 
@@ -113,7 +103,7 @@ def remember_selection(chart_key: str, rows_by_trace: list[list[int]]) -> None:
     event = st.session_state.get(chart_key) or {}
     chosen = ui.selected_row_ids((event.get("selection") or {}).get("points", []), rows_by_trace)
     st.session_state["map_selection"] = {"run": run.id, "rows": chosen}
-    st.session_state["map_selection_page"] = 1
+    frame.first_page("map_selection_page")
 
 
 chart_key = f"map_chart-{st.session_state.get('map_chart_generation', 0)}"  # a new key clears the drawn selection
@@ -138,12 +128,6 @@ table_col, _ = st.columns([1, 2])
 table_col.dataframe(per_label.rename("images").rename_axis("label").reset_index(), hide_index=True,
                     height=min(35 * len(per_label) + 38, 220))
 
-pages = ui.page_count(len(chosen), SELECTION_PAGE_SIZE)
-window = ui.page_slice(len(chosen), st.session_state.get("map_selection_page", 1), SELECTION_PAGE_SIZE)
-shown = chosen.iloc[window]
-thumbnails = thumbnails_of(str(run.path), store.run_version(run.path), tuple(int(r) for r in shown["row"]))
-gallery = st.grid(columns="auto", min_column_width=130, gap="small", border=True)
-for item in shown.itertuples():
-    gallery.image(thumbnails[item.row], caption=ui.caption_for(item.label, store.file_name(item.path)), width="stretch")
-if pages > 1:
-    st.pagination(pages, key="map_selection_page", max_visible_pages=9)
+window = frame.page_window(len(chosen), "map_selection_page", SELECTION_PAGE_SIZE)
+frame.thumbnail_grid(run, chosen.iloc[window], key="map")
+frame.pager(len(chosen), "map_selection_page", SELECTION_PAGE_SIZE)

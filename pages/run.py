@@ -1,27 +1,88 @@
 """Run page: launch a background embedding run, watch it live, cancel it, and manage the history of runs."""
 
+import time
+
 import streamlit as st
 
+import frame
 from doggos import ui
 from doggos.config import DEFAULT_MODEL, DEVICES
 from doggos.runs import RunManager
 
-if "runs_root" not in st.session_state:  # opened by URL before app.py ever ran (Streamlit's pages/ quirk)
-    st.session_state["deep_link"] = "pages/run.py"
-    st.switch_page("app.py")  # app.py draws the frame, then comes back here
-
 manager = RunManager()
 machine = ui.machine_summary()
 demo_folder = ui.demo_kit_folder(manager.root)
+runs = manager.list()
+active_now = any(run.active for run in runs)
 
-st.title("Run")
+frame.start_page(__file__, "Run", needs_run=False)
 st.caption("Embed a labeled image tree (`<root>/<label>/<image>`) with CLIP on Ray Data, in the background.")
 
+# A new session (a reload, say) starts from the last launched run's settings rather than an empty form.
+if "form_source" not in st.session_state and runs and runs[0].config:
+    st.session_state.update(ui.form_values_of(runs[0].config))
 # Values a button asked to put into the form; widgets can only be set before they are drawn, so it happens here.
 st.session_state.update(st.session_state.pop("pending_form_values", {}))
 st.session_state.setdefault("form_model", DEFAULT_MODEL)
 st.session_state.setdefault("form_device", "auto")
 st.session_state.setdefault("form_projection", True)
+
+
+def draw_active_run(run) -> None:
+    with st.container(border=True):
+        st.markdown(f"**Run {ui.markdown_literal(ui.run_name(run))}** · {ui.STATE_ICONS.get(run.state, '')} {run.state}")
+        st.text(run.config.source if run.config else "")
+        progress = run.progress
+        step_elapsed = time.time() - run.status.step_started if run.status.step and run.status.step_started else None
+        st.progress(progress.fraction, text=ui.progress_caption(progress, step_elapsed))
+        embedded, rate, eta, failed = st.columns(4)
+        embedded.metric("Embedded", f"{progress.embedded:,} / {progress.found:,}" if progress.found else "–")
+        rate.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "–")
+        eta.metric("ETA", ui.format_duration(progress.eta_s) if progress.phase == "embedding" else "–")
+        failed.metric("Failed files", f"{progress.failed:,}")
+        st.code(ui.plain_log(manager.log_tail(run.id, 8)) or "(no log output yet)", language=None, wrap_lines=True)
+        if st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
+            with st.spinner("Stopping the run and its Ray workers…"):
+                manager.cancel(run.id)
+            st.rerun(scope="app")
+
+
+def draw_outcome(run) -> None:
+    """How the run launched from this page ended."""
+    name = ui.markdown_literal(ui.run_name(run))
+    if run.state == "succeeded" and run.manifest:
+        st.success(f"Run {name} finished: {run.manifest.rows:,} images, {run.manifest.labels} labels, "
+                   f"in {ui.format_duration(run.duration_s)}. It is now the current run.")
+        links = st.columns(3)
+        links[0].page_link("pages/browse.py", label="Browse its images", icon=":material/photo_library:")
+        links[1].page_link("pages/map.py", label="Explore the map", icon=":material/scatter_plot:")
+        links[2].page_link("pages/summary.py", label="Run summary", icon=":material/summarize:")
+    elif run.state == "failed":
+        st.error(f"Run {name} failed: {ui.markdown_literal(run.error or 'see its log')}")
+        st.code(ui.plain_log(manager.log_tail(run.id, 20)) or "(empty log)", language=None, wrap_lines=True)
+    elif run.state == "cancelled":
+        st.warning(f"Run {name} was cancelled; nothing was published.")
+
+
+@st.fragment(run_every=1.0 if active_now else None)
+def live_runs() -> None:
+    """Active runs with progress, log and cancel, above the form so a launch shows at once; every second while active."""
+    current = manager.list()
+    active = [run for run in current if run.active]
+    watched = next((run for run in current if run.id == st.session_state.get(frame.WATCHED_RUN)), None)
+    if not active and active_now:
+        if watched and watched.state == "succeeded":
+            st.session_state[frame.REQUEST_CURRENT_RUN] = watched.id
+        st.rerun(scope="app")  # the picker, the delete menu, the history and the polling all change with it
+    if active:
+        st.subheader("Live")
+    for run in active:
+        draw_active_run(run)
+    if not active and watched:
+        draw_outcome(watched)
+
+
+live_runs()
 
 with st.container(border=True):
     left, right = st.columns([3, 1], vertical_alignment="center")
@@ -90,90 +151,38 @@ if launched:
     for field_name, message in result.errors.items():
         (errors_at.get(field_name) or general_error).error(ui.field_error_text(field_name, message))
     if result.run_id:
-        st.session_state["watched_run"] = result.run_id
-        st.toast(f"Run {result.run_id} started")
+        st.session_state[frame.WATCHED_RUN] = result.run_id
+        st.rerun()  # the live view above the form picks the run up at once
 
-runs = manager.list()
-st.session_state["had_active_runs"] = any(run.active for run in runs)
 HISTORY_COLUMNS = {
     "run": st.column_config.TextColumn("Run", pinned=True),
     "state": "State", "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
-    "duration": "Duration",
-    "images/s": st.column_config.NumberColumn("Images/s", format="%.1f"),
-    "source": "Source", "model": "Model", "created": "Created (UTC)",
-    "error": st.column_config.TextColumn("Error", width="large"),
+    "duration": "Duration", "images/s": "Images/s (embedding)", "source": "Source", "model": "Model",
+    "error": st.column_config.TextColumn("Error", width="large", help="Hover a cell to read all of it"),
+    "id": st.column_config.TextColumn("Run id"),
 }
 
 
-def draw_active_run(run) -> None:
-    with st.container(border=True):
-        st.markdown(f"**Run {run.id}** · {ui.STATE_ICONS.get(run.state, '')} {run.state}")
-        st.text(run.config.get("source", ""))
-        progress = run.progress
-        st.progress(progress.fraction, text=ui.progress_caption(progress))
-        embedded, rate, eta, failed = st.columns(4)
-        embedded.metric("Embedded", f"{progress.embedded:,} / {progress.found:,}" if progress.found else "–")
-        rate.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "–")
-        eta.metric("ETA", ui.format_duration(progress.eta_s) if progress.phase == "embedding" else "–")
-        failed.metric("Failed files", f"{progress.failed:,}")
-        st.code(ui.plain_log(manager.log_tail(run.id, 8)) or "(no log output yet)", language=None, wrap_lines=True)
-        if st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
-            with st.spinner("Stopping the run and its Ray workers…"):
-                manager.cancel(run.id)
-            st.rerun(scope="app")
-
-
-def draw_outcome(run) -> None:
-    """How the run launched from this page ended."""
-    if run.state == "succeeded":
-        manifest = run.manifest or {}
-        st.success(f"Run {run.id} finished: {manifest.get('rows', 0):,} images, {manifest.get('labels', 0)} labels, "
-                   f"in {ui.format_duration(run.duration_s)}. It is now the current run.")
-        links = st.columns(3)
-        links[0].page_link("pages/browse.py", label="Browse its images", icon=":material/photo_library:")
-        links[1].page_link("pages/map.py", label="Explore the map", icon=":material/scatter_plot:")
-        links[2].page_link("pages/summary.py", label="Run summary", icon=":material/summarize:")
-    elif run.state == "failed":
-        st.error(f"Run {run.id} failed: {ui.markdown_literal(run.error or 'see its log')}")
-        st.code(ui.plain_log(manager.log_tail(run.id, 20)) or "(empty log)", language=None, wrap_lines=True)
-    elif run.state == "cancelled":
-        st.warning(f"Run {run.id} was cancelled; nothing was published.")
-
-
-@st.fragment(run_every=1.0 if st.session_state["had_active_runs"] else None)
-def live_runs_and_history() -> None:
-    """Active runs with progress, log and cancel, then the history; refreshed every second while a run is active."""
-    current = manager.list()
-    active = [run for run in current if run.active]
-    watched = next((run for run in current if run.id == st.session_state.get("watched_run")), None)
-    if not active and st.session_state.get("had_active_runs"):
-        st.session_state["had_active_runs"] = False
-        if watched and watched.state == "succeeded":
-            st.session_state["request_current_run"] = watched.id
-        st.rerun(scope="app")  # the picker, the delete menu and the polling all change with it
-    st.subheader("Live")
-    for run in active:
-        draw_active_run(run)
-    if not active and watched:
-        draw_outcome(watched)
-    elif not active:
-        st.caption("No run in progress.")
+@st.fragment(run_every=2.0 if active_now else None)
+def history() -> None:
     st.subheader("History")
+    current = manager.list()
     if current:
         st.dataframe(ui.history_rows(current), hide_index=True, column_config=HISTORY_COLUMNS)
     else:
         st.caption(f"No runs yet in {ui.markdown_literal(manager.root)}.")
 
 
-live_runs_and_history()
-removable = [run.id for run in runs if not run.active]
+history()
+removable = {run.id: run for run in runs if not run.active}
 if removable:
     with st.popover("Delete a run…", icon=":material/delete:"):
-        doomed = st.selectbox("Run to delete", removable, key="delete_run_id")
-        st.caption("Deletes its folder: Parquet, thumbnails, projections and log.")
+        doomed = st.selectbox("Run to delete", list(removable), key="delete_run_id",
+                              format_func=lambda run_id: f"{ui.run_name(removable[run_id])} ({run_id})")
+        st.caption("Deletes its folder: Parquet, thumbnails, maps, reports and log.")
         if st.button("Delete permanently", type="primary", key="delete_run_confirm") and doomed:
             manager.delete(doomed)
-            if st.session_state.get("watched_run") == doomed:
-                del st.session_state["watched_run"]
+            if st.session_state.get(frame.WATCHED_RUN) == doomed:
+                del st.session_state[frame.WATCHED_RUN]
             st.toast(f"Deleted run {doomed}")
             st.rerun()

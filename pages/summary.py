@@ -3,49 +3,40 @@
 import pandas as pd
 import streamlit as st
 
+import frame
 from doggos import store, ui
 
-if "runs_root" not in st.session_state:  # opened by URL before app.py ever ran (Streamlit's pages/ quirk)
-    st.session_state["deep_link"] = "pages/summary.py"
-    st.switch_page("app.py")  # app.py draws the frame, then comes back here
-
-st.title("Run summary")
-run = st.session_state["current_run"]  # app.py shows this page only when there is one
-
-
-@st.cache_data(max_entries=8, show_spinner="Reading the run's table…")
-def index_of(run_path: str, version: int):
-    return store.load_index(run_path)
-
-
-manifest = run.manifest or store.read_manifest(run.path)
-index = index_of(str(run.path), store.run_version(run.path))
-counts = store.label_counts(index)
+run = frame.start_page(__file__, "Run summary")
+manifest = run.manifest
+counts = store.label_counts(frame.run_index(run))
 failures = store.read_failures(run.path)
-st.caption(f"Run {run.id} · finished {ui.markdown_literal((run.ended_at or '')[:19].replace('T', ' '))}")
+st.caption(f"{ui.markdown_literal(ui.run_name(run))} · run id {ui.markdown_literal(run.id)} · finished "
+           f"{ui.markdown_literal((run.ended_at or '')[:19].replace('T', ' '))} UTC")
+frame.random_weights_warning(run, "its embeddings, and so the map,")
 
-if manifest.get("random_weights"):
-    st.warning("This run used a model with **random weights** (the demo kit's): it shows how the pipeline works, "
-               "but its embeddings, and so the map, carry no meaning. Use a trained CLIP for real results.",
-               icon=":material/warning:")
-
-images, labels, dim, duration, rate, failed = st.columns(6)
-images.metric("Images embedded", f"{manifest.get('rows', len(index)):,}")
+images, labels, dim, duration, embedding, rate, failed = st.columns(7)
+images.metric("Images embedded", f"{manifest.rows:,}")
 labels.metric("Labels", f"{len(counts):,}")
-dim.metric("Embedding dimension", manifest.get("embedding_dim", "–"))
-duration.metric("Duration", ui.format_duration(manifest.get("duration_s")),
-                help="Start to finish" + (f", of which {manifest['projection_s']:.1f} s for the default map"
-                                          if manifest.get("projection_s") else ""))
-rate.metric("Images/s", f"{manifest.get('images_per_s', 0):.1f}", help="Images embedded per second, start to finish")
+dim.metric("Embedding dimension", manifest.embedding_dim)
+duration.metric("Duration", ui.format_duration(manifest.duration_s),
+                help="The whole run: listing, Ray's start, embedding and the post-run steps")
+embedding.metric("Embedding time", ui.format_duration(manifest.embed_s),
+                 help="From the start to the published Parquet: listing, Ray's start, model loading and embedding")
+rate.metric("Images/s while embedding", f"{manifest.images_per_s:.1f}",
+            help="Images embedded per second of embedding time (the post-run steps are left out)")
 failed.metric("Failed files", f"{len(failures):,}")
+if manifest.steps:
+    st.caption("Post-run steps: " + ", ".join(
+        f"{name} " + (f"in {ui.format_duration(seconds)}" if seconds is not None else "failed (its page retries)")
+        for name, seconds in manifest.steps.items()))
 
 model_col, source_col = st.columns(2)
 with model_col:
     st.markdown("**Model**")
-    st.text(manifest.get("model_description") or manifest.get("model", ""))
+    st.text(manifest.model_description)
 with source_col:
     st.markdown("**Source**")
-    st.text(manifest.get("source") or run.config.get("source", ""))
+    st.text(manifest.source)
 
 st.subheader("Images per label")
 chart_height = max(160, min(24 * len(counts) + 60, 3000))  # room for every label's name (120 breeds: 2,940 px)
@@ -54,7 +45,7 @@ with st.expander("Counts as a table"):
     st.dataframe(counts, hide_index=True, column_config={"label": "Label", "images": "Images"})
 
 st.subheader("Where the embeddings are")
-embeddings_path = manifest.get("embeddings_path") or str(run.path / "embeddings")
+embeddings_path = manifest.embeddings_path
 st.code(embeddings_path, language=None, wrap_lines=True)
 snippets = store.loading_snippets(embeddings_path)
 pandas_tab, ray_tab = st.tabs(["pandas", "Ray Data"])
@@ -71,7 +62,7 @@ else:
     st.caption("Every image was read and embedded.")
 
 st.subheader("What Ray did")
-plan, cluster = manifest.get("plan") or {}, manifest.get("ray") or {}
+plan, cluster = manifest.plan, manifest.ray
 stats_text = store.read_ray_stats(run.path)
 operators = store.parse_operator_stats(stats_text)
 plan_text = store.execution_plan(store.read_log(run.path)) or store.operator_chain(operators)
@@ -82,18 +73,14 @@ if plan_text:
 plan_col, cluster_col = st.columns(2)
 with plan_col:
     st.markdown("**Resource plan**")
-    if plan:
-        st.dataframe(pd.DataFrame({"setting": list(plan), "value": [str(v) for v in plan.values()]}), hide_index=True)
-    else:
-        st.caption("Not recorded.")
+    st.caption(plan.describe())
+    st.dataframe(pd.DataFrame(ui.settings_rows(plan)), hide_index=True)
 with cluster_col:
     st.markdown("**Cluster**")
-    if cluster:
-        shown = {key: value for key, value in cluster.items() if key not in ("dashboard_url", "embedded_by_node")}
-        shown["embedded on"] = store.work_by_node(cluster)
-        st.dataframe(pd.DataFrame({"setting": list(shown), "value": [str(v) for v in shown.values()]}), hide_index=True)
-    if cluster.get("dashboard_url"):
-        st.link_button("Open the Ray dashboard", cluster["dashboard_url"], icon=":material/open_in_new:")
+    rows = [row for row in ui.settings_rows(cluster) if row["setting"] not in ("dashboard_url", "embedded_by_node")]
+    st.dataframe(pd.DataFrame(rows + [{"setting": "embedded on", "value": cluster.work_by_node()}]), hide_index=True)
+    if cluster.dashboard_url:
+        st.link_button("Open the Ray dashboard", cluster.dashboard_url, icon=":material/open_in_new:")
     else:
         st.caption("No Ray dashboard was recorded for this run: the embedded local Ray, and clusters started "
                    "without `ray[default]`, run without one.")
@@ -116,4 +103,4 @@ with st.expander("Ray Data statistics (ray_stats.txt)", expanded=not operators):
 with st.expander("Run log (log.txt)"):
     st.code(ui.plain_log(store.read_log(run.path)) or "(empty)", language=None, height=400)
 with st.expander("Manifest (manifest.json)"):
-    st.json(manifest, expanded=1)
+    st.json(manifest.to_dict(), expanded=1)

@@ -13,6 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from doggos.config import RunConfig
+from doggos.plan import ResourcePlan
+from doggos.records import Manifest, Progress, RayInfo, write_manifest
+from doggos.rundir import RunDir
+
 if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest
 
@@ -86,39 +91,37 @@ def write_fake_run(root: Path, run_id: str = "20250101-120000-0001", labels: dic
         pq.write_table(table.slice(start, stop - start), run / "embeddings" / f"part-{part:06d}.parquet")
     failures = [{"path": f"{source}/beagle/broken.jpg", "reason": "not an image (unknown or unsupported format)"}] \
         if failures is None else failures
-    config = {"source": source, "output": str(run), "model": "/models/clip-random-weights-tiny", "device": "auto",
-              "batch_size": None, "concurrency": None, "limit": None, "ray_address": None, "s3_endpoint": None,
-              "fp16": False, "thumbnail_size": 224}
-    progress = {"found": len(paths) + len(failures), "decoded": len(paths), "embedded": len(paths),
-                "failed": len(failures), "elapsed_s": 3.0, "images_per_s": 10.0, "eta_s": 0.0, "phase": "done"}
+    config = RunConfig(source=source, output=str(run), model="/models/clip-random-weights-tiny")
+    progress = Progress(found=len(paths) + len(failures), decoded=len(paths), embedded=len(paths), failed=len(failures),
+                        elapsed_s=3.0, images_per_s=10.0, eta_s=0.0, phase="done")
     times = {"created_at": "2025-01-01T12:00:00+00:00", "started_at": "2025-01-01T12:00:01+00:00",
              "ended_at": "2025-01-01T12:00:31+00:00"}
-    model = config["model"]
-    manifest = {
-        "status": "succeeded", "run_id": run_id, "config": config, "source": source, "model": model,
-        "model_description": f"{model} (RANDOM WEIGHTS: demo only, embeddings carry no meaning)" if random_weights else model,
-        "random_weights": random_weights, "embedding_dim": dim, "rows": len(paths), "found": len(paths) + len(failures),
-        "failed": len(failures), "skipped_files": 0, "labels": len(labels),
-        "plan": {"device": "cpu", "actors": 1, "cpus_per_actor": 1.0, "gpus_per_actor": 0.0, "threads_per_actor": 2,
-                 "batch_size": 16, "task_cpus": 1.0},
-        "ray": {"address": "local", "nodes": 1, "cpus": 2.0, "gpus": 0.0, "dashboard_url": "http://127.0.0.1:8265",
-                "embedded_by_node": {"6617a69d49e9c88fe0003427": 27}},
-        "started_at": times["started_at"], "ended_at": times["ended_at"], "duration_s": 30.0, "images_per_s": 12.5,
-        "progress": progress, "embeddings_path": str(run / "embeddings"), "versions": {"python": "3.11"},
-    }
-    _json(run / "config.json", config)
-    _json(run / "status.json", {"state": "succeeded", "progress": progress, "error": None, **times})
+    model = config.model
+    manifest = Manifest(
+        run_id=run_id, config=config, source=source, model=model,
+        model_description=f"{model} (RANDOM WEIGHTS: demo only, embeddings carry no meaning)" if random_weights else model,
+        random_weights=random_weights, embedding_dim=dim, rows=len(paths), found=len(paths) + len(failures),
+        failed=len(failures), skipped_files=0, labels=len(labels),
+        plan=ResourcePlan(device="cpu", actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0, threads_per_actor=2,
+                          batch_size=16, task_cpus=1.0, decode_in_actor=True),
+        ray=RayInfo(address="local", nodes=1, cpus=2.0, gpus=0.0, dashboard_url="http://127.0.0.1:8265",
+                    embedded_by_node={"6617a69d49e9c88fe0003427": 27}),
+        started_at=times["started_at"], ended_at=times["ended_at"], duration_s=30.0, embed_s=20.0, images_per_s=12.5,
+        steps={"map": 10.0}, progress=progress, embeddings_path=str(run / "embeddings"), versions={"python": "3.11"},
+    )
+    _json(run / "config.json", config.to_dict())
+    _json(run / "status.json", {"state": "succeeded", "progress": progress.to_dict(), "error": None, **times})
     _json(run / "failures.json", failures)
     (run / "ray_stats.txt").write_text(RAY_STATS, encoding="utf-8")
     (run / "log.txt").write_text("found images\nplan: 1 embedder actor\ndone\n", encoding="utf-8")
-    _json(run / "manifest.json", manifest)  # last, as the pipeline does
+    write_manifest(RunDir(run), manifest)  # last, as the driver does
     return run
 
 
 def write_failed_run(root: Path, run_id: str = "20250101-130000-0002", error: str = "every image failed") -> Path:
     run = Path(root) / run_id
     run.mkdir(parents=True)
-    _json(run / "config.json", {"source": "/nowhere", "output": str(run), "model": "m"})
+    _json(run / "config.json", RunConfig(source="/nowhere", output=str(run), model="m").to_dict())
     _json(run / "status.json", {"state": "failed", "error": error, "created_at": "2025-01-01T13:00:00+00:00",
                                 "ended_at": "2025-01-01T13:00:05+00:00", "progress": {"phase": "listing"}})
     (run / "log.txt").write_text(f"run failed: {error}\n", encoding="utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -47,3 +48,15 @@ def runs_root(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv("DOGGOS_RUNS_DIR", str(root))
     return root
+
+
+def wait_for(condition, timeout_s: float = 60.0, poll_s: float = 0.1):
+    """Poll `condition` until it returns something truthy, and return that; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s: {getattr(condition, '__name__', condition)}")
+        time.sleep(poll_s)

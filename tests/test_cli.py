@@ -36,7 +36,8 @@ def test_demo_kit_then_embed_end_to_end(tmp_path):
     assert manifest["status"] == "succeeded" and manifest["rows"] == 30
 
     # The default map was made as the run's last step, so the Map page opens at once.
-    assert manifest["projection_s"] is not None and list((out / "projections").glob("*.parquet"))
+    assert manifest["steps"]["map"] is not None and list((out / "projections").glob("*.parquet"))
+    assert "map: ready in" in result.stdout
 
     again = doggos("embed", "--source", source, "--model", model, "--out", out, "--no-map")
     assert again.returncode == 2 and "already holds a run" in again.stderr

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import wait_for
 from doggos import projection, store, ui
 from doggos.config import RunConfig
 from doggos.runs import RunManager
@@ -26,10 +27,12 @@ RUN_ID = "20250101-120000-0001"
 
 @pytest.fixture(autouse=True)
 def every_run_goes_through_app_py(monkeypatch):
-    """AppTest re-detects the pages/ folder before every run and then runs the page file alone, without app.py.
+    """Make every AppTest run go through app.py, as the real server does.
 
-    The real server does that only until app.py first calls st.navigation (the pages' guard covers that first
-    request; see test_a_deep_link_opened_first_still_gets_the_frame). Make every AppTest run go through app.py too.
+    AppTest resets Streamlit's "app has a pages/ folder" flag before every run, so each run after a switch_page
+    executes the page file alone, without app.py (the real server does that only for its very first request, which
+    frame.start_page covers: see test_a_deep_link_opened_first_still_gets_the_frame). AppTest offers no public switch
+    for this; the one seam is the function that runs a pages/-folder app.
     """
     import runpy
 
@@ -194,17 +197,19 @@ def test_run_form_keeps_its_values_across_pages(runs_root, recorded_starts):
 
 def test_run_page_shows_a_live_run_and_cancels_it(runs_root):
     """A 'driver' that is really `sleep`: the page must show its progress and log, and Cancel must stop it."""
-    from doggos.rundir import RunDir, update_status
+    from doggos.processes import process_start
+    from doggos.records import Progress, update_status
+    from doggos.rundir import RunDir
 
     driver = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:
         run = RunDir(runs_root / "20250105-000000-live")
         run.path.mkdir()
-        run.config.write_text(json.dumps({"source": "/data/dogs", "model": "m"}))
+        run.config.write_text(json.dumps(RunConfig(source="/data/dogs", model="m").to_dict()))
         run.log.write_text("found 100 images\nplan: 1 embedder actor\n")
-        start = Path(f"/proc/{driver.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-        update_status(run, state="running", pid=driver.pid, pid_start=start, created_at="2025-01-05T00:00:00+00:00",
-                      progress={"found": 100, "embedded": 40, "images_per_s": 8.0, "eta_s": 7.5, "phase": "embedding"})
+        update_status(run, state="running", pid=driver.pid, pid_start=process_start(driver.pid),
+                      created_at="2025-01-05T00:00:00+00:00",
+                      progress=Progress(found=100, embedded=40, images_per_s=8.0, eta_s=7.5, phase="embedding"))
         at = open_page("pages/run.py")
         bars = at.get("progress")
         assert len(bars) == 1 and bars[0].proto.value == 40
@@ -224,12 +229,12 @@ def test_run_history_lists_runs_and_deletes_one(runs_root):
     write_failed_run(runs_root, "20250101-130000-0002", error="every image failed")
     at = open_page("pages/run.py")
     table = at.dataframe[0].value
-    assert list(table["run"]) == ["20250101-130000-0002", RUN_ID]
+    assert list(table["id"]) == ["20250101-130000-0002", RUN_ID]
     assert "failed" in table["state"][0] and table["error"][0] == "every image failed"
     at.selectbox(key="delete_run_id").set_value("20250101-130000-0002")
     at.button(key="delete_run_confirm").click().run()
     assert not (runs_root / "20250101-130000-0002").exists() and (runs_root / RUN_ID).exists()
-    assert list(at.dataframe[0].value["run"]) == [RUN_ID]
+    assert list(at.dataframe[0].value["id"]) == [RUN_ID]
 
 
 # ---- Browse page -------------------------------------------------------------------------------------------------
@@ -253,7 +258,7 @@ def test_browse_filters_by_label_and_paginates(runs_root):
 def test_browse_view_shows_the_image_larger_with_its_full_path(runs_root):
     write_fake_run(runs_root, RUN_ID, source="s3://bucket/dogs")
     at = open_page("pages/browse.py")
-    at.button(key="view-3").click().run()
+    at.button(key="browse-view-3").click().run()
     assert not at.exception
     assert "s3://bucket/dogs/beagle/beagle-0003.jpg" in [c.value for c in at.code]
     assert any("stored thumbnail" in c.value for c in at.caption)  # an s3 original is never downloaded
@@ -305,10 +310,7 @@ def test_map_computes_missing_parameters_in_the_background(fake_run):
     assert not at.get("plotly_chart")
     assert any("in the background" in i.value for i in at.info)
     params = projection.ProjectionParams(method="pca")
-    deadline = time.monotonic() + 60
-    while projection.status(fake_run, params).state == "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert projection.status(fake_run, params).state == "ready"
+    assert wait_for(lambda: (s := projection.MAP.status(fake_run, params)).state != "running" and s).state == "ready"
     at.run()
     assert sum(array_length(t["x"]) for t in plotly_spec(at)["data"]) == len(store.load_index(fake_run))
 

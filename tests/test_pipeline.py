@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from doggos import pipeline
+from doggos import driver, pipeline, store
 from doggos.config import RunConfig
+from doggos.records import read_status
 from doggos.rundir import RunDir, read_json
 from imagegen import write_image_tree
 from reference import cosine, reference_embeddings
@@ -25,13 +26,13 @@ def test_embeds_every_image_with_its_label_and_the_models_own_vectors(ray_sessio
     root, labels = image_tree
     seen = []
     config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=5)
-    manifest = pipeline.run(config, on_progress=seen.append)
+    manifest = driver.run(config, on_progress=seen.append)
 
     table = read_table(RunDir(config.output))
-    assert table.num_rows == len(labels) == manifest["rows"] == manifest["found"]
+    assert table.num_rows == len(labels) == manifest.rows == manifest.found
     assert dict(zip(table.column("path").to_pylist(), table.column("class").to_pylist())) == labels
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
-    assert manifest["embedding_dim"] == 32 and manifest["failed"] == 0 and manifest["labels"] == 3
+    assert manifest.embedding_dim == 32 and manifest.failed == 0 and manifest.labels == 3
     embeddings = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     expected = reference_embeddings(tiny_clip, table.column("path").to_pylist())
     assert cosine(embeddings, expected).min() >= 0.9999
@@ -39,12 +40,16 @@ def test_embeds_every_image_with_its_label_and_the_models_own_vectors(ray_sessio
     # Progress only grows and ends at the total; the manifest and status agree the run succeeded.
     done = [p.embedded + p.failed for p in seen]
     assert done == sorted(done) and seen[-1].embedded == len(labels) and seen[-1].phase == "done"
-    status = read_json(RunDir(config.output).status)
-    assert status["state"] == "succeeded" and status["progress"]["embedded"] == len(labels)
-    assert manifest["random_weights"] is True and "RANDOM WEIGHTS" in manifest["model_description"]
-    assert {"ray", "torch", "transformers"} <= set(manifest["versions"])
-    assert list(manifest["ray"]["embedded_by_node"].values()) == [len(labels)]  # one local node did it all
-    assert "MapBatches(Embedder)" in (tmp_path / "run" / "ray_stats.txt").read_text()
+    status = read_status(RunDir(config.output))
+    assert status.state == "succeeded" and status.progress.embedded == len(labels)
+    assert manifest.random_weights is True and "RANDOM WEIGHTS" in manifest.model_description
+    assert {"ray", "torch", "transformers"} <= set(manifest.versions)
+    assert list(manifest.ray.embedded_by_node.values()) == [len(labels)]  # one local node did it all
+    # The Summary's operator table is parsed from the ray_stats.txt a real run writes: a change in Ray's format fails here.
+    operators = store.parse_operator_stats(store.read_ray_stats(config.output))
+    assert operators[0]["name"].startswith("ReadBinary") and operators[-1]["name"].endswith("Write")
+    embedder = next(op for op in operators if "MapBatches(Embedder)" in op["name"])
+    assert embedder["rows_out"] == len(labels) and embedder["tasks"] >= 1 and embedder["wall_s"] > 0
     assert not RunDir(config.output).staging.exists()
 
 
@@ -56,13 +61,13 @@ def test_bad_files_are_recorded_and_never_drop_their_neighbours(ray_session, tin
     (root / "pug" / "notes.txt").write_text("ignored: not an image extension")
     config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=2)
     # One block holds every file, so a bad file dropping its block would drop good images too.
-    manifest = pipeline.run(config)
+    manifest = driver.run(config)
 
     table = read_table(RunDir(config.output))
     assert sorted(table.column("path").to_pylist()) == sorted(good)
     failures = json.loads((tmp_path / "run" / "failures.json").read_text())
     assert {f["path"].rsplit("/", 1)[1]: f["reason"].split()[0] for f in failures} == {"zero.jpg": "empty", "text.jpg": "not"}
-    assert (manifest["rows"], manifest["failed"], manifest["skipped_files"]) == (3, 2, 1)
+    assert (manifest.rows, manifest.failed, manifest.skipped_files) == (3, 2, 1)
 
 
 def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tiny_clip, tmp_path):
@@ -70,9 +75,9 @@ def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tin
     (tmp_path / "src" / "pug" / "a.jpg").write_bytes(b"garbage")
     config = RunConfig(projection=False, source=str(tmp_path / "src"), output=str(tmp_path / "run"), model=tiny_clip)
     with pytest.raises(pipeline.PipelineError, match="every one of the 1 images failed.*a.jpg: not an image"):
-        pipeline.run(config)
+        driver.run(config)
     run_dir = RunDir(config.output)
-    assert read_json(run_dir.status)["state"] == "failed" and "a.jpg" in read_json(run_dir.status)["error"]
+    assert read_status(run_dir).state == "failed" and "a.jpg" in read_status(run_dir).error
     assert [f["path"].rsplit("/", 1)[1] for f in read_json(run_dir.failures)] == ["a.jpg"]
     assert not run_dir.embeddings.exists() and not run_dir.manifest.exists()
 
@@ -80,11 +85,11 @@ def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tin
 def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image_tree, tiny_clip, tmp_path):
     root, labels = image_tree
     config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip)
-    pipeline.run(config)
+    driver.run(config)
     stale_map = RunDir(config.output).projections / "umap-n15-d0.1-cosine.parquet"
     stale_map.parent.mkdir()
     stale_map.write_bytes(b"the old run's coordinates")
-    pipeline.run(config.replace(limit=4))
+    driver.run(config.replace(limit=4))
     assert not stale_map.exists()  # a map of the old rows would mislabel the new ones
     table = read_table(RunDir(config.output))
     assert table.column("path").to_pylist() == sorted(labels)[:4]
@@ -103,7 +108,7 @@ def test_a_cluster_that_cannot_place_the_embedders_fails_with_a_message_not_a_ha
     too_big = ResourcePlan(device="cpu", actors=1, cpus_per_actor=64, gpus_per_actor=0, threads_per_actor=1,
                            batch_size=4, task_cpus=1, decode_in_actor=True)  # no node has 64 CPUs
     with pytest.raises(pipeline.PipelineError, match=r"did not start 1 embedder actor\(s\) within 2 s \(each needs 64 CPU"):
-        pipeline.run(config, plan=too_big)
+        driver.run(config, plan=too_big)
     run_dir = RunDir(config.output)
-    assert read_json(run_dir.status)["state"] == "failed" and not run_dir.manifest.exists()
+    assert read_status(run_dir).state == "failed" and not run_dir.manifest.exists()
     assert ray_session.data.DataContext.get_current().wait_for_min_actors_s == -1  # the session's context untouched

@@ -1,4 +1,4 @@
-"""doggos.projection: 2-D maps, their fallbacks, the on-disk cache and the background computation."""
+"""doggos.projection: 2-D maps, their fallbacks and their cache; MAP through doggos.steps (the mechanism: test_steps.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import wait_for
 from doggos import projection, store
-from doggos.projection import DEFAULT_PARAMS, ProjectionParams
+from doggos.projection import DEFAULT_PARAMS, MAP, ProjectionParams
 from _dashboard_fixtures import write_fake_run
 
 PCA = ProjectionParams(method="pca")
@@ -35,12 +36,7 @@ def no_umap(monkeypatch):
 
 
 def wait_until_settled(run_dir, params, timeout_s=60.0):
-    deadline = time.monotonic() + timeout_s
-    state = projection.status(run_dir, params)
-    while state.state == "running" and time.monotonic() < deadline:
-        time.sleep(0.1)
-        state = projection.status(run_dir, params)
-    return state
+    return wait_for(lambda: (state := MAP.status(run_dir, params)).state != "running" and state, timeout_s=timeout_s)
 
 
 def test_params_validate_and_name_their_cache_file():
@@ -99,7 +95,7 @@ def test_cosine_survives_zero_and_nan_vectors(no_umap):
 
 
 def test_compute_writes_a_cached_file_aligned_with_the_run_rows(run, no_umap):
-    path = projection.compute(run, PCA)
+    path = MAP.run(run, PCA)
     assert path == run / "projections" / "pca-cosine.parquet"
     frame, info = projection.load(path)
     index = store.load_index(run)
@@ -108,8 +104,8 @@ def test_compute_writes_a_cached_file_aligned_with_the_run_rows(run, no_umap):
     assert info["params"]["method"] == "pca" and info["points"] == 60 and info["method"] == "pca"
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
     mtime = path.stat().st_mtime_ns
-    assert projection.compute(run, PCA) == path and path.stat().st_mtime_ns == mtime  # cached: not recomputed
-    projection.compute(run, PCA, force=True)
+    assert MAP.run(run, PCA) == path and path.stat().st_mtime_ns == mtime  # cached: not recomputed
+    MAP.run(run, PCA, force=True)
     again, _ = projection.load(path)
     assert np.allclose(again[["x", "y"]], frame[["x", "y"]])  # and deterministic
 
@@ -117,14 +113,14 @@ def test_compute_writes_a_cached_file_aligned_with_the_run_rows(run, no_umap):
 def test_compute_accepts_a_path_string_or_a_rundir(run, no_umap):
     from doggos.rundir import RunDir
 
-    assert projection.compute(str(run), PCA) == projection.compute(RunDir(run), PCA)
+    assert MAP.run(str(run), PCA) == MAP.run(RunDir(run), PCA)
 
 
 def test_status_start_and_background_result(run):
-    assert projection.status(run, PCA).state == "missing"
-    started = projection.start(run, PCA)
+    assert MAP.status(run, PCA).state == "missing"
+    started = MAP.start(run, PCA)
     assert started.state == "running" and started.started is not None
-    assert projection.start(run, PCA).state in ("running", "ready")  # a second start never launches a second process
+    assert MAP.start(run, PCA).state in ("running", "ready")  # a second start never launches a second process
     state = wait_until_settled(run, PCA)
     assert state.state == "ready", state.error
     frame, info = projection.load(state.path)
@@ -135,11 +131,11 @@ def test_status_start_and_background_result(run):
 def test_a_failed_background_computation_reports_why_and_can_be_retried(run):
     hidden = run / "embeddings.hidden"
     (run / "embeddings").rename(hidden)
-    projection.start(run, PCA)
+    MAP.start(run, PCA)
     state = wait_until_settled(run, PCA)
     assert state.state == "failed" and "no Parquet" in state.error
     hidden.rename(run / "embeddings")
-    assert projection.start(run, PCA).state == "running"  # the error file is cleared on retry
+    assert MAP.start(run, PCA).state == "running"  # the error file is cleared on retry
     assert wait_until_settled(run, PCA).state == "ready"
 
 
@@ -149,16 +145,18 @@ def test_a_computation_that_died_is_reported(run):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     marker.write_text(json.dumps({"created": time.time(), "pid": dead.pid}))
-    state = projection.status(run, PCA)
+    state = MAP.status(run, PCA)
     assert state.state == "failed" and "exited unexpectedly" in state.error
     marker.write_text(json.dumps({"created": time.time() - 3600}))  # a launcher that died before writing the pid
-    assert projection.status(run, PCA).state == "failed"
+    assert MAP.status(run, PCA).state == "failed"
 
 
 def test_command_line_entry_point(run, no_umap, capsys):
-    assert projection.main([str(run), "--method", "pca", "--metric", "euclidean"]) == 0
+    from doggos import steps
+
+    assert steps.main(["map", str(run), '{"method": "pca", "metric": "euclidean"}']) == 0
     assert (run / "projections" / "pca-euclidean.parquet").exists()
-    assert projection.main([str(run), "--n-neighbors", "1"]) == 1
+    assert steps.main(["map", str(run), '{"n_neighbors": 1}']) == 1
     assert "n_neighbors" in capsys.readouterr().err
 
 
@@ -172,7 +170,7 @@ def test_importing_projection_does_not_import_umap():
 @pytest.mark.slow
 def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_runs(run):
     """The one test that imports umap in this process (seconds to tens of seconds: numba compiles)."""
-    path = projection.compute(run, DEFAULT_PARAMS)
+    path = MAP.run(run, DEFAULT_PARAMS)
     frame, info = projection.load(path)
     assert info["method"] == "umap" and len(frame) == 60 and np.isfinite(frame[["x", "y"]]).all().all()
     centers = frame.groupby("label")[["x", "y"]].mean()
@@ -192,12 +190,11 @@ def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_
 def test_umaps_beyond_the_machines_slots_wait_their_turn(run, monkeypatch):
     monkeypatch.setenv("DOGGOS_MAP_SLOTS", "1")  # the background process inherits it
     params = ProjectionParams(n_neighbors=5)
-    with projection.umap_slot():  # this test holds the only slot, as another session's UMAP would
-        assert projection.start(run, params).state == "running"
-        deadline = time.monotonic() + 60
-        while not projection.status(run, params).waiting and time.monotonic() < deadline:
-            time.sleep(0.1)
-        state = projection.status(run, params)
+    from doggos.steps import machine_slot
+
+    with machine_slot("map-slots", 1):  # this test holds the only slot, as another session's UMAP would
+        assert MAP.start(run, params).state == "running"
+        state = wait_for(lambda: (s := MAP.status(run, params)).waiting and s)
         assert state.state == "running" and state.waiting
         assert not projection.projection_path(run, params).exists()
     state = wait_until_settled(run, params, timeout_s=120)
@@ -210,3 +207,5 @@ def test_map_slots_refuses_a_bad_setting(monkeypatch, value):
     monkeypatch.setenv("DOGGOS_MAP_SLOTS", value)
     with pytest.raises(ValueError, match="DOGGOS_MAP_SLOTS: must be a whole number of at least 1"):
         projection.map_slots()
+    monkeypatch.delenv("DOGGOS_MAP_SLOTS")
+    assert projection.map_slots() == max(1, (os.cpu_count() or 2) // 2)

@@ -9,7 +9,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from doggos import pipeline
+from doggos import driver, pipeline
 from doggos.config import RunConfig
 from doggos.rundir import RunDir
 from doggos.sources import SourceError, list_images, open_source
@@ -90,10 +90,10 @@ def test_endpoint_from_the_environment(s3, monkeypatch):
 def test_pipeline_reads_s3_and_keeps_full_uris(s3, ray_session, tiny_clip, tmp_path):
     endpoint, expected = s3
     config = RunConfig(projection=False, source="s3://doggos/train", output=str(tmp_path / "run"), model=tiny_clip, s3_endpoint=endpoint)
-    manifest = pipeline.run(config)
+    manifest = driver.run(config)
     table = pq.read_table(RunDir(config.output).embeddings)
     assert dict(zip(table.column("path").to_pylist(), table.column("class").to_pylist())) == expected
-    assert manifest["source"] == "s3://doggos/train" and manifest["rows"] == len(expected)
+    assert manifest.source == "s3://doggos/train" and manifest.rows == len(expected)
 
 
 @pytest.mark.parametrize(

@@ -78,20 +78,38 @@ def test_history_rows_and_choice_labels(runs_root):
     write_failed_run(runs_root)
     runs = RunManager().list()
     rows = ui.history_rows(runs)
-    assert [r["run"] for r in rows] == ["20250101-130000-0002", RUN_ID]
+    assert [r["id"] for r in rows] == ["20250101-130000-0002", RUN_ID]
+    assert [r["run"] for r in rows] == ["nowhere · 1 Jan 13:00:00", "dogs · 1 Jan 12:00:00"]  # source folder · time
     assert rows[1]["images"] == 27 and rows[1]["failed"] == 1 and rows[1]["duration"] == "30 s"
     assert rows[0]["state"].endswith("failed") and rows[0]["error"] == "every image failed"
-    assert ui.run_choice_label(runs[1]) == f"{RUN_ID} · dogs · 27 images"
+    assert rows[0]["labels"] == "" and rows[0]["images/s"] == ""  # nothing to say, not "None"
+    assert ui.run_choice_label(runs[1]) == "dogs · 1 Jan 12:00:00 · 27 images"
 
 
 def test_demo_kit_folder_sits_beside_the_runs_root(tmp_path):
     assert ui.demo_kit_folder(tmp_path / "runs") == tmp_path / "demo"
 
 
-def test_machine_summary_needs_no_torch_import():
-    summary = ui.machine_summary()
-    assert summary["cpus"] == os.cpu_count() and "CPU cores" in summary["text"]
-    assert summary["cuda_usable"] in (True, False)
+def test_machine_summary_reads_the_gpus_and_whether_torch_can_use_them(tmp_path):
+    gpus = tmp_path / "gpus"
+    (gpus / "0000:01:00.0").mkdir(parents=True)
+    (gpus / "0000:01:00.0" / "information").write_text("Model: \t NVIDIA H100 80GB HBM3\nIRQ: 42\n")
+    cuda = ui.machine_summary(gpus, torch_version="2.13.0+cu128")
+    assert cuda["gpus"] == 1 and cuda["cuda_usable"] and "1 NVIDIA GPU: NVIDIA H100 80GB HBM3" in cuda["text"]
+    cpu_build = ui.machine_summary(gpus, torch_version="2.13.0+cpu")
+    assert not cpu_build["cuda_usable"] and "(CPU-only build)" in cpu_build["text"]
+    none = ui.machine_summary(tmp_path / "no-driver", torch_version="2.13.0+cu128")
+    assert none["gpus"] == 0 and not none["cuda_usable"] and "no CUDA GPU" in none["text"]
+    assert none["cpus"] == os.cpu_count() and f"{os.cpu_count()} CPU cores" in none["text"]
+
+
+def test_machine_summary_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from doggos import ui; ui.machine_summary(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
 
 
 def test_detail_width_enlarges_small_images_a_little_and_never_shrinks_big_ones():

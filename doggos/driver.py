@@ -1,0 +1,197 @@
+"""A run from start to finish: status.json kept current, the pipeline, the post-run steps, the manifest written last.
+
+Used by `embed` (foreground) and by the detached driver of a background run. A cancelled or failed run publishes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from typing import Callable
+
+from doggos import models, pipeline
+from doggos.cluster import ray_connection
+from doggos.config import RunConfig, user_message
+from doggos.plan import ResourcePlan
+from doggos.progress import hold
+from doggos.records import Manifest, Progress, update_status, write_manifest
+from doggos.rundir import RunDir, now_iso, write_json_atomic
+from doggos.steps import Step
+
+PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
+
+log = logging.getLogger("doggos")
+
+
+class Cancelled(BaseException):
+    """Raised in the driver when the run is cancelled (SIGTERM); BaseException so no `except Exception` swallows it."""
+
+
+def cancel_on_sigterm() -> None:
+    """Make SIGTERM (how a run is cancelled) raise Cancelled in this process's main thread, once."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; let the cleanup finish
+        raise Cancelled()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def post_run_steps(config: RunConfig) -> list[tuple[Step, object]]:
+    """The steps a run computes after publishing its embeddings, with their parameters."""
+    from doggos import projection
+
+    return [(projection.MAP, projection.DEFAULT_PARAMS)] if config.projection else []
+
+
+def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None, plan: ResourcePlan | None = None,
+        steps: list[tuple[Step, object]] | None = None) -> Manifest:
+    """Run the whole thing in this process; status.json tracks it, manifest.json (last) records the result.
+
+    `plan` overrides the derived resource plan; `steps` the post-run steps (default: `post_run_steps(config)`).
+    """
+    if not config.output:
+        raise pipeline.PipelineError("output: no output folder given")
+    run_dir = RunDir(config.output)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    # A rerun into the same folder first unpublishes the old result: from here on nothing reads as complete until the
+    # new manifest is written, and no map or report of the old rows survives to mislabel the new ones.
+    run_dir.manifest.unlink(missing_ok=True)
+    for folder in (run_dir.projections, run_dir.quality):
+        shutil.rmtree(folder, ignore_errors=True)
+    write_json_atomic(run_dir.config, config.to_dict())
+    started = time.time()
+    update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(), error=None,
+                  progress=Progress(phase="listing"))
+    report = _reporter(run_dir, on_progress)
+    published = threading.Event()
+    try:
+        manifest = _run(config, run_dir, report, started, plan, post_run_steps(config) if steps is None else steps,
+                        published)
+    except (Cancelled, KeyboardInterrupt):
+        _unpublish(run_dir, published)
+        update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
+        raise
+    except SystemExit as error:
+        _unpublish(run_dir, published)
+        if error.code in (signal.SIGTERM, -signal.SIGTERM):  # a SIGTERM that reached a handler Ray installed
+            update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
+            raise Cancelled() from None
+        update_status(run_dir, state="failed", error=f"the run exited ({error.code})", ended_at=now_iso(), step=None)
+        raise
+    except BaseException as error:
+        _unpublish(run_dir, published)
+        if run_dir.cancel_request.exists():  # killed mid-way by a cancel: Ray's errors are its echo
+            update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
+            raise Cancelled() from None
+        message = user_message(error) if isinstance(error, ValueError) else str(error)
+        if not isinstance(error, (ValueError, pipeline.PipelineError)):
+            message = f"{type(error).__name__}: {error}"
+        update_status(run_dir, state="failed", error=message, ended_at=now_iso(), step=None)
+        raise
+    update_status(run_dir, state="succeeded", ended_at=manifest.ended_at, progress=manifest.progress,
+                  warnings=manifest.failed, step=None)
+    return manifest
+
+
+def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,
+         steps: list[tuple[Step, object]], published: threading.Event) -> Manifest:
+    with _Heartbeat(report) as heartbeat:
+        hold("listing")
+        source, listing = pipeline.list_source(config)
+        models.check_available(config.model)
+        heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
+        hold("starting ray")
+        with ray_connection(config.ray_address):
+            cancel_on_sigterm()  # ray.init may have put its own SIGTERM handler (a sys.exit) in place of ours
+            manifest = pipeline.embed(config, run_dir, source, listing, heartbeat, started, plan)
+            published.set()
+            seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
+        final = dataclasses.replace(manifest.progress, phase="done")
+        heartbeat.progress = final
+    report(final)
+    ended = time.time()
+    manifest = dataclasses.replace(manifest, steps=seconds, progress=final, ended_at=now_iso(),
+                                   duration_s=round(ended - started, 2))
+    write_manifest(run_dir, manifest)
+    return manifest
+
+
+def _run_step(step: Step, params, run_dir: RunDir, heartbeat: "_Heartbeat") -> float | None:
+    """One post-run step, now; a failure here fails nothing (the dashboard can compute it again later)."""
+    heartbeat.progress = dataclasses.replace(heartbeat.progress, phase=step.phase)
+    begun = time.time()
+    update_status(run_dir, step=step.name, step_started=begun)
+    hold(step.phase)
+    try:
+        step.run(run_dir, params, force=True)
+    except Exception as error:
+        log.warning("%s step: %s could not be computed (the dashboard can retry): %s", step.name,
+                    params.describe(), error)
+        return None
+    log.info("%s step: %s done in %.1f s", step.name, params.describe(), time.time() - begun)
+    return round(time.time() - begun, 2)
+
+
+def _unpublish(run_dir: RunDir, published: threading.Event) -> None:
+    """Remove what this run wrote: the staged Parquet always, and everything it published once it had."""
+    pipeline.discard_staging(run_dir)
+    if published.is_set():
+        for folder in (run_dir.embeddings, run_dir.projections, run_dir.quality):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _reporter(run_dir: RunDir, on_progress):
+    best = {"processed": -1}
+    lock = threading.Lock()  # the heartbeat thread and the driver both report; status.json is read-merge-written
+
+    def report(progress: Progress) -> None:
+        with lock:
+            # Counts only grow: a stale snapshot arriving late is dropped rather than shown as a step back.
+            if progress.processed < best["processed"] and progress.phase in ("loading model", "embedding"):
+                return
+            best["processed"] = progress.processed
+            update_status(run_dir, progress=progress)
+            if on_progress:
+                on_progress(progress)
+
+    return report
+
+
+class _Heartbeat:
+    """Reports progress every PROGRESS_EVERY_S from the run's start: the phase while Ray starts, live counts after."""
+
+    def __init__(self, report):
+        self.report = report
+        self.progress = Progress(phase="listing")  # what to report while no tracker exists
+        self.tracker = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._started = time.monotonic()
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(PROGRESS_EVERY_S):
+            try:
+                if self.tracker is None:
+                    self.progress.elapsed_s = round(time.monotonic() - self._started, 2)
+                    self.report(self.progress)
+                else:
+                    import ray
+
+                    self.report(ray.get(self.tracker.snapshot.remote(), timeout=10))
+            except Exception as error:  # progress is best effort; the run itself goes on
+                log.debug("progress report failed: %s", error)
