@@ -1,10 +1,10 @@
 """The benchmark's arithmetic and helpers (the benchmark itself is run by hand: `python -m doggos bench`)."""
 
 import math
-import time
 
 from PIL import Image
 
+from conftest import wait_for
 from doggos.bench import Measurement, PeakMemory, format_table, make_photos, steady_rate
 
 
@@ -29,14 +29,8 @@ def test_photos_have_the_realistic_size_and_labels(tmp_path):
 
 def test_peak_memory_counts_what_this_process_touches():
     with PeakMemory(every_s=0.01) as before:
-        wait_until(lambda: before.peak > 0)
+        wait_for(lambda: before.peak > 0, timeout_s=10, poll_s=0.01)
     with PeakMemory(every_s=0.01) as after:
         block = bytearray(256 * 2**20)  # zero-filled pages are really touched: they count
-        wait_until(lambda: after.peak > before.peak + 200 * 2**20)
-    assert len(block) and after.peak > before.peak + 200 * 2**20
-
-
-def wait_until(condition, timeout_s=10.0):
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
+        wait_for(lambda: after.peak > before.peak + 200 * 2**20, timeout_s=10, poll_s=0.01)
+    assert len(block)

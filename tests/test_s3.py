@@ -4,11 +4,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import wait_for
 from doggos import driver, pipeline
 from doggos.config import RunConfig
 from doggos.rundir import RunDir
@@ -25,14 +25,14 @@ def free_port() -> int:
 
 
 def wait_listening(port: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
+            return True
         except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+            return False
+
+    wait_for(listening, timeout_s=timeout_s, poll_s=0.05)
 
 
 pytestmark = pytest.mark.slow
@@ -110,11 +110,10 @@ def test_bad_buckets_and_prefixes_say_what_is_wrong(s3, uri, message):
         list_images(open_source(uri, s3_endpoint=endpoint))
 
 
-def test_unreachable_endpoint_fails_fast_with_a_clear_message(monkeypatch_module):
-    started = time.monotonic()
+def test_unreachable_endpoint_fails_with_a_clear_message(monkeypatch_module):
+    # How fast is set by sources.S3_CONNECT_TIMEOUT_S and S3_ATTEMPTS, not timed here.
     with pytest.raises(SourceError, match="unreachable"):
         list_images(open_source("s3://doggos/train", s3_endpoint=f"http://127.0.0.1:{free_port()}"))
-    assert time.monotonic() - started < 30
 
 
 def test_access_denied_says_to_set_credentials(tmp_path):
