@@ -12,26 +12,58 @@ DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 DEMO_MODEL_DIR = "clip-random-weights-tiny"  # the name says it: never mistake it for a trained model
 DEMO_IMAGES_DIR = "digits"
 
-# Model shapes: "tiny" runs in seconds anywhere; "vit-b-32" has the compute of openai/clip-vit-base-patch32.
+# The demo tokenizer: CLIP's byte-level BPE with no merges, so any text tokenizes (one token per byte) offline.
+BOS_TOKEN, EOS_TOKEN = "<|startoftext|>", "<|endoftext|>"
+TOKENIZER_SIZE = 2 * 256 + 2  # every byte, every byte ending a word (</w>), then the start and end tokens
+CONTEXT_LENGTH = 77  # CLIP's text context, start and end tokens included
+
+# The text tower's ids must match the demo tokenizer's (see byte_level_vocab): CLIP pools at the end token.
+_TEXT_IDS = dict(vocab_size=TOKENIZER_SIZE, max_position_embeddings=CONTEXT_LENGTH, bos_token_id=TOKENIZER_SIZE - 2,
+                 eos_token_id=TOKENIZER_SIZE - 1, pad_token_id=TOKENIZER_SIZE - 1)
+
+# Model shapes: "tiny" runs in seconds anywhere; "vit-b-32" has the image compute of openai/clip-vit-base-patch32;
+# "vit-b-32-full" also has its text compute (a smaller vocabulary is the only difference), for text-query timings.
 PRESETS = {
     "tiny": dict(
         vision=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16),
-        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=100,
-                  max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, **_TEXT_IDS),
         projection_dim=32,
     ),
     "vit-b-32": dict(
         vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32),
-        # The text tower never runs here: keep it tiny so the saved model stays ~350 MB instead of ~600 MB.
-        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, vocab_size=100,
-                  max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        # The pipeline never runs the text tower: keep it tiny so the saved model stays ~350 MB instead of ~500 MB.
+        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, **_TEXT_IDS),
+        projection_dim=512,
+    ),
+    "vit-b-32-full": dict(
+        vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, image_size=224, patch_size=32),
+        text=dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8, **_TEXT_IDS),
         projection_dim=512,
     ),
 }
 
 
+def byte_level_vocab() -> dict[str, int]:
+    """CLIP's byte-to-character table as a vocabulary: the 256 byte characters, the same ending a word, then the
+    start and end tokens (ids TOKENIZER_SIZE - 2 and - 1)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]  # GPT-2/CLIP's bytes_to_unicode
+    tokens = chars + [c + "</w>" for c in chars] + [BOS_TOKEN, EOS_TOKEN]
+    return {token: i for i, token in enumerate(tokens)}
+
+
+def save_tokenizer(folder: str | Path):
+    """Save a CLIPTokenizer over `byte_level_vocab` (no merges) with save_pretrained; returns it."""
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer(vocab=byte_level_vocab(), merges=[], model_max_length=CONTEXT_LENGTH)
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
 def save_random_clip(folder: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
-    """Save a randomly initialized CLIP (model + image processor) with save_pretrained, marked as random."""
+    """Save a randomly initialized CLIP (model, image processor, tokenizer) with save_pretrained, marked as random."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
@@ -44,6 +76,7 @@ def save_random_clip(folder: str | Path, preset: str = "tiny", seed: int = 0) ->
     size = shape["vision"]["image_size"]
     # CLIP's own preprocessing (resize shortest edge, center crop, normalize) at this model's input size.
     CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
+    save_tokenizer(folder)  # text queries and zero-shot labels work offline too
     (folder / RANDOM_WEIGHTS_MARKER).write_text(
         "This CLIP has RANDOM weights, made by doggos' demo kit. It shows how the pipeline works;\n"
         "its embeddings carry no meaning. Use openai/clip-vit-base-patch32 for real results.\n",
@@ -77,6 +110,6 @@ def make_demo_kit(folder: str | Path, per_class: int = 30) -> dict[str, str]:
     folder = Path(folder).expanduser().absolute()
     images = write_digit_images(folder / DEMO_IMAGES_DIR, per_class=per_class)
     model = folder / DEMO_MODEL_DIR
-    if not (model / RANDOM_WEIGHTS_MARKER).exists():
-        save_random_clip(model)
+    if not (model / RANDOM_WEIGHTS_MARKER).exists() or not (model / "tokenizer.json").exists():
+        save_random_clip(model)  # a kit from before text search has no tokenizer: its model is made again
     return {"source": str(images), "model": str(model)}

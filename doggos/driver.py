@@ -70,33 +70,67 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
                   progress=Progress(phase="listing"))
     report = _reporter(run_dir, on_progress)
     published = threading.Event()
+    run_log = _log_to(run_dir)
+    log.info("run %s: %s with %s", run_dir.id, config.source, config.model)
     try:
         manifest = _run(config, run_dir, report, started, plan, post_run_steps(config) if steps is None else steps,
                         published)
-    except (Cancelled, KeyboardInterrupt):
-        _unpublish(run_dir, published)
-        update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
-        raise
-    except SystemExit as error:
-        _unpublish(run_dir, published)
-        if error.code in (signal.SIGTERM, -signal.SIGTERM):  # a SIGTERM that reached a handler Ray installed
-            update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
-            raise Cancelled() from None
-        update_status(run_dir, state="failed", error=f"the run exited ({error.code})", ended_at=now_iso(), step=None)
-        raise
     except BaseException as error:
         _unpublish(run_dir, published)
-        if run_dir.cancel_request.exists():  # killed mid-way by a cancel: Ray's errors are its echo
-            update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
+        _record_end(run_dir, error)
+        if _is_cancel(run_dir, error) and not isinstance(error, (Cancelled, KeyboardInterrupt)):
             raise Cancelled() from None
-        message = user_message(error) if isinstance(error, ValueError) else str(error)
-        if not isinstance(error, (ValueError, pipeline.PipelineError)):
-            message = f"{type(error).__name__}: {error}"
-        update_status(run_dir, state="failed", error=message, ended_at=now_iso(), step=None)
         raise
+    finally:
+        logging.getLogger("doggos").removeHandler(run_log)
+        run_log.close()
     update_status(run_dir, state="succeeded", ended_at=manifest.ended_at, progress=manifest.progress,
                   warnings=manifest.failed, step=None)
+    log_outcome(run_dir, f"run succeeded: {manifest.rows} images embedded, {manifest.labels} labels, "
+                         f"{manifest.duration_s:.1f} s in all")
     return manifest
+
+
+def _is_cancel(run_dir: RunDir, error: BaseException) -> bool:
+    """Our SIGTERM handler, Ctrl-C, the sys.exit(15) of the SIGTERM handler ray.init installs, or anything at all
+    once a cancel was requested (Ray's errors as its workers are killed are the cancel's echo)."""
+    if isinstance(error, (Cancelled, KeyboardInterrupt)):
+        return True
+    if isinstance(error, SystemExit) and error.code in (signal.SIGTERM, -signal.SIGTERM):
+        return True
+    return run_dir.cancel_request.exists()
+
+
+def _record_end(run_dir: RunDir, error: BaseException) -> None:
+    if _is_cancel(run_dir, error):
+        update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
+        log_outcome(run_dir, "run cancelled; nothing was published")
+        return
+    if isinstance(error, ValueError):
+        message = user_message(error)
+    elif isinstance(error, pipeline.PipelineError):
+        message = str(error)
+    else:
+        message = f"{type(error).__name__}: {error}"
+    update_status(run_dir, state="failed", error=message, ended_at=now_iso(), step=None)
+    log_outcome(run_dir, f"run failed: {message}")
+
+
+def _log_to(run_dir: RunDir) -> logging.Handler:
+    """Copy doggos' own log lines (not Ray's) into the run's log.txt for as long as the run goes."""
+    handler = logging.FileHandler(run_dir.log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("doggos")
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    logger.addHandler(handler)
+    return handler
+
+
+def log_outcome(run_dir: RunDir, line: str) -> None:
+    """The run's last log line: how it ended (written after the driver let go of the log)."""
+    with open(run_dir.log, "a", encoding="utf-8") as handle:
+        handle.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
 def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,

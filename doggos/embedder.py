@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import numpy as np
@@ -17,7 +18,7 @@ def prepare_images(batch: dict[str, np.ndarray], model: str, thumbnail_size: int
     A file that fails is dropped from the batch and reported with its reason; the others go on.
     """
     processor = models.load_image_processor(model)
-    paths, labels, pixels, thumbs, widths, heights, failures = [], [], [], [], [], [], []
+    paths, labels, pixels, thumbs, widths, heights, hashes, failures = [], [], [], [], [], [], [], []
     for path, label, data in zip(batch["path"], batch["class"], batch["bytes"]):
         try:
             image = images.decode(data)
@@ -34,6 +35,7 @@ def prepare_images(batch: dict[str, np.ndarray], model: str, thumbnail_size: int
         thumbs.append(images.thumbnail_jpeg(image, thumbnail_size))
         widths.append(image.width)
         heights.append(image.height)
+        hashes.append(hashlib.sha256(data).hexdigest())  # while the bytes are in hand: exact duplicates, later
     if tracker is not None:
         # Waited for (about a millisecond a block): the driver reads the failures once the last task is done.
         _wait(tracker.add_decoded.remote(len(paths), failures))
@@ -49,6 +51,7 @@ def prepare_images(batch: dict[str, np.ndarray], model: str, thumbnail_size: int
         "thumbnail": np.array(thumbs, dtype=object),
         "width": np.array(widths, dtype=np.int32),
         "height": np.array(heights, dtype=np.int32),
+        "content_hash": np.array(hashes, dtype=object),
     }
 
 
@@ -109,6 +112,7 @@ class Embedder:
                 "thumbnail": pa.array(list(batch["thumbnail"]), pa.binary()),
                 "width": pa.array(batch["width"], pa.int32()),
                 "height": pa.array(batch["height"], pa.int32()),
+                "content_hash": pa.array(list(batch["content_hash"]), pa.string()),
             }
         )
 

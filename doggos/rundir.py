@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 
 class RunDir:
-    """Names every file of a run: `config.json`, `status.json`, `log.txt`, `embeddings/`, `failures.json`,
+    """Names every file of a run: `config.json`, `status.json`, `log.txt`, `output.txt`, `embeddings/`, `failures.json`,
     `ray_stats.txt`, `projections/`, `quality/` and `manifest.json`, which is written last (a run is finished only when it
     says so). Their contents are read and written through `doggos.records`."""
 
@@ -20,7 +20,8 @@ class RunDir:
 
     config = property(lambda self: self.path / "config.json")
     status = property(lambda self: self.path / "status.json")
-    log = property(lambda self: self.path / "log.txt")
+    log = property(lambda self: self.path / "log.txt")  # what doggos did, start to outcome
+    output = property(lambda self: self.path / "output.txt")  # the driver process's own output: Ray's messages
     embeddings = property(lambda self: self.path / "embeddings")
     staging = property(lambda self: self.path / "embeddings.partial")  # renamed to embeddings/ only on success
     failures = property(lambda self: self.path / "failures.json")

@@ -86,7 +86,7 @@ class RunManager:
         run_dir.path.mkdir(parents=True)
         write_json_atomic(run_dir.config, config.to_dict())
         # Its own process group, so cancel signals all of it; RUN_ENV marks every process the run starts.
-        child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path)], run_dir.log, env={RUN_ENV: run_id})
+        child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path)], run_dir.output, env={RUN_ENV: run_id})
         # One write with the pid: a reader never sees an active run without a process to check.
         update_status(run_dir, state="queued", created_at=now_iso(), pid=child.pid, pid_start=process_start(child.pid),
                       progress=Progress(phase="queued"))
@@ -154,8 +154,10 @@ class RunManager:
             info = self.get(run_id)
         return info
 
-    def log_tail(self, run_id: str, lines: int = 40) -> str:
-        path = self._dir(run_id).log
+    def log_tail(self, run_id: str, lines: int = 40, output: bool = False) -> str:
+        """The last lines of the run's log (what doggos did), or with `output` of the driver's own output (Ray's)."""
+        run_dir = self._dir(run_id)
+        path = run_dir.output if output else run_dir.log
         if not path.exists():
             return ""
         with open(path, "rb") as handle:
@@ -186,7 +188,7 @@ class RunManager:
             return update_status(run_dir, state="cancelled", ended_at=now_iso())
         return update_status(
             run_dir, state="failed", ended_at=now_iso(),
-            error="the driver process exited unexpectedly (killed, or out of memory); see log.txt",
+            error="the driver process exited unexpectedly (killed, or out of memory); see output.txt",
         )
 
 
@@ -204,13 +206,12 @@ def drive(run_path: str) -> int:
             update_status(run_dir, state="starting", started_at=now_iso())
             driver.run(config)
         except driver.Cancelled:
-            update_status(run_dir, state="cancelled", ended_at=now_iso())
-            print("run cancelled", flush=True)
+            if read_status(run_dir).state != "cancelled":  # cancelled while queued: driver.run never started
+                update_status(run_dir, state="cancelled", ended_at=now_iso())
+                driver.log_outcome(run_dir, "run cancelled while queued")
             return 130
-        except Exception as error:
-            print(f"run failed: {error}", flush=True)
+        except Exception:  # driver.run recorded it in status.json and log.txt
             return 1
-    print("run succeeded", flush=True)
     return 0
 
 

@@ -151,9 +151,12 @@ def read_ray_stats(run: str | os.PathLike | RunDir) -> str:
         return ""
 
 
-def read_log(run: str | os.PathLike | RunDir, max_chars: int = 20_000) -> str:
+def read_log(run: str | os.PathLike | RunDir, max_chars: int = 20_000, output: bool = False) -> str:
+    """The end of the run's log.txt (what doggos did), or with `output` of output.txt (the driver's own output, Ray's
+    messages included)."""
+    run_dir = run_dir_of(run)
     try:
-        text = run_dir_of(run).log.read_text(encoding="utf-8", errors="replace")
+        text = (run_dir.output if output else run_dir.log).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
     return text[-max_chars:]

@@ -18,9 +18,12 @@ active_now = any(run.active for run in runs)
 frame.start_page(__file__, "Run", needs_run=False)
 st.caption("Embed a labeled image tree (`<root>/<label>/<image>`) with CLIP on Ray Data, in the background.")
 
-# A new session (a reload, say) starts from the last launched run's settings rather than an empty form.
+# A new session (a reload, say) starts from the last launched run's settings rather than an empty form, and watches
+# that run if it is still going, so its outcome shows when it ends.
 if "form_source" not in st.session_state and runs and runs[0].config:
     st.session_state.update(ui.form_values_of(runs[0].config))
+    if runs[0].active:
+        st.session_state.setdefault(frame.WATCHED_RUN, runs[0].id)
 # Values a button asked to put into the form; widgets can only be set before they are drawn, so it happens here.
 st.session_state.update(st.session_state.pop("pending_form_values", {}))
 st.session_state.setdefault("form_model", DEFAULT_MODEL)
@@ -60,6 +63,8 @@ def draw_outcome(run) -> None:
     elif run.state == "failed":
         st.error(f"Run {name} failed: {ui.markdown_literal(run.error or 'see its log')}")
         st.code(ui.plain_log(manager.log_tail(run.id, 20)) or "(empty log)", language=None, wrap_lines=True)
+        with st.expander("Driver output (Ray's messages)"):
+            st.code(ui.plain_log(manager.log_tail(run.id, 60, output=True)) or "(empty)", language=None)
     elif run.state == "cancelled":
         st.warning(f"Run {name} was cancelled; nothing was published.")
 

@@ -65,7 +65,7 @@ st.subheader("What Ray did")
 plan, cluster = manifest.plan, manifest.ray
 stats_text = store.read_ray_stats(run.path)
 operators = store.parse_operator_stats(stats_text)
-plan_text = store.execution_plan(store.read_log(run.path)) or store.operator_chain(operators)
+plan_text = store.execution_plan(store.read_log(run.path, output=True)) or store.operator_chain(operators)
 if plan_text:
     st.markdown("**Execution plan**")
     st.code(plan_text, language=None, wrap_lines=True)
@@ -100,7 +100,10 @@ if operators:
     )
 with st.expander("Ray Data statistics (ray_stats.txt)", expanded=not operators):
     st.code(stats_text or "(no ray_stats.txt in this run)", language=None)
-with st.expander("Run log (log.txt)"):
+with st.expander("Run log (log.txt): what doggos did"):
     st.code(ui.plain_log(store.read_log(run.path)) or "(empty)", language=None, height=400)
+with st.expander("Driver output (output.txt): Ray's own messages"):
+    st.code(ui.plain_log(store.read_log(run.path, output=True)) or "(none: a foreground run prints to its terminal)",
+            language=None, height=400)
 with st.expander("Manifest (manifest.json)"):
     st.json(manifest.to_dict(), expanded=1)

@@ -38,7 +38,10 @@ def test_prepare_then_embed_equals_model_called_directly(tmp_path, tiny_clip):
     prepared = prepare_images(batch, model=tiny_clip, thumbnail_size=32)
     assert prepared["pixel_values"].shape == (5, 3, 64, 64) and prepared["pixel_values"].dtype == np.float32
     table = Embedder(model=tiny_clip, device="cpu", threads=1)(prepared)
-    assert table.column_names == ["path", "class", "embedding", "thumbnail", "width", "height"]
+    assert table.column_names == ["path", "class", "embedding", "thumbnail", "width", "height", "content_hash"]
+    import hashlib
+
+    assert table.column("content_hash").to_pylist() == [hashlib.sha256(d).hexdigest() for d in batch["bytes"]]
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 32)
     embeddings = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     expected = reference_embeddings(tiny_clip, list(batch["path"]))
