@@ -12,7 +12,10 @@ PAGES = [
     st.Page("pages/run.py", title="Run", icon=":material/rocket_launch:", default=True),
     st.Page("pages/browse.py", title="Browse", icon=":material/photo_library:", url_path="browse"),
     st.Page("pages/map.py", title="Map", icon=":material/scatter_plot:", url_path="map"),
+    st.Page("pages/search.py", title="Search", icon=":material/image_search:", url_path="search"),
+    st.Page("pages/quality.py", title="Quality", icon=":material/fact_check:", url_path="quality"),
     st.Page("pages/summary.py", title="Run summary", icon=":material/summarize:", url_path="summary"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
 ]
 navigation = st.navigation(PAGES)
 

@@ -127,6 +127,5 @@ def image_dialog(run, row: int) -> None:
         st.markdown("**Full path**")
         st.code(item["path"], language=None, wrap_lines=True)
         st.caption(f"Original size {item['width']} × {item['height']} px · shown: {origin}")
-        if (APP_DIR / "pages" / "search.py").exists() and st.button("More like this", icon=":material/image_search:",
-                                                                    key="dialog-more-like-this"):
+        if st.button("More like this", icon=":material/image_search:", key="dialog-more-like-this"):
             more_like_this(run, row)

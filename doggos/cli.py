@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from doggos.config import DEFAULT_MODEL, DEVICES, RunConfig, user_message
+from doggos.config import DEFAULT_MODEL, DEVICES, RunConfig, user_messages
 from doggos.progress import Progress, format_duration
 
 
@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
-    except ValueError as error:  # ConfigError, SourceError, ModelError: the user can fix these
-        print(f"error: {user_message(error)}", file=sys.stderr)
+    except ValueError as error:  # ConfigError(s), SourceError, ModelError: the user can fix these
+        for line in user_messages(error):  # every problem, each naming its field, with the CLI's advice
+            print(f"error: {line}", file=sys.stderr)
         return 2
     except KeyError as error:  # RunNotFound
         print(f"error: {error}", file=sys.stderr)
@@ -62,6 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
         action = actions.add_parser(name, help=text)
         action.add_argument("run_id")
         action.set_defaults(handler=handler)
+
+    search = commands.add_parser("search", help="the run's images most like an image file, one of its rows, or a text")
+    search.add_argument("run", metavar="RUN", help="a run folder (as embed --out writes) or a run id under the runs root")
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--image", help="an image file: embedded with the run's model, as the pipeline does")
+    query.add_argument("--row", help="a row of the run (0-based): its neighbours, itself left out")
+    query.add_argument("--text", help="words, embedded by the run's model's text tower as typed (no template added)")
+    search.add_argument("-k", default="10", help="how many results, 1 to 1000 (default 10)")
+    search.add_argument("--label", action="append", default=[], help="only images with this label (repeatable)")
+    search.add_argument("--json", action="store_true", help="a JSON list, best first: rank, row, path, class, score")
+    search.add_argument("--runs-dir", help="runs root for a run id (default: $DOGGOS_RUNS_DIR or ./runs in the project)")
+    search.set_defaults(handler=_search)
+
+    quality = commands.add_parser("quality", help="which labels look wrong: suspects, confused labels, duplicates")
+    quality.add_argument("run", metavar="RUN", help="a run folder (as embed --out writes) or a run id under the runs root")
+    quality.add_argument("--k", default="10", help="neighbours per image, 1 to 100 (default 10)")
+    quality.add_argument("--template", default=None, help='zero-shot prompt per label (default "a photo of a {label}.")')
+    quality.add_argument("--top", type=int, default=20, help="suspects and duplicate pairs to list (default 20)")
+    quality.add_argument("--json", action="store_true", help="one JSON object: suspects, duplicates, labels, counts")
+    quality.add_argument("--runs-dir", help="runs root for a run id (default: $DOGGOS_RUNS_DIR or ./runs in the project)")
+    quality.set_defaults(handler=_quality)
 
     bench = commands.add_parser("bench", help="measure images/s: plain-process ceiling, doggos defaults, tutorial settings")
     bench.add_argument("--workdir", default="bench-data", help="where photos, model and runs go (reused; default bench-data)")
@@ -129,9 +151,13 @@ def _embed(args: argparse.Namespace) -> int:
     except (driver.Cancelled, KeyboardInterrupt):
         print("\ncancelled; nothing was published", file=sys.stderr)
         return 130
+    except ValueError as error:  # a setting found wrong once the run started (e.g. a Ray address that let no one in)
+        for line in user_messages(error):
+            print(f"\nerror: {line}", file=sys.stderr)
+        return 2
     except Exception as error:  # PipelineError, or Ray's own (an actor that died, a lost node): status.json has it
-        print(f"\nerror: {user_message(error) if isinstance(error, pipeline.PipelineError) else f'{type(error).__name__}: {error}'}",
-              file=sys.stderr)
+        message = str(error) if isinstance(error, pipeline.PipelineError) else f"{type(error).__name__}: {error}"
+        print(f"\nerror: {message}", file=sys.stderr)
         return 1
     print(summary(manifest))
     return 0
@@ -231,6 +257,85 @@ def _runs_delete(args: argparse.Namespace) -> int:
     _manager(args).delete(args.run_id)
     print(f"deleted {args.run_id}")
     return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    import json
+
+    from doggos import encoders, search
+    from doggos.runs import resolve_run
+
+    run_dir, manifest = resolve_run(args.run, args.runs_dir)
+    index = search.load_index(run_dir)
+    if args.row is not None:
+        hits = search.by_row(index, search.check_row(index, args.row), args.k, args.label)
+    elif args.image is not None:
+        try:
+            data = Path(args.image).expanduser().read_bytes()
+        except OSError as error:
+            raise search.SearchError("image", f"cannot read {args.image}: {error.strerror or error}") from None
+        hits = search.by_image(index, encoders.image_encoder(manifest.model), data, args.k, args.label)
+    else:
+        hits = search.by_text(index, encoders.text_encoder(manifest.model), args.text, args.k, args.label)
+    if manifest.random_weights:
+        print("warning: this run's model has RANDOM WEIGHTS (the demo kit's): the results carry no meaning",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps([hit.to_dict() for hit in hits], indent=2, ensure_ascii=False))
+        return 0
+    print(f"{'rank':>4}  {'score':>6}  {'label':<20}  path")
+    for hit in hits:
+        print(f"{hit.rank:>4}  {hit.score:>6.3f}  {hit.label:<20}  {hit.path}")
+    print(search.label_summary(hits), file=sys.stderr)
+    return 0
+
+
+def _quality(args: argparse.Namespace) -> int:
+    import json
+
+    from doggos import quality, quality_step
+    from doggos.runs import resolve_run
+
+    run_dir, manifest = resolve_run(args.run, args.runs_dir)
+    params = quality.QualityParams(k=args.k, **({"template": args.template} if args.template is not None else {}))
+    if not quality_step.QUALITY.result(run_dir, params).exists():
+        print(f"checking labels of {manifest.rows:,} images (k={params.k}) ...", file=sys.stderr, flush=True)
+        _quiet_ray()
+        quality_step.QUALITY.run(run_dir, params)
+    results = quality_step.read_results(run_dir.quality, params)
+    report = quality_step.report_json(results, top=args.top)
+    if manifest.random_weights:
+        print("warning: this run's model has RANDOM WEIGHTS (the demo kit's): the findings carry no meaning",
+              file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    print(quality_text(report))
+    return 0
+
+
+def quality_text(report: dict) -> str:
+    """The quality report for a terminal: counts, suspects, duplicates, then labels by purity."""
+    counts = report["counts"]
+    zero_shot = report["zero_shot"]
+    lines = [f"{counts['images']:,} images, {counts['labels']} labels: {counts['likely_mislabeled']} likely mislabeled "
+             f"({counts['strongest_suspects']} also by zero-shot), {counts['exact_duplicate_pairs']} exact and "
+             f"{counts['near_duplicate_pairs']} near duplicate pairs ({counts['cross_label_duplicate_pairs']} across labels)",
+             "zero-shot: " + (f"accuracy {zero_shot['accuracy']:.1%}" if zero_shot["available"] and zero_shot["accuracy"]
+                              is not None else f"not available ({zero_shot['reason']})"),
+             "", "suspects (most suspicious first):"]
+    for s in report["suspects"]:
+        lines.append(f"  {s['agreement']:.0%} agree  filed {s['class']!r}, neighbours say {s['suggested']!r}"
+                     + (f", zero-shot says {s['zero_shot']!r}" if s.get("zero_shot") else "") + f"  {s['path']}")
+    lines += ["", "duplicates:"]
+    for d in report["duplicates"]:
+        lines.append(f"  {d['kind']:<5} {d['similarity']:.4f}{'  ACROSS LABELS' if d['cross_label'] else ''}  "
+                     f"{d['paths'][0]}  =  {d['paths'][1]}")
+    lines += ["", "labels (least pure first):"]
+    for label in sorted(report["labels"], key=lambda l: (l["purity"], l["label"])):
+        lines.append(f"  {label['purity']:.0%} pure  {label['images']:>5} images  {label['label']}"
+                     + (f"  (confused with {label['confused_with']})" if label.get("confused_with") else ""))
+    return "\n".join(lines)
 
 
 def _bench(args: argparse.Namespace) -> int:

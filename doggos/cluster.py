@@ -1,39 +1,164 @@
-"""Connecting to Ray (a local one, or an existing cluster) and asking what it offers: CPUs, usable GPUs, a dashboard."""
+"""Connecting to Ray (a private local one, or an existing cluster) and asking what it offers: CPUs, usable GPUs, a dashboard."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import signal
+import threading
 from pathlib import Path
 
-from doggos.config import ConfigError
+from doggos.config import ConfigError, split_ray_address
 
 GPU_PROBE_TIMEOUT_S = 120  # how long to wait for a free GPU to check that the workers' torch can use it
+RAY_CONNECT_TIMEOUT_S = 30  # a cluster that has not let the driver in by then is reported, not retried for minutes
 
 log = logging.getLogger("doggos")
 
 
+def resolve_address(address: str | None) -> str | None:
+    """The cluster address a run uses: `address`, RAY_ADDRESS in place of none or of "auto" (as Ray itself reads it),
+    or None for a private local Ray."""
+    from_env = os.environ.get("RAY_ADDRESS", "").strip()
+    if from_env and address in (None, "", "auto"):
+        return from_env
+    return address or None
+
+
+def auto_address() -> str | None:
+    """The cluster `auto` joins on this machine, found as ray.init finds it (the last `ray start`, else a running
+    GCS); None when there is none. Only a preflight check: a stale record is caught by probing the address."""
+    from ray._private import services
+
+    services.find_gcs_addresses.cache_clear()  # a cached answer may name a cluster that has gone since
+    try:
+        return services.canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        return None
+
+
 @contextlib.contextmanager
 def ray_connection(address: str | None):
-    """Connect to the cluster at `address` (or RAY_ADDRESS), else start a local Ray; reuse one already connected."""
+    """Connect to the cluster at `address` (or RAY_ADDRESS), else start a private local Ray; reuse one already connected.
+
+    Without an address the run gets its own Ray even when another runs on this machine (joining one takes "auto").
+    A cluster that has not let us in within RAY_CONNECT_TIMEOUT_S is a ConfigError naming ray_address; meanwhile the
+    main thread stays free, so a SIGTERM (a cancel) is handled at once. The caller's SIGTERM handler is kept.
+    """
     import ray
 
     if ray.is_initialized():
         yield
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = resolve_address(address)
     options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
-    if address:
-        # Ship our own package: the cluster's workers may not have this checkout.
-        options["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parent)]}
-        ray.init(address=address, **options)
-    else:
-        ray.init(include_dashboard=False, **options)
+    with _sigterm_handler_kept():
+        if address:
+            # Ship our own package: the cluster's workers may not have this checkout.
+            options["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parent)]}
+            _connect(address, options)
+        else:
+            # "local", not None: None would join a cluster recorded on this machine (e.g. a test suite's).
+            ray.init(address="local", include_dashboard=False, **options)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _connect(address: str, options: dict) -> None:
+    """ray.init(address) in a helper thread, waited on for at most RAY_CONNECT_TIMEOUT_S.
+
+    Ray retries an address that does not answer for many minutes, inside calls that hold the main thread and keep
+    signal handlers from running; waiting on a thread instead keeps a cancel prompt. On a timeout the helper thread
+    is left behind (a daemon: it cannot be stopped): the process is expected to fail and exit, as a driver does.
+    """
+    import ray
+
+    shown = _shown(address)
+    log.info("connecting to the Ray cluster at %s (giving up after %d s)", shown, RAY_CONNECT_TIMEOUT_S)
+    outcome: dict = {}
+    finished = threading.Event()
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, **options)
+        except BaseException as error:  # handed to the waiting thread, which raises it as a ConfigError
+            outcome["error"] = error
+        finally:
+            finished.set()
+
+    quiet = _DropRecords("SIGTERM handler is not set")  # Ray's note that a thread leaves signals alone: as intended
+    logging.getLogger("ray._private.worker").addFilter(quiet)
+    try:
+        threading.Thread(target=connect, name="doggos-ray-connect", daemon=True).start()
+        if not finished.wait(RAY_CONNECT_TIMEOUT_S):
+            raise ConfigError("ray_address", f"no Ray cluster let this driver in at {shown} within {RAY_CONNECT_TIMEOUT_S} s: "
+                                             "check the address and port (a head's GCS port, 6379 unless changed; "
+                                             "ray://head:10001 for Ray Client) and that the cluster is up")
+    finally:
+        logging.getLogger("ray._private.worker").removeFilter(quiet)
+    error = outcome.get("error")
+    if error is None:
+        return
+    if address.strip().lower() == "auto" and auto_address() is None:
+        raise ConfigError("ray_address", "auto joins a Ray cluster running on this machine, and none is running: "
+                                         "start one (ray start --head), or leave the address empty for a private local Ray")
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise ConfigError("ray_address", f"cannot connect to the Ray cluster at {shown}: {first_line}") from error
+
+
+def _shown(address: str) -> str:
+    """The address as given, and as Ray dials it when that differs (Ray swaps 127.0.0.1 for this machine's IP)."""
+    try:
+        kind, _, _ = split_ray_address(address)
+        if kind != "gcs":
+            return address
+        from ray._private import services
+
+        dialed = services.canonicalize_bootstrap_address(address)
+    except Exception:  # only a nicer message is at stake
+        return address
+    return address if dialed in (None, address) else f"{address} (which Ray dials as {dialed})"
+
+
+@contextlib.contextmanager
+def _sigterm_handler_kept():
+    """Keep the SIGTERM handler in place across ray.init, which swaps in its own (a sys.exit) in the main thread.
+
+    A SIGTERM that reaches Ray's handler meanwhile is handed to the one it replaced (the driver's raises Cancelled).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread: there is nothing to keep
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    handed_over = False
+    try:
+        yield
+    except SystemExit as exit_:
+        if exit_.code in (signal.SIGTERM, -signal.SIGTERM) and callable(previous):
+            handed_over = True
+            signal.signal(signal.SIGTERM, previous)
+            previous(signal.SIGTERM, None)
+        raise  # ray.init was cut short either way; a handler that returns cannot resume it
+    finally:
+        current = signal.getsignal(signal.SIGTERM)
+        # Ray's handler goes; one the caller's handler put there when it ran (the driver's disarms itself) stays.
+        # (previous is None for a handler installed outside Python, which cannot be set back.)
+        if previous is not None and not handed_over and callable(current) and current is not previous:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _DropRecords(logging.Filter):
+    """Drops log records whose message contains `text`."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def cluster_shape() -> tuple[list[float], float]:

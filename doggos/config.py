@@ -1,4 +1,4 @@
-"""The one validated configuration object for a pipeline run."""
+"""The one validated configuration object for a pipeline run, and the errors that name the setting to fix."""
 
 from __future__ import annotations
 
@@ -6,27 +6,129 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable, Mapping
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 DEVICES = ("auto", "cpu", "cuda")
 MAX_BATCH_SIZE = 4096  # more images than this per forward pass is a typo, not a plan
 MAX_CONCURRENCY = 1024  # embedder actors; each one holds a full copy of the model
 MAX_THUMBNAIL_SIZE = 1024
+RAY_CLIENT_PORT = 10001  # Ray Client's port when a ray:// address names none (Ray's own default)
+SURFACES = ("cli", "ui")  # where a message is shown: each words its advice its own way
+ADVICE = {  # hint -> advice per surface: the command line names a command, the dashboard its button (Markdown)
+    "demo_kit": {
+        "cli": "Offline? Write the demo kit with: python -m doggos demo-kit demo, then use "
+               "--source demo/digits --model demo/clip-random-weights-tiny",
+        "ui": "Offline? Press **Prepare demo kit** above: it writes the kit and fills in its images and model.",
+    },
+}
 
 
 class ConfigError(ValueError):
-    """A setting a user can fix; `field` names it as the CLI and the form do."""
+    """A setting a user can fix. `field` names it as the CLI and the form do; `hint` (a key of ADVICE), if any,
+    names advice that each surface words its own way (see `user_messages`)."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, hint: str | None = None):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.hint = hint
+
+    def advice(self, surface: str | None) -> str:
+        """The hint's advice as `surface` words it; '' without a hint or a surface."""
+        return ADVICE.get(self.hint or "", {}).get(surface or "", "")
+
+    def __reduce__(self):
+        # Rebuilt from its state: subclasses take other arguments, and Ray pickles the errors its workers raise.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+class ConfigErrors(ConfigError):
+    """Several settings to fix at once: `errors` maps each field to its message, and `str` lists them all.
+
+    `field` and `message` still read as one error does (`f"{field}: {message}"` is the whole list), so code that
+    knows only ConfigError shows every problem.
+    """
+
+    def __init__(self, problems: Iterable[ConfigError]):
+        self.problems = tuple(p for problem in problems for p in problems_of(problem))
+        if not self.problems:
+            raise ValueError("ConfigErrors needs at least one problem")
+        text = "; ".join(str(p) for p in self.problems)
+        first = self.problems[0]
+        super().__init__(first.field, text[len(first.field) + 2:])
+
+    @property
+    def errors(self) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        for p in self.problems:
+            errors[p.field] = f"{errors[p.field]}; {p.message}" if p.field in errors else p.message
+        return errors
+
+
+def _rebuild(cls, args, state):
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+def problems_of(error: BaseException) -> list[ConfigError]:
+    """The ConfigErrors inside `error`: its problems, itself, or (for another error with a `field`) one made from it."""
+    if isinstance(error, ConfigErrors):
+        return list(error.problems)
+    if isinstance(error, ConfigError):
+        return [error]
+    field = getattr(error, "field", None)
+    if field:
+        text = str(error)
+        return [ConfigError(field, text[len(field) + 2:] if text.startswith(f"{field}: ") else text)]
+    return []
+
+
+def raise_all(problems: list[ConfigError]) -> None:
+    """Raise nothing, the one problem as it is, or ConfigErrors for several."""
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigErrors(problems)
+
+
+def user_messages(error: BaseException, surface: str | None = "cli") -> list[str]:
+    """Each problem in `error` as one line, 'field: message', then its advice worded for `surface` (None: no advice).
+
+    The same advice is given once, after the first problem that calls for it.
+    """
+    problems = problems_of(error)
+    if not problems:
+        return [str(error)]
+    lines, advised = [], set()
+    for problem in problems:
+        line = f"{problem.field}: {problem.message}"
+        advice = problem.advice(surface)
+        if advice not in advised:
+            advised.add(advice)
+            line = add_advice(line, advice)
+        lines.append(line)
+    return lines
+
+
+def add_advice(text: str, advice: str) -> str:
+    """`text`, ended as a sentence, then `advice` ('' adds nothing)."""
+    if not advice:
+        return text
+    return f"{text} {advice}" if text.rstrip().endswith((".", "!", "?")) else f"{text.rstrip()}. {advice}"
+
+
+def user_message(error: BaseException, surface: str | None = "cli") -> str:
+    """An error as one line: every problem prefixed with the field to fix, with advice worded for `surface`."""
+    return "; ".join(user_messages(error, surface))
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What one embedding run is asked to do. Build it with `RunConfig(...)`; it validates itself."""
+    """What one embedding run is asked to do. Build it with `RunConfig(...)`; it validates itself and reports every
+    bad setting at once (ConfigErrors when there are several)."""
 
     source: str  # local folder or URI (s3://bucket/prefix, ...) holding <label>/<image> files
     output: str | None = None  # local folder for the run's files; None: the run manager assigns runs/<run id>
@@ -35,38 +137,17 @@ class RunConfig:
     batch_size: int | None = None  # images per forward pass; None: 16 on CPU, 64 on GPU
     concurrency: int | None = None  # embedder actors; None: derived from the cluster's CPUs/GPUs
     limit: int | None = None  # embed only the first N images (sorted by path); None: all
-    ray_address: str | None = None  # existing cluster ("auto", "ray://host:10001", ...); None: RAY_ADDRESS or a local Ray
+    ray_address: str | None = None  # "auto" (a cluster on this machine), "host:port", "ray://host:10001"; None: RAY_ADDRESS or a private local Ray
     s3_endpoint: str | None = None  # S3-compatible endpoint URL; None: AWS_ENDPOINT_URL or AWS itself
     fp16: bool = False  # half precision on cuda (ignored on CPU, where fp16 is slower)
     thumbnail_size: int = 224  # longest side of the JPEG thumbnail stored with each row, in pixels
     projection: bool = True  # compute the default UMAP map as the run's last step, so the Map page opens at once
 
     def __post_init__(self) -> None:
-        for name in ("source", "output", "model"):
-            value = getattr(self, name)
-            if name == "output" and value is None:
-                continue
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(name, "is required (got an empty value)")
-            object.__setattr__(self, name, value.strip())
-        if self.device not in DEVICES:
-            raise ConfigError("device", f"must be one of {', '.join(DEVICES)} (got {self.device!r})")
-        object.__setattr__(self, "batch_size", _optional_count("batch_size", self.batch_size, MAX_BATCH_SIZE))
-        object.__setattr__(self, "concurrency", _optional_count("concurrency", self.concurrency, MAX_CONCURRENCY))
-        object.__setattr__(self, "limit", _optional_count("limit", self.limit, None))
-        object.__setattr__(self, "thumbnail_size", _count("thumbnail_size", self.thumbnail_size, MAX_THUMBNAIL_SIZE))
-        if self.thumbnail_size < 16:
-            raise ConfigError("thumbnail_size", f"must be at least 16 pixels (got {self.thumbnail_size})")
-        for name in ("ray_address", "s3_endpoint"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(name, f"must be text (got {value!r})")
-            object.__setattr__(self, name, (value or "").strip() or None)
-        if self.s3_endpoint and not self.s3_endpoint.startswith(("http://", "https://")):
-            raise ConfigError("s3_endpoint", f"must be a URL starting with http:// or https:// (got {self.s3_endpoint!r})")
-        for name in ("fp16", "projection"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, f"must be true or false (got {getattr(self, name)!r})")
+        settings, problems = validate(self.__dict__)
+        raise_all(problems)
+        for name, value in settings.items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,6 +174,109 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
 
+def validate(values: Mapping[str, Any]) -> tuple[dict[str, Any], list[ConfigError]]:
+    """Every RunConfig setting in `values` normalized, and a ConfigError for each bad one; a missing setting takes
+    its default. The valid ones come back even when others are bad, so checks that need only them can still run."""
+    settings, problems = {}, []
+    for spec in dataclasses.fields(RunConfig):
+        value = values.get(spec.name, spec.default if spec.default is not dataclasses.MISSING else None)
+        try:
+            settings[spec.name] = _VALIDATORS[spec.name](spec.name, value)
+        except ConfigError as problem:
+            problems.append(problem)
+    return settings, problems
+
+
+def split_ray_address(address: str) -> tuple[str, str | None, int | None]:
+    """("auto", None, None), ("client", host, port) for ray://host[:port], or ("gcs", host, port) for host:port.
+
+    Raises ValueError saying what a Ray address looks like.
+    """
+    text = address.strip()
+    if text.lower() == "auto":
+        return "auto", None, None
+    if text.lower() == "local":
+        raise ValueError("'local' is what an empty address does: leave it empty for a private local Ray")
+    kind = "gcs"
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme.lower() != "ray":
+            web = " (an http address is the Ray dashboard's, not the cluster's)" if scheme.lower() in ("http", "https") else ""
+            raise ValueError(f"{scheme}:// is not a Ray address{web}; {_ADDRESS_FORMS}")
+        kind = "client"
+    host, port = _host_port(text.rstrip("/"), RAY_CLIENT_PORT if kind == "client" else None)
+    return kind, host, port
+
+
+_ADDRESS_FORMS = "give host:port (the head's GCS port, 6379 unless changed), ray://host:10001 (Ray Client) or auto"
+
+
+def _host_port(text: str, default_port: int | None) -> tuple[str, int]:
+    if text.startswith("["):  # [IPv6]:port
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else rest
+    else:
+        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", "")
+    if not host or not all(c.isalnum() or c in "-._:" for c in host):
+        raise ValueError(f"{text!r} names no host; {_ADDRESS_FORMS}")
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"{text!r} names no port; {_ADDRESS_FORMS}")
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{port_text!r} is not a port (1 to 65535); {_ADDRESS_FORMS}")
+    return host, int(port_text)
+
+
+def _required_text(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(field, "is required (got an empty value)")
+    return value.strip()
+
+
+def _optional_text(field: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(field, f"must be text (got {value!r})")
+    return (value or "").strip() or None
+
+
+def _device(field: str, value: Any) -> str:
+    if value not in DEVICES:
+        raise ConfigError(field, f"must be one of {', '.join(DEVICES)} (got {value!r})")
+    return value
+
+
+def _ray_address(field: str, value: Any) -> str | None:
+    text = _optional_text(field, value)
+    if text is None:
+        return None
+    try:
+        kind, _, _ = split_ray_address(text)
+    except ValueError as error:
+        raise ConfigError(field, f"{error} (got {text!r})") from None
+    return "auto" if kind == "auto" else text
+
+
+def _s3_endpoint(field: str, value: Any) -> str | None:
+    text = _optional_text(field, value)
+    if text and not text.startswith(("http://", "https://")):
+        raise ConfigError(field, f"must be a URL starting with http:// or https:// (got {text!r})")
+    return text
+
+
+def _flag(field: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(field, f"must be true or false (got {value!r})")
+    return value
+
+
+def _thumbnail_size(field: str, value: Any) -> int:
+    size = _count(field, value, MAX_THUMBNAIL_SIZE)
+    if size < 16:
+        raise ConfigError(field, f"must be at least 16 pixels (got {size})")
+    return size
+
+
 def _count(field: str, value: Any, maximum: int | None) -> int:
     """A positive whole number, also from text such as a form or CLI gives; bools and fractions are refused."""
     if isinstance(value, bool):
@@ -116,14 +300,26 @@ def _count(field: str, value: Any, maximum: int | None) -> int:
     return value
 
 
-def _optional_count(field: str, value: Any, maximum: int | None) -> int | None:
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    return _count(field, value, maximum)
+def _optional_count(maximum: int | None) -> Callable[[str, Any], int | None]:
+    def check(field: str, value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return _count(field, value, maximum)
+
+    return check
 
 
-def user_message(error: Exception) -> str:
-    """An error as the UI and CLI show it: prefixed with the field to fix, when the error names one."""
-    field = getattr(error, "field", None)
-    text = str(error)
-    return f"{field}: {text}" if field and not text.startswith(f"{field}: ") else text
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {  # RunConfig field -> its check, which returns the clean value
+    "source": _required_text,
+    "output": lambda field, value: None if value is None else _required_text(field, value),
+    "model": _required_text,
+    "device": _device,
+    "batch_size": _optional_count(MAX_BATCH_SIZE),
+    "concurrency": _optional_count(MAX_CONCURRENCY),
+    "limit": _optional_count(None),
+    "ray_address": _ray_address,
+    "s3_endpoint": _s3_endpoint,
+    "fp16": _flag,
+    "thumbnail_size": _thumbnail_size,
+    "projection": _flag,
+}

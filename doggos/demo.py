@@ -65,17 +65,20 @@ def save_tokenizer(folder: str | Path):
 def save_random_clip(folder: str | Path, preset: str = "tiny", seed: int = 0) -> Path:
     """Save a randomly initialized CLIP (model, image processor, tokenizer) with save_pretrained, marked as random."""
     import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+    from transformers.utils import logging as transformers_logging
 
     shape = PRESETS[preset]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     config = CLIPConfig(text_config=shape["text"], vision_config=shape["vision"], projection_dim=shape["projection_dim"])
+    transformers_logging.disable_progress_bar()  # a "Writing model shards" bar for a 1 MB model is noise
     CLIPModel(config).eval().save_pretrained(folder)
     size = shape["vision"]["image_size"]
-    # CLIP's own preprocessing (resize shortest edge, center crop, normalize) at this model's input size.
-    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
+    # CLIP's own preprocessing (resize shortest edge, center crop, normalize) at this model's input size, in its PIL
+    # flavour: the default one wants torchvision (which does not install beside this torch) and warns that it falls back.
+    CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(folder)
     save_tokenizer(folder)  # text queries and zero-shot labels work offline too
     (folder / RANDOM_WEIGHTS_MARKER).write_text(
         "This CLIP has RANDOM weights, made by doggos' demo kit. It shows how the pipeline works;\n"

@@ -107,7 +107,7 @@ def _record_end(run_dir: RunDir, error: BaseException) -> None:
         log_outcome(run_dir, "run cancelled; nothing was published")
         return
     if isinstance(error, ValueError):
-        message = user_message(error)
+        message = user_message(error, surface=None)  # status.json is read by the CLI and the dashboard alike
     elif isinstance(error, pipeline.PipelineError):
         message = str(error)
     else:
@@ -142,7 +142,6 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
         heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
         hold("starting ray")
         with ray_connection(config.ray_address):
-            cancel_on_sigterm()  # ray.init may have put its own SIGTERM handler (a sys.exit) in place of ours
             manifest = pipeline.embed(config, run_dir, source, listing, heartbeat, started, plan)
             published.set()
             seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}

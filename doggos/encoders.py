@@ -160,7 +160,9 @@ def _load_tower(model: str, field: str):
         raise EncoderUnavailable.from_model_error(field, error) from None
     import torch
     from transformers import CLIPConfig, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # a "Loading weights" bar in a terminal or a log is noise
     source = str(local) if local is not None else model
     tower_class = CLIPTextModelWithProjection if field == "text" else CLIPVisionModelWithProjection
     try:

@@ -8,14 +8,17 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from doggos.config import ConfigError
+
 RANDOM_WEIGHTS_MARKER = "DOGGOS_RANDOM_WEIGHTS"  # file the demo kit puts beside a model with random weights
-OFFLINE_HINT = "For offline use, create the demo kit (`python -m doggos demo-kit demo`) and use its model folder."
+OFFLINE_HINT = "demo_kit"  # the advice for a model that cannot be had offline: the demo kit's (config.ADVICE)
 
 
-class ModelError(ValueError):
-    """The model cannot be used; the message says why and what to try."""
+class ModelError(ConfigError):
+    """The model cannot be used; the message says why, and `hint` what to try (each surface words it its own way)."""
 
-    field = "model"
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__("model", message, hint)
 
 
 def is_local(model: str) -> bool:
@@ -38,7 +41,7 @@ def check_available(model: str) -> None:
     looks_local = model.startswith((".", "/", "~")) or model.count("/") > 1 or path.exists()  # hub ids are "org/name"
     if looks_local:
         if not path.is_dir():
-            raise ModelError(f"{model!r} is not a folder, and a Hugging Face id has the form 'org/name'. {OFFLINE_HINT}")
+            raise ModelError(f"{model!r} is not a folder, and a Hugging Face id has the form 'org/name'", OFFLINE_HINT)
         if not (path / "config.json").exists():
             raise ModelError(f"{model} has no config.json: save the model there with save_pretrained")
         _check_is_clip(str(path))
@@ -49,9 +52,7 @@ def check_available(model: str) -> None:
         _check_is_clip(model)
         return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not _hub_reachable():
-        raise ModelError(
-            f"{model!r} is not in the Hugging Face cache and the Hub cannot be reached (no network). {OFFLINE_HINT}"
-        )
+        raise ModelError(f"{model!r} is not in the Hugging Face cache and the Hub cannot be reached (no network)", OFFLINE_HINT)
     _check_is_clip(model)
 
 
@@ -64,7 +65,7 @@ def load_model(model: str, device: str = "cpu", fp16: bool = False):
     try:
         clip = CLIPModel.from_pretrained(_resolved(model), dtype=dtype)
     except OSError as error:
-        raise ModelError(_load_message(model, error)) from None
+        raise ModelError(*_load_message(model, error)) from None
     return clip.to(device).eval()
 
 
@@ -74,9 +75,10 @@ def load_image_processor(model: str):
     from transformers import AutoImageProcessor
 
     try:
-        return AutoImageProcessor.from_pretrained(_resolved(model))
+        # The PIL flavour: the default wants torchvision (which does not install beside this torch) and warns.
+        return AutoImageProcessor.from_pretrained(_resolved(model), backend="pil")
     except OSError as error:
-        raise ModelError(_load_message(model, error)) from None
+        raise ModelError(*_load_message(model, error)) from None
 
 
 def _resolved(model: str) -> str:
@@ -89,7 +91,7 @@ def _check_is_clip(model: str) -> None:
     try:
         config = AutoConfig.from_pretrained(model)
     except OSError as error:
-        raise ModelError(_load_message(model, error)) from None
+        raise ModelError(*_load_message(model, error)) from None
     except ValueError as error:
         raise ModelError(f"{model}: not a model config transformers can read ({error})") from None
     if getattr(config, "model_type", None) != "clip":
@@ -105,10 +107,11 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
         return False
 
 
-def _load_message(model: str, error: Exception) -> str:
+def _load_message(model: str, error: Exception) -> tuple[str, str | None]:
+    """What to say about a model that failed to load, and the hint, if any."""
     text = str(error)
     if "couldn't connect" in text.lower() or "offline" in text.lower() or "cached files" in text.lower():
-        return f"{model!r} is not in the Hugging Face cache and cannot be downloaded (no network). {OFFLINE_HINT}"
+        return f"{model!r} is not in the Hugging Face cache and cannot be downloaded (no network)", OFFLINE_HINT
     if "is not a local folder and is not a valid model identifier" in text or "Repository Not Found" in text:
-        return f"{model!r} is neither a local folder nor a model on the Hugging Face Hub. {OFFLINE_HINT}"
-    return f"cannot load {model!r}: {text.splitlines()[0] if text else type(error).__name__}"
+        return f"{model!r} is neither a local folder nor a model on the Hugging Face Hub", OFFLINE_HINT
+    return f"cannot load {model!r}: {text.splitlines()[0] if text else type(error).__name__}", None

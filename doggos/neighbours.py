@@ -52,7 +52,11 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
 
 
 def check_k(k, rows: int | None = None) -> int:
-    """`k` as an int, or a ValueError naming "k": a whole number from 1 to 100, and fewer than the rows."""
+    """`k` as an int, or a ValueError naming "k": a whole number from 1 to 100, and fewer than the rows.
+
+    Text from a form or the command line ("10") is read as the number it spells."""
+    if isinstance(k, str) and k.strip().isdigit():
+        k = int(k.strip())
     if isinstance(k, bool) or not isinstance(k, (int, np.integer, float)) or int(k) != k or not 1 <= k <= 100:
         raise ValueError(f"k: must be a whole number from 1 to 100 (got {k!r})")
     if rows is not None and k >= rows:

@@ -192,6 +192,29 @@ class RunManager:
         )
 
 
+def resolve_run(text: str, root: str | os.PathLike | None = None, argument: str = "run") -> tuple[RunDir, Manifest]:
+    """A finished run named by its folder (as `embed --out` writes) or by its id under the runs root, and its manifest.
+
+    ValueError, naming `argument`, when there is no such run or it has not finished (succeeded).
+    """
+    manager = RunManager(root)
+    folder = Path(text).expanduser()
+    if (folder / "config.json").exists() or (folder / "manifest.json").exists():
+        run_dir = RunDir(folder)
+    elif text and "/" not in text and (manager.root / text / "config.json").exists():
+        run_dir = RunDir(manager.root / text)
+    else:
+        raise ValueError(f"{argument}: no run {text!r}: not a run folder, and no run with that id under {manager.root}")
+    try:
+        manifest = read_manifest(run_dir)
+    except RecordError as error:
+        raise ValueError(f"{argument}: {error}") from None
+    if manifest is None or not run_dir.embeddings.is_dir():
+        state = read_status(run_dir).state
+        raise ValueError(f"{argument}: run {run_dir.id} has not finished (it is {state}); only a succeeded run can be read")
+    return run_dir, manifest
+
+
 def drive(run_path: str) -> int:
     """The detached driver's body: wait for the queue, then run; status.json tells the outcome."""
     from doggos import driver

@@ -9,15 +9,18 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from doggos.config import ConfigError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 S3_CONNECT_TIMEOUT_S = 5  # an unreachable endpoint should fail a launch fast, not after minutes
 S3_ATTEMPTS = 2
 
 
-class SourceError(ValueError):
-    """The source cannot be used; the message says why and what to try."""
+class SourceError(ConfigError):
+    """The source cannot be used; the message says why, and `hint` what to try (each surface words it its own way)."""
 
-    field = "source"
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__("source", message, hint)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def s3_filesystem(bucket: str, endpoint: str | None = None) -> pafs.S3FileSystem
             try:
                 region = pafs.resolve_s3_region(bucket)
             except OSError as error:
-                raise SourceError(_s3_message(f"s3://{bucket}", error)) from None
+                raise SourceError(*_s3_message(f"s3://{bucket}", error)) from None
         options.update(region=region)
     return pafs.S3FileSystem(**options)
 
@@ -112,7 +115,7 @@ def list_images(source: Source, limit: int | None = None) -> Listing:
         if info.type == pafs.FileType.NotFound:
             # S3 has no folders: a prefix "exists" only through its objects, so look before calling it missing.
             if not source.scheme:
-                raise SourceError(f"{source.uri} does not exist. Check the path, or create the demo data with `python -m doggos demo-kit DIR`.")
+                raise SourceError(f"{source.uri} does not exist; check the path", "demo_kit")
         elif info.type == pafs.FileType.File:
             raise SourceError(f"{source.uri} is a file; give the folder that holds <label>/<image> subfolders")
         selector = pafs.FileSelector(source.root, recursive=True, allow_not_found=bool(source.scheme))
@@ -122,7 +125,9 @@ def list_images(source: Source, limit: int | None = None) -> Listing:
     except PermissionError as error:
         raise SourceError(f"cannot read {source.uri}: permission denied ({error})") from None
     except OSError as error:
-        raise SourceError(_s3_message(source.uri, error) if source.scheme == "s3://" else f"cannot list {source.uri}: {error}") from None
+        if source.scheme == "s3://":
+            raise SourceError(*_s3_message(source.uri, error)) from None
+        raise SourceError(f"cannot list {source.uri}: {error}") from None
     files = [i.path for i in infos if i.type == pafs.FileType.File]
     images = sorted(p for p in files if is_image_name(p) and "/__MACOSX/" not in p)
     skipped = len(files) - len(images)
@@ -149,15 +154,16 @@ def _aws_credentials_present() -> bool:
     return os.path.exists(shared)
 
 
-def _s3_message(uri: str, error: Exception) -> str:
+def _s3_message(uri: str, error: Exception) -> tuple[str, str | None]:
+    """What to say about an S3 error, and the hint, if any (offline, the demo kit)."""
     text = str(error)
     if "NoSuchBucket" in text or "does not exist" in text or "NOT_FOUND" in text:
-        return f"{uri}: the bucket does not exist (check the name and, for a custom server, the endpoint)"
+        return f"{uri}: the bucket does not exist (check the name and, for a custom server, the endpoint)", None
     if "AccessDenied" in text or "ACCESS_DENIED" in text or "Forbidden" in text or "403" in text:
-        return f"{uri}: access denied. For a private bucket set AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)"
+        return f"{uri}: access denied. For a private bucket set AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)", None
     if "curlCode" in text or "connect" in text.lower() or "resolve" in text.lower() or "timed out" in text.lower():
-        return f"{uri}: S3 is unreachable ({text.splitlines()[0][:200]}). Check the network or the endpoint; offline, use `python -m doggos demo-kit DIR`"
-    return f"{uri}: {text.splitlines()[0][:300] if text else type(error).__name__}"
+        return f"{uri}: S3 is unreachable ({text.splitlines()[0][:200]}); check the network or the endpoint", "demo_kit"
+    return f"{uri}: {text.splitlines()[0][:300] if text else type(error).__name__}", None
 
 
 def _fsspec_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

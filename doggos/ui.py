@@ -29,20 +29,23 @@ FORM_FIELDS = {  # RunConfig field → the label the form shows for it
     "fp16": "Half precision (fp16)",
     "projection": "Default map",
 }
+ADVANCED_FIELDS = ("ray_address", "s3_endpoint", "fp16", "projection")  # under the form's Advanced expander
 STATE_ICONS = {"queued": "⏳", "starting": "🚀", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
 PAGE_SIZES = (24, 48, 96)
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes Ray's workers put in the log
+_SHORTCODE = re.compile(r":[A-Za-z][\w/+-]*:")  # :dog:, :material/home: (times like 12:44:56 do not match)
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~=:$&\"'])")
 
 
 def markdown_literal(text: Any) -> str:
     """Text that Streamlit's Markdown (captions, st.markdown, st.error...) shows exactly as written.
 
-    Every Markdown, HTML and directive character is backslash-escaped; a zero-width space after each ':' also
-    keeps `:dog:` emoji and `:red[...]` colour shortcodes from being expanded.
+    Every Markdown, HTML and directive character is backslash-escaped (so `:red[...]` is no colour directive). An
+    emoji shortcode such as `:dog:` is expanded even so: a zero-width space goes inside those alone, so times
+    (12:44:56), paths and messages copy exactly as shown.
     """
-    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(text).splitlines()))
-    return escaped.replace(":", ":\u200b")
+    text = _SHORTCODE.sub(lambda m: ":\u200b" + m.group(0)[1:], " ".join(str(text).splitlines()))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def plotly_literal(text: Any) -> str:
@@ -98,17 +101,32 @@ def demo_kit_folder(runs_root: str | os.PathLike) -> Path:
     return Path(runs_root).expanduser().absolute().parent / "demo"
 
 
+class FieldMessage(str):
+    """A form error's message (plain text: escaped when shown) carrying its `advice`, Markdown in the dashboard's own
+    words ("press **Prepare demo kit** above"), which `field_error_text` shows as written. Compares as the message."""
+
+    advice: str = ""
+
+    def __new__(cls, message: str, advice: str = "") -> "FieldMessage":
+        text = super().__new__(cls, message)
+        text.advice = advice
+        return text
+
+
 @dataclass
 class LaunchResult:
-    """A launch's outcome: a run id, or the problems to show, keyed by form field ('' for one without a field)."""
+    """A launch's outcome: a run id, or every problem to show, keyed by form field ('' for those without one).
+
+    Each message is a FieldMessage, whose advice `field_error_text` adds.
+    """
 
     run_id: str | None = None
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def config_from_form(values: dict[str, Any]) -> RunConfig:
-    """The form's raw values (text, mostly) into a RunConfig, whose own validation names any bad field."""
-    return RunConfig(
+def _form_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The form's raw values (text, mostly) as RunConfig settings, not validated yet."""
+    return dict(
         source=values.get("source") or "",
         model=values.get("model") or "",
         device=values.get("device") or "auto",
@@ -122,26 +140,49 @@ def config_from_form(values: dict[str, Any]) -> RunConfig:
     )
 
 
+def config_from_form(values: dict[str, Any]) -> RunConfig:
+    """The form's raw values into a RunConfig, whose own validation names every bad field (ConfigErrors for several)."""
+    return RunConfig(**_form_settings(values))
+
+
 def launch(manager, values: dict[str, Any]) -> LaunchResult:
-    """Validate the form and start a background run; a user's mistake comes back as an error on its field."""
+    """Validate the form and start a background run; every mistake comes back at once, each on its field."""
+    from doggos import preflight
+    from doggos.config import problems_of, validate
+
+    settings, problems = validate(_form_settings(values))
+    if problems:
+        # The checks whose settings are valid run too, so a bad batch size and a missing source show together.
+        return LaunchResult(errors=_form_errors(problems + preflight.problems(settings)))
     try:
-        config = config_from_form(values)
-        return LaunchResult(run_id=manager.start(config))
-    except ValueError as error:  # ConfigError, SourceError, ModelError: each carries the field to blame
-        name = getattr(error, "field", "") or ""
-        message = error.message if isinstance(error, ConfigError) else str(error)
-        if name in FORM_FIELDS:
-            return LaunchResult(errors={name: message})
-        return LaunchResult(errors={"": f"{name}: {message}" if name else message})
+        return LaunchResult(run_id=manager.start(RunConfig(**settings)))  # which runs every preflight check
+    except ValueError as error:  # ConfigError(s), SourceError, ModelError: each carries the field to blame
+        return LaunchResult(errors=_form_errors(problems_of(error)) or {"": FieldMessage(str(error))})
     except OSError as error:  # the runs folder cannot be written, the driver cannot be spawned...
-        return LaunchResult(errors={"": f"the run could not be started: {error}"})
+        return LaunchResult(errors={"": FieldMessage(f"the run could not be started: {error}")})
+
+
+def _form_errors(problems: list[ConfigError]) -> dict[str, str]:
+    """Problems keyed by form field ('' for settings the form lacks), with the dashboard's advice, each given once."""
+    texts: dict[str, list[str]] = {}
+    advice: dict[str, list[str]] = {}
+    for problem in problems:
+        name = problem.field if problem.field in FORM_FIELDS else ""
+        texts.setdefault(name, []).append(problem.message if name else f"{problem.field}: {problem.message}")
+        words = problem.advice("ui")
+        if words and not any(words in given for given in advice.values()):
+            advice.setdefault(name, []).append(words)
+    return {name: FieldMessage("; ".join(parts), " ".join(advice.get(name, []))) for name, parts in texts.items()}
 
 
 def field_error_text(field_name: str, message: str) -> str:
-    """Markdown for an error under a form field: the label, the field's name as the CLI spells it, the reason."""
+    """Markdown for an error under a form field: the label, the field's name as the CLI spells it, the reason (escaped),
+    then the message's advice, if it is a FieldMessage (our own Markdown, shown as written)."""
+    from doggos.config import add_advice
+
     label = FORM_FIELDS.get(field_name)
     head = f"**{label}** (`{field_name}`): " if label else ""
-    return head + markdown_literal(message)
+    return head + add_advice(markdown_literal(message), getattr(message, "advice", ""))
 
 
 def form_values_of(config: RunConfig) -> dict[str, Any]:

@@ -137,8 +137,13 @@ with st.form("launch"):
         errors_at["limit"] = st.empty()
     st.caption(f"This machine: {ui.markdown_literal(machine['text'])}"
                + ("" if machine["cuda_usable"] else " · choose auto or cpu here"))
-    with st.expander("Advanced: Ray cluster, S3 endpoint, half precision, map"):
-        st.text_input("Ray address", key="form_ray_address", placeholder="local Ray (or $RAY_ADDRESS)")
+    advanced_note = st.empty()
+    with st.expander("Advanced: Ray cluster, S3 endpoint, half precision, post-run steps",
+                     expanded=st.session_state.pop("advanced_errors", False)):
+        st.text_input("Ray address", key="form_ray_address",
+                      placeholder="empty: a private local Ray · auto · host:6379 · ray://host:10001",
+                      help="Empty (and no $RAY_ADDRESS): the run starts its own Ray on this machine. auto joins the "
+                           "Ray cluster already running here; host:port joins a cluster by its head's address.")
         errors_at["ray_address"] = st.empty()
         st.text_input("S3 endpoint", key="form_s3_endpoint", placeholder="AWS (or $AWS_ENDPOINT_URL)")
         errors_at["s3_endpoint"] = st.empty()
@@ -155,6 +160,11 @@ if launched:
         result = ui.launch(manager, values)
     for field_name, message in result.errors.items():
         (errors_at.get(field_name) or general_error).error(ui.field_error_text(field_name, message))
+    advanced = [ui.FORM_FIELDS[name] for name in result.errors if name in ui.ADVANCED_FIELDS]
+    if advanced:  # the expander may be closed: say where to look, and open it on the next run of the page
+        advanced_note.error(f"Under **Advanced**: {ui.markdown_literal(', '.join(advanced))} "
+                            f"need{'s' if len(advanced) == 1 else ''} a fix.")
+        st.session_state["advanced_errors"] = True
     if result.run_id:
         st.session_state[frame.WATCHED_RUN] = result.run_id
         st.rerun()  # the live view above the form picks the run up at once

@@ -57,7 +57,8 @@ def jpeg(seed: int, size: tuple[int, int] = (224, 168)) -> bytes:
 
 def write_fake_run(root: Path, run_id: str = "20250101-120000-0001", labels: dict[str, int] | None = None,
                    dim: int = 16, source: str = "/data/dogs", seed: int = 0, random_weights: bool = True,
-                   failures: list[dict] | None = None, files: int = 2) -> Path:
+                   failures: list[dict] | None = None, files: int = 2,
+                   model: str = "/models/clip-random-weights-tiny") -> Path:
     """A succeeded run under root/run_id: embeddings (clustered per label), thumbnails, manifest, status, stats."""
     labels = dict(LABELS if labels is None else labels)
     rng = np.random.default_rng(seed)
@@ -91,7 +92,7 @@ def write_fake_run(root: Path, run_id: str = "20250101-120000-0001", labels: dic
         pq.write_table(table.slice(start, stop - start), run / "embeddings" / f"part-{part:06d}.parquet")
     failures = [{"path": f"{source}/beagle/broken.jpg", "reason": "not an image (unknown or unsupported format)"}] \
         if failures is None else failures
-    config = RunConfig(source=source, output=str(run), model="/models/clip-random-weights-tiny")
+    config = RunConfig(source=source, output=str(run), model=model)
     progress = Progress(found=len(paths) + len(failures), decoded=len(paths), embedded=len(paths), failed=len(failures),
                         elapsed_s=3.0, images_per_s=10.0, eta_s=0.0, phase="done")
     times = {"created_at": "2025-01-01T12:00:00+00:00", "started_at": "2025-01-01T12:00:01+00:00",

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from doggos import models
+from doggos.config import user_message
 from doggos.models import ModelError
 
 
@@ -15,11 +16,15 @@ def test_a_saved_clip_folder_is_available_and_flagged_random(tiny_clip):
     assert models.describe("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
 
 
-def test_offline_and_not_cached_points_to_the_demo_kit(monkeypatch, tmp_path):
+def test_offline_and_not_cached_points_to_the_demo_kit_in_each_surfaces_words(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
-    with pytest.raises(ModelError, match=r"not in the Hugging Face cache.*demo-kit"):
+    with pytest.raises(ModelError, match=r"^model: .*not in the Hugging Face cache") as raised:
         models.check_available("openai/clip-vit-base-patch32")
+    assert raised.value.hint == "demo_kit"
+    assert "python -m doggos demo-kit demo" in user_message(raised.value)  # the command line names the command
+    ui = user_message(raised.value, surface="ui")  # the dashboard names its button, in Markdown that renders
+    assert "Press **Prepare demo kit** above" in ui and "python -m" not in ui and "`" not in ui
 
 
 def test_unreachable_hub_is_detected_without_long_retries(monkeypatch, tmp_path):
@@ -33,8 +38,9 @@ def test_unreachable_hub_is_detected_without_long_retries(monkeypatch, tmp_path)
 def test_loading_a_missing_model_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
-    with pytest.raises(ModelError, match="demo-kit"):
+    with pytest.raises(ModelError, match="cannot be downloaded") as raised:
         models.load_model("openai/clip-vit-base-patch32")
+    assert raised.value.hint == "demo_kit" and "demo-kit" in user_message(raised.value)
 
 
 def test_folders_without_a_model_or_with_another_model_are_refused(tmp_path):

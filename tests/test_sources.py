@@ -35,9 +35,11 @@ def test_lists_recursively_sorted_and_skips_other_files(tmp_path):
     assert list_images(open_source(str(tmp_path)), limit=2).paths == listing.paths[:2]
 
 
-def test_missing_folder_says_so(tmp_path):
-    with pytest.raises(SourceError, match="does not exist"):
+def test_missing_folder_says_so_and_hints_at_the_demo_kit(tmp_path):
+    with pytest.raises(SourceError, match="^source: .*does not exist") as raised:
         list_images(open_source(str(tmp_path / "nope")))
+    assert (raised.value.field, raised.value.hint) == ("source", "demo_kit")
+    assert "`" not in raised.value.message  # advice is each surface's to word (config.ADVICE), not the message's
 
 
 def test_empty_folder_says_no_images(tmp_path):

@@ -18,6 +18,9 @@ def test_markdown_literal_escapes_everything_markdown_or_streamlit_would_interpr
     for token in ("<b>", "*x*", "_y_", "`c`", "[l](u)", "$m$", ":dog:", ":red[", "~s~"):
         assert token not in escaped
     assert ui.markdown_literal("two\nlines") == "two lines"
+    # Only emoji shortcodes get an invisible space: times, paths and messages copy exactly as shown.
+    for plain in ("12:44:56", "2 cores: each", "s3://bucket/a b.jpg", "device: cuda"):
+        assert "\u200b" not in ui.markdown_literal(plain) and unescape_markdown(ui.markdown_literal(plain)) == plain
 
 
 def test_plotly_literal_escapes_html():
@@ -51,26 +54,66 @@ class _Manager:
         return "run-1"
 
 
-def test_launch_maps_every_error_to_its_form_field():
+def test_launch_maps_every_error_to_its_form_field(image_tree, tiny_clip):
+    from doggos.config import ConfigError
     from doggos.models import ModelError
     from doggos.sources import SourceError
 
-    assert ui.launch(_Manager(), {"source": "", "model": "m"}).errors == {"source": "is required (got an empty value)"}
-    assert "limit" in ui.launch(_Manager(), {"source": "/x", "model": "m", "limit": "abc"}).errors
-    assert ui.launch(_Manager(SourceError("/x does not exist")), {"source": "/x", "model": "m"}).errors == {"source": "/x does not exist"}
-    assert ui.launch(_Manager(ModelError("offline")), {"source": "/x", "model": "m"}).errors == {"model": "offline"}
-    assert ui.launch(_Manager(OSError("disk full")), {"source": "/x", "model": "m"}).errors == {"": "the run could not be started: disk full"}
-    from doggos.config import ConfigError
-
-    assert ui.launch(_Manager(ConfigError("output", "read-only")), {"source": "/x", "model": "m"}).errors == {"": "output: read-only"}
+    good = {"source": str(image_tree[0]), "model": tiny_clip}
+    assert ui.launch(_Manager(), {**good, "source": ""}).errors == {"source": "is required (got an empty value)"}
+    assert set(ui.launch(_Manager(), {**good, "limit": "abc"}).errors) == {"limit"}
+    assert ui.launch(_Manager(SourceError("/x does not exist")), good).errors == {"source": "/x does not exist"}
+    assert ui.launch(_Manager(ModelError("offline")), good).errors == {"model": "offline"}
+    assert ui.launch(_Manager(OSError("disk full")), good).errors == {"": "the run could not be started: disk full"}
+    assert ui.launch(_Manager(ConfigError("output", "read-only")), good).errors == {"": "output: read-only"}
     manager = _Manager()
-    result = ui.launch(manager, {"source": "/x", "model": "m", "device": "cpu", "batch_size": "4", "concurrency": ""})
+    result = ui.launch(manager, {**good, "device": "cpu", "batch_size": "4", "concurrency": ""})
     assert result.run_id == "run-1" and manager.started[0].batch_size == 4 and manager.started[0].concurrency is None
+
+
+def test_launch_shows_every_form_error_at_once_and_starts_nothing(image_tree, tiny_clip):
+    manager = _Manager()
+    result = ui.launch(manager, {"source": str(image_tree[0]), "model": tiny_clip, "batch_size": "0", "concurrency": "abc"})
+    assert result.errors == {"batch_size": "must be at least 1 (got 0)", "concurrency": "must be a whole number (got 'abc')"}
+    assert result.run_id is None and manager.started == []
+
+
+def test_launch_runs_the_checks_a_bad_setting_does_not_touch(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    result = ui.launch(_Manager(), {"source": str(tmp_path / "missing"), "model": "openai/clip-vit-base-patch32",
+                                    "batch_size": "0"})
+    assert set(result.errors) == {"batch_size", "source", "model"}
+    assert "does not exist" in result.errors["source"] and "Hugging Face cache" in result.errors["model"]
+
+
+def test_launch_gathers_every_problem_the_run_manager_finds(image_tree, tiny_clip):
+    from doggos.config import ConfigError, ConfigErrors
+    from doggos.sources import SourceError
+
+    refusal = ConfigErrors([SourceError("gone"), ConfigError("ray_address", "nothing listens"), ConfigError("output", "read-only")])
+    errors = ui.launch(_Manager(refusal), {"source": str(image_tree[0]), "model": tiny_clip}).errors
+    assert errors == {"source": "gone", "ray_address": "nothing listens", "": "output: read-only"}
+
+
+def test_ui_advice_points_to_the_button_once_and_renders_as_markdown(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    errors = ui.launch(_Manager(), {"source": str(tmp_path / "no *such* folder"), "model": "openai/clip-vit-base-patch32",
+                                    "limit": "0"}).errors
+    texts = {name: ui.field_error_text(name, message) for name, message in errors.items()}
+    advised = [name for name, text in texts.items() if "Prepare demo kit" in text]
+    assert len(advised) == 1  # the source and the model both call for the kit: said once
+    text = texts[advised[0]]
+    assert "Press **Prepare demo kit** above" in text  # bold as Markdown renders it, not escaped
+    assert "*such*" not in text and "no \\*such\\* folder" in text  # the message itself stays escaped
+    assert not any("python -m doggos" in t or "`python" in t for t in texts.values())  # no command-line advice here
 
 
 def test_field_error_text_names_the_field_and_escapes_the_message():
     text = ui.field_error_text("batch_size", "must be a whole number (got '*x*')")
     assert text.startswith("**Batch size** (`batch_size`): ") and "*x*" not in text
+    assert ui.field_error_text("limit", ui.FieldMessage("bad", "Press **Here**.")) == "**Image limit** (`limit`): bad. Press **Here**."
 
 
 def test_history_rows_and_choice_labels(runs_root):

@@ -1,0 +1,85 @@
+"""Search page: the current run's images most like some words, an uploaded image, or one of its own images."""
+
+import streamlit as st
+
+import frame
+from doggos import encoders, search, store, ui
+
+MODES = {"text": "Words", "upload": "An image file", "row": "An image of this run"}
+FIELDS = {"text": "Words", "image": "Image file", "row": "Row of the run", "k": "Results", "labels": "Only these labels"}
+
+run = frame.start_page(__file__, "Search")
+frame.random_weights_warning(run, "the ranking")
+model = run.manifest.model
+index = search.load_index(run.path)  # cached per run version, in doggos.search
+paths = frame.run_index(run)
+
+
+@st.cache_resource(show_spinner="Loading the model's text tower…", max_entries=2)
+def text_encoder(model: str):
+    return encoders.text_encoder(model)
+
+
+@st.cache_resource(show_spinner="Loading the model's image tower…", max_entries=2)
+def image_encoder(model: str):
+    return encoders.image_encoder(model)
+
+
+# "More like this" from Browse, Map or Quality: a row of this run becomes the query.
+request = st.session_state.pop(frame.SEARCH_REQUEST, None)
+if request and request.get("run") == run.id:
+    st.session_state["search_mode"], st.session_state["search_row"] = "row", int(request["row"])
+
+st.session_state.setdefault("search_mode", "text")
+mode = st.segmented_control("Search by", list(MODES), format_func=MODES.get, key="search_mode") or "text"
+query_col, k_col, labels_col = st.columns([4, 1, 3], vertical_alignment="bottom")
+error_at = st.empty()
+k = k_col.number_input("Results", min_value=1, max_value=search.MAX_K, value=12, key="search_k",
+                       help=f"How many of the nearest images to show (1 to {search.MAX_K:,}).")
+labels = labels_col.multiselect("Only these labels", list(index.label_names), key="search_labels",
+                                placeholder="All labels")
+
+hits, query_note = None, ""
+try:
+    if mode == "text":
+        text = query_col.text_input("Words", key="search_text", placeholder="a dog catching a frisbee",
+                                    help="Embedded by the run's model's text tower exactly as typed: no template added.")
+        if text.strip():
+            hits = search.by_text(index, text_encoder(model), text, k, labels)
+            query_note = f"words: {text}"
+    elif mode == "upload":
+        upload = query_col.file_uploader("Image file", key="search_upload",
+                                         help="Embedded with the run's model, exactly as the pipeline does. "
+                                              "It is never stored.")
+        if upload is not None:
+            data = upload.getvalue()
+            hits = search.by_image(index, image_encoder(model), data, k, labels)
+            query_note = f"image file: {upload.name}"
+    else:
+        row = query_col.number_input("Row of the run", min_value=0, max_value=len(index) - 1, step=1,
+                                     key="search_row", help="Arrive here with More like this from Browse or the Map.")
+        item = paths.iloc[int(row)]
+        picture, facts = query_col.columns([1, 3])
+        picture.image(frame.thumbnails(run, (int(row),))[int(row)], width=96, caption="the query")
+        facts.text(f"{item['label']} · {item['name']}")
+        hits = search.by_row(index, int(row), k, labels)
+        query_note = f"this run's image {item['name']} (itself left out)"
+except search.SearchError as error:  # bad input or a model that cannot load here: said under the query, nothing lost
+    error_at.error(f"**{FIELDS.get(error.field, error.field)}** (`{error.field}`): {ui.markdown_literal(error.message)}")
+
+if hits is None:
+    if mode == "text":
+        st.caption("Type a few words to find the images CLIP puts closest to them.")
+    st.stop()
+if not hits:
+    st.warning("Nothing to show: no image has these labels.")
+    st.stop()
+
+summary_col, download_col = st.columns([4, 1], vertical_alignment="center")
+summary_col.markdown(f"**{ui.markdown_literal(search.label_summary(hits))}** · for {ui.markdown_literal(query_note)} · "
+                     "scores are cosine similarities")
+download_col.download_button("Download CSV", search.hits_csv(hits), file_name=f"search-{run.id}.csv",
+                             mime="text/csv", icon=":material/download:", width="stretch")
+results = paths.iloc[[hit.row for hit in hits]]
+captions = [ui.caption_for(f"{hit.score:.3f} · {hit.label}", store.file_name(hit.path)) for hit in hits]
+frame.thumbnail_grid(run, results, captions=captions, on_view=lambda row: frame.image_dialog(run, row), key="search")

@@ -1,0 +1,85 @@
+"""The Search page through AppTest: words, an uploaded file, a run's own image, and More like this from Browse."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+import frame
+
+from _dashboard_fixtures import open_page, unescape_markdown, write_fake_run
+from test_pages import every_run_goes_through_app_py  # noqa: F401  (autouse: every run goes through app.py)
+
+RUN_ID = "20250101-120000-0001"
+
+
+@pytest.fixture
+def searchable_run(runs_root, tiny_clip):
+    """A finished run whose recorded model is here (the tiny CLIP: 32-dimensional, like the run's vectors)."""
+    return write_fake_run(runs_root, RUN_ID, dim=32, model=tiny_clip)
+
+
+def png(colour=(200, 120, 40)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (80, 60), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+def result_captions(at) -> list[str]:
+    return [unescape_markdown(c) for image in at.image for c in image.captions if c != "the query"]
+
+
+def test_search_by_words_shows_scored_results_a_label_summary_and_a_csv(searchable_run):
+    at = open_page("pages/search.py")
+    assert any("random weights" in w.value for w in at.warning)  # the demo model: results carry no meaning
+    at.text_input(key="search_text").input("a beagle in the grass").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    captions = result_captions(at)
+    assert len(captions) == 12 and all(c.split(" · ")[0].replace(".", "").replace("-", "").isdigit() for c in captions)
+    assert any(" of 12 nearest " in unescape_markdown(m.value) for m in at.markdown)
+    downloads = at.get("download_button")
+    assert len(downloads) == 1
+
+
+def test_search_filters_by_label_and_takes_k(searchable_run):
+    at = open_page("pages/search.py")
+    at.number_input(key="search_k").set_value(3)
+    at.multiselect(key="search_labels").select("border collie")
+    at.text_input(key="search_text").input("dog").run()
+    captions = result_captions(at)
+    assert len(captions) == 3 and all(" · border collie · " in c for c in captions)
+
+
+def test_search_by_an_uploaded_file_and_a_bad_upload(searchable_run):
+    at = open_page("pages/search.py")
+    at.segmented_control(key="search_mode").set_value("upload").run()
+    at.file_uploader(key="search_upload").upload("photo.png", png(), "image/png").run()
+    assert not at.error and len(at.image) == 12
+    at.file_uploader(key="search_upload").upload("notes.png", b"not an image at all", "image/png").run()
+    errors = [unescape_markdown(e.value) for e in at.error]
+    assert len(errors) == 1 and "(`image`)" in errors[0] and "not an image" in errors[0]
+    assert not at.exception
+
+
+def test_search_says_when_the_text_tower_cannot_load_and_row_queries_still_work(runs_root):
+    write_fake_run(runs_root, RUN_ID)  # its model folder is not on this machine
+    at = open_page("pages/search.py")
+    at.text_input(key="search_text").input("a beagle").run()
+    errors = [unescape_markdown(e.value) for e in at.error]
+    assert len(errors) == 1 and "(`text`)" in errors[0] and "still works" in errors[0]
+    at.segmented_control(key="search_mode").set_value("row").run()
+    at.number_input(key="search_row").set_value(5).run()
+    assert not at.error and len(result_captions(at)) == 12
+    assert not any("beagle-0005.jpg" in c for c in result_captions(at))  # the row itself is left out
+
+
+def test_search_more_like_this_arrives_as_a_row_query(searchable_run):
+    """What Browse's image dialog and the Map send (the click itself is walked in the browser tests)."""
+    at = open_page("pages/search.py", **{frame.SEARCH_REQUEST: {"run": RUN_ID, "row": 7}})
+    assert at.session_state["search_mode"] == "row" and at.session_state["search_row"] == 7
+    assert len(result_captions(at)) == 12 and not any("-0007.jpg" in c for c in result_captions(at))
+    assert frame.SEARCH_REQUEST not in at.session_state  # used once
+    other = open_page("pages/search.py", **{frame.SEARCH_REQUEST: {"run": "another-run", "row": 7}})
+    assert other.session_state["search_mode"] == "text"  # a request for another run is ignored
