@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--runs-dir", help="runs root for a run id (default: $DOGGOS_RUNS_DIR or ./runs in the project)")
     quality.set_defaults(handler=_quality)
 
+    from doggos import compare  # light: its heavy imports wait until a comparison runs
+
+    compare.add_parser(commands)
+
     bench = commands.add_parser("bench", help="measure images/s: plain-process ceiling, doggos defaults, tutorial settings")
     bench.add_argument("--workdir", default="bench-data", help="where photos, model and runs go (reused; default bench-data)")
     bench.add_argument("--images", type=int, default=1000, help="generated 500x375 JPEG photos (default 1000)")
@@ -111,6 +115,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp16", action="store_true", help="half precision on cuda")
     parser.add_argument("--no-map", dest="projection", action="store_false",
                         help="skip the UMAP map at the end (the dashboard computes it when first opened)")
+    parser.add_argument("--no-quality", dest="quality", action="store_false",
+                        help="skip the label-quality check at the end (the dashboard or `quality` computes it later)")
 
 
 def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
@@ -127,6 +133,7 @@ def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
         s3_endpoint=args.s3_endpoint,
         fp16=args.fp16,
         projection=args.projection,
+        quality=args.quality,
     )
 
 
@@ -263,9 +270,10 @@ def _search(args: argparse.Namespace) -> int:
     import json
 
     from doggos import encoders, search
-    from doggos.runs import resolve_run
+    from doggos.runs import finished_manifest, resolve_run
 
-    run_dir, manifest = resolve_run(args.run, args.runs_dir)
+    run_dir = resolve_run(args.run, args.runs_dir)
+    manifest = finished_manifest(run_dir)
     index = search.load_index(run_dir)
     if args.row is not None:
         hits = search.by_row(index, search.check_row(index, args.row), args.k, args.label)
@@ -294,9 +302,10 @@ def _quality(args: argparse.Namespace) -> int:
     import json
 
     from doggos import quality, quality_step
-    from doggos.runs import resolve_run
+    from doggos.runs import finished_manifest, resolve_run
 
-    run_dir, manifest = resolve_run(args.run, args.runs_dir)
+    run_dir = resolve_run(args.run, args.runs_dir)
+    manifest = finished_manifest(run_dir)
     params = quality.QualityParams(k=args.k, **({"template": args.template} if args.template is not None else {}))
     if not quality_step.QUALITY.result(run_dir, params).exists():
         print(f"checking labels of {manifest.rows:,} images (k={params.k}) ...", file=sys.stderr, flush=True)

@@ -142,6 +142,7 @@ class RunConfig:
     fp16: bool = False  # half precision on cuda (ignored on CPU, where fp16 is slower)
     thumbnail_size: int = 224  # longest side of the JPEG thumbnail stored with each row, in pixels
     projection: bool = True  # compute the default UMAP map as the run's last step, so the Map page opens at once
+    quality: bool = True  # check the labels (neighbours, zero-shot, duplicates) as a last step, on the run's Ray
 
     def __post_init__(self) -> None:
         settings, problems = validate(self.__dict__)
@@ -322,4 +323,5 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {  # RunConfig field -> its 
     "fp16": _flag,
     "thumbnail_size": _thumbnail_size,
     "projection": _flag,
+    "quality": _flag,
 }

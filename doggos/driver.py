@@ -44,9 +44,14 @@ def cancel_on_sigterm() -> None:
 
 def post_run_steps(config: RunConfig) -> list[tuple[Step, object]]:
     """The steps a run computes after publishing its embeddings, with their parameters."""
-    from doggos import projection
+    from doggos import projection, quality, quality_step
 
-    return [(projection.MAP, projection.DEFAULT_PARAMS)] if config.projection else []
+    steps = []
+    if config.projection:
+        steps.append((projection.MAP, projection.DEFAULT_PARAMS))
+    if config.quality:
+        steps.append((quality_step.QUALITY, quality.DEFAULT_PARAMS))
+    return steps
 
 
 def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None, plan: ResourcePlan | None = None,

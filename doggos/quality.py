@@ -82,6 +82,10 @@ class QualityParams:
                 raise ValueError(f"near_threshold: must be a similarity above 0 and at most 1, or None (got {value!r})")
             object.__setattr__(self, "near_threshold", round(float(value), 6))
 
+    def describe(self) -> str:
+        near = "auto" if self.near_threshold is None else f"{self.near_threshold:g}"
+        return f"label quality (k={self.k}, zero-shot {self.template!r}, near duplicates: {near})"
+
     @property
     def name(self) -> str:
         """The result files' stem: k, the near threshold and a hash of the template; filesystem-safe."""

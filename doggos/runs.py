@@ -13,10 +13,11 @@ from datetime import datetime
 from pathlib import Path
 
 from doggos import preflight
-from doggos.config import RunConfig
+from doggos.config import ConfigError, RunConfig
 from doggos.processes import PROJECT_ROOT, alive, kill_all, process_start, reap, signal_group, spawn_detached, with_environment
-from doggos.records import Manifest, Progress, RecordError, RunStatus, read_manifest, read_status, update_status
-from doggos.rundir import RunDir, now_iso, read_json, write_json_atomic
+from doggos.records import (ACTIVE_STATES, Manifest, Progress, RecordError, RunStatus, read_manifest, read_status,
+                            update_status)
+from doggos.rundir import RunDir, now_iso, read_json, run_dir_of, write_json_atomic
 
 CANCEL_GRACE_S = 6.0  # SIGTERM lets the driver shut Ray down cleanly; after this, SIGKILL
 RUN_ENV = "DOGGOS_RUN_ID"  # set in each driver's environment; its Ray processes inherit it, so they can be found
@@ -192,27 +193,58 @@ class RunManager:
         )
 
 
-def resolve_run(text: str, root: str | os.PathLike | None = None, argument: str = "run") -> tuple[RunDir, Manifest]:
-    """A finished run named by its folder (as `embed --out` writes) or by its id under the runs root, and its manifest.
+def resolve_run(text: str, runs_root: str | os.PathLike | None = None, field: str = "run") -> RunDir:
+    """The finished run that `text` names: a run folder (as `embed --out` writes), else a run id under `runs_root`.
 
-    ValueError, naming `argument`, when there is no such run or it has not finished (succeeded).
+    Raises ConfigError (a ValueError) naming `field` when there is no such run, or the run has not succeeded.
     """
-    manager = RunManager(root)
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(field, "is required: give a run folder or a run id")
+    text = text.strip()
+    root = Path(runs_root).expanduser().absolute() if runs_root else default_root()
     folder = Path(text).expanduser()
-    if (folder / "config.json").exists() or (folder / "manifest.json").exists():
-        run_dir = RunDir(folder)
-    elif text and "/" not in text and (manager.root / text / "config.json").exists():
-        run_dir = RunDir(manager.root / text)
-    else:
-        raise ValueError(f"{argument}: no run {text!r}: not a run folder, and no run with that id under {manager.root}")
+    candidates = [folder]
+    if "/" not in text and os.sep not in text and not text.startswith((".", "~")):
+        candidates.append(root / text)  # a bare name may be a run id
+    for candidate in candidates:
+        if candidate.is_dir() and _holds_a_run(RunDir(candidate)):
+            run_dir = RunDir(candidate)
+            finished_manifest(run_dir, field)
+            return run_dir
+    if folder.is_dir():
+        raise ConfigError(field, f"{folder.absolute()} is a folder but holds no run (no manifest.json, status.json "
+                                 "or config.json)")
+    if len(candidates) > 1:
+        raise ConfigError(field, f"no run {text!r}: not a run folder, and not a run id under {root} "
+                                 "(`python -m doggos runs list` lists the ids; --runs-dir picks another root)")
+    raise ConfigError(field, f"no run folder {str(folder.absolute())!r}")
+
+
+def _holds_a_run(run_dir: RunDir) -> bool:
+    return any(path.exists() for path in (run_dir.manifest, run_dir.status, run_dir.config))
+
+
+def finished_manifest(run, field: str = "run") -> Manifest:
+    """The manifest of a run that succeeded and whose Parquet is in place; else ConfigError naming `field` and why."""
+    run_dir = run_dir_of(run)
     try:
         manifest = read_manifest(run_dir)
     except RecordError as error:
-        raise ValueError(f"{argument}: {error}") from None
-    if manifest is None or not run_dir.embeddings.is_dir():
+        raise ConfigError(field, str(error)) from None
+    if manifest is None:
         state = read_status(run_dir).state
-        raise ValueError(f"{argument}: run {run_dir.id} has not finished (it is {state}); only a succeeded run can be read")
-    return run_dir, manifest
+        if state in ACTIVE_STATES:
+            why = f"is still {state}: compare it once it has succeeded"
+        elif state in ("failed", "cancelled"):
+            why = f"{state}: only a run that succeeded has embeddings to compare"
+        else:
+            why = "is not finished (it has no manifest.json)"
+        raise ConfigError(field, f"run {run_dir.id} {why}")
+    from doggos import store
+
+    if not store.embedding_files(run_dir):
+        raise ConfigError(field, f"run {run_dir.id} has no Parquet files under {run_dir.embeddings}")
+    return manifest
 
 
 def drive(run_path: str) -> int:

@@ -28,8 +28,9 @@ FORM_FIELDS = {  # RunConfig field → the label the form shows for it
     "s3_endpoint": "S3 endpoint",
     "fp16": "Half precision (fp16)",
     "projection": "Default map",
+    "quality": "Label quality",
 }
-ADVANCED_FIELDS = ("ray_address", "s3_endpoint", "fp16", "projection")  # under the form's Advanced expander
+ADVANCED_FIELDS = ("ray_address", "s3_endpoint", "fp16", "projection", "quality")  # under the form's Advanced expander
 STATE_ICONS = {"queued": "⏳", "starting": "🚀", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
 PAGE_SIZES = (24, 48, 96)
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes Ray's workers put in the log
@@ -137,6 +138,7 @@ def _form_settings(values: dict[str, Any]) -> dict[str, Any]:
         s3_endpoint=values.get("s3_endpoint"),
         fp16=bool(values.get("fp16", False)),
         projection=bool(values.get("projection", True)),
+        quality=bool(values.get("quality", True)),
     )
 
 
@@ -212,7 +214,7 @@ def history_rows(runs: Iterable) -> list[dict[str, Any]]:
             "images": manifest.rows if manifest else progress.embedded,
             "found": manifest.found if manifest else progress.found,
             "failed": run.failed_files,
-            "labels": manifest.labels if manifest else "",
+            "labels": str(manifest.labels) if manifest else "",  # text: one type per column, and no "None"
             "duration": format_duration(run.duration_s),
             "images/s": f"{manifest.images_per_s:.1f}" if manifest else "",
             "source": config.source if config else "",

@@ -29,6 +29,7 @@ st.session_state.update(st.session_state.pop("pending_form_values", {}))
 st.session_state.setdefault("form_model", DEFAULT_MODEL)
 st.session_state.setdefault("form_device", "auto")
 st.session_state.setdefault("form_projection", True)
+st.session_state.setdefault("form_quality", True)
 
 
 def draw_active_run(run) -> None:
@@ -152,6 +153,9 @@ with st.form("launch"):
         st.toggle("Compute the default UMAP map as the run's last step", key="form_projection",
                   help="Off: the Map page computes it when first opened.")
         errors_at["projection"] = st.empty()
+        st.toggle("Check label quality as the run's last step (neighbours, zero-shot, duplicates)", key="form_quality",
+                  help="Off: the Quality page computes it when first opened.")
+        errors_at["quality"] = st.empty()
     launched = st.form_submit_button("Launch run", type="primary", icon=":material/play_arrow:")
 
 if launched:

@@ -38,6 +38,25 @@ def test_demo_kit_then_embed_end_to_end(tmp_path):
     # The default map was made as the run's last step, so the Map page opens at once.
     assert manifest["steps"]["map"] is not None and list((out / "projections").glob("*.parquet"))
     assert "map: ready in" in result.stdout
+    # ... and so was the label-quality report, on the run's Ray: `quality` reads it without computing again.
+    assert manifest["steps"]["quality"] is not None and list((out / "quality").glob("*.json"))
+    report = doggos("quality", out, "--json")
+    assert report.returncode == 0, report.stderr
+    found = json.loads(report.stdout)
+    assert {"suspects", "duplicates", "labels"} <= set(found) and "checking labels" not in report.stderr
+    assert {"path", "class", "suggested", "agreement"} <= set(found["suspects"][0])
+    assert sorted(label["label"] for label in found["labels"]) == sorted(p.name for p in source.iterdir())
+    assert found["zero_shot"]["available"]  # the demo kit's model has a text tower and a tokenizer
+
+    hits = doggos("search", out, "--row", 0, "-k", 5, "--json")
+    assert hits.returncode == 0, hits.stderr
+    rows = json.loads(hits.stdout)
+    assert [h["rank"] for h in rows] == [1, 2, 3, 4, 5] and all({"path", "class", "score"} <= set(h) for h in rows)
+    assert rows == sorted(rows, key=lambda h: -h["score"]) and "RANDOM WEIGHTS" in hits.stderr
+    words = doggos("search", out, "--text", "a handwritten seven", "--label", "seven", "-k", 3, "--json")
+    assert words.returncode == 0 and {h["class"] for h in json.loads(words.stdout)} == {"seven"}
+    bad = doggos("search", out, "--row", 999)
+    assert bad.returncode == 2 and "error: row: " in bad.stderr
 
     again = doggos("embed", "--source", source, "--model", model, "--out", out, "--no-map")
     assert again.returncode == 2 and "already holds a run" in again.stderr

@@ -46,7 +46,7 @@ def nodes_used(stats: str, operator: str) -> int:
 def test_a_run_on_an_existing_cluster_embeds_on_both_nodes(tmp_path, two_node_cluster, photo_tree, tiny_clip):
     root, labels = photo_tree
     manager = RunManager(tmp_path / "runs")
-    run_id = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip, batch_size=2, ray_address=two_node_cluster.address))
+    run_id = manager.start(RunConfig(projection=False, quality=False, source=str(root), model=tiny_clip, batch_size=2, ray_address=two_node_cluster.address))
     info = manager.wait(run_id, timeout_s=240)
     assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
     assert info.manifest["rows"] == len(labels)
@@ -63,7 +63,7 @@ def test_a_run_on_an_existing_cluster_embeds_on_both_nodes(tmp_path, two_node_cl
 def test_cuda_on_a_cluster_whose_torch_cannot_use_its_gpu_fails_saying_so(tmp_path, two_node_cluster, image_tree, tiny_clip):
     root, _ = image_tree
     manager = RunManager(tmp_path / "runs")
-    run_id = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip, device="cuda",
+    run_id = manager.start(RunConfig(projection=False, quality=False, source=str(root), model=tiny_clip, device="cuda",
                                      ray_address=two_node_cluster.address))
     info = manager.wait(run_id, timeout_s=240)
     assert info.state == "failed"

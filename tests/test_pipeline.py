@@ -25,7 +25,7 @@ def read_table(run_dir: RunDir) -> pa.Table:
 def test_embeds_every_image_with_its_label_and_the_models_own_vectors(ray_session, image_tree, tiny_clip, tmp_path):
     root, labels = image_tree
     seen = []
-    config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=5)
+    config = RunConfig(projection=False, quality=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=5)
     manifest = driver.run(config, on_progress=seen.append)
 
     table = read_table(RunDir(config.output))
@@ -59,7 +59,7 @@ def test_bad_files_are_recorded_and_never_drop_their_neighbours(ray_session, tin
     (root / "pug" / "zero.jpg").write_bytes(b"")
     (root / "pug" / "text.jpg").write_text("not an image")
     (root / "pug" / "notes.txt").write_text("ignored: not an image extension")
-    config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=2)
+    config = RunConfig(projection=False, quality=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip, batch_size=2)
     # One block holds every file, so a bad file dropping its block would drop good images too.
     manifest = driver.run(config)
 
@@ -73,7 +73,7 @@ def test_bad_files_are_recorded_and_never_drop_their_neighbours(ray_session, tin
 def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tiny_clip, tmp_path):
     (tmp_path / "src" / "pug").mkdir(parents=True)
     (tmp_path / "src" / "pug" / "a.jpg").write_bytes(b"garbage")
-    config = RunConfig(projection=False, source=str(tmp_path / "src"), output=str(tmp_path / "run"), model=tiny_clip)
+    config = RunConfig(projection=False, quality=False, source=str(tmp_path / "src"), output=str(tmp_path / "run"), model=tiny_clip)
     with pytest.raises(pipeline.PipelineError, match="every one of the 1 images failed.*a.jpg: not an image"):
         driver.run(config)
     run_dir = RunDir(config.output)
@@ -84,7 +84,7 @@ def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tin
 
 def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image_tree, tiny_clip, tmp_path):
     root, labels = image_tree
-    config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip)
+    config = RunConfig(projection=False, quality=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip)
     driver.run(config)
     stale_map = RunDir(config.output).projections / "umap-n15-d0.1-cosine.parquet"
     stale_map.parent.mkdir()
@@ -103,7 +103,7 @@ def test_a_cluster_that_cannot_place_the_embedders_fails_with_a_message_not_a_ha
     monkeypatch.setattr(pipeline, "ACTOR_START_TIMEOUT_S", 2)
     address = ray_session.get_runtime_context().gcs_address  # "a cluster": the session's Ray, by its address
     root, _ = image_tree
-    config = RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip,
+    config = RunConfig(projection=False, quality=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip,
                        ray_address=address)
     too_big = ResourcePlan(device="cpu", actors=1, cpus_per_actor=64, gpus_per_actor=0, threads_per_actor=1,
                            batch_size=4, task_cpus=1, decode_in_actor=True)  # no node has 64 CPUs

@@ -73,7 +73,7 @@ def test_cli_start_returns_at_once_and_a_new_manager_sees_it_finish(tmp_path, im
 def test_two_runs_queue_and_both_finish_with_their_own_rows(tmp_path, image_tree, tiny_clip):
     root, labels = image_tree
     manager = RunManager(tmp_path)
-    config = RunConfig(projection=False, source=str(root), model=tiny_clip)
+    config = RunConfig(projection=False, quality=False, source=str(root), model=tiny_clip)
     first = manager.start(config)
     second = manager.start(config.replace(limit=5))
     wait_for(lambda: manager.get(first).state == "running")
@@ -88,7 +88,7 @@ def test_two_runs_queue_and_both_finish_with_their_own_rows(tmp_path, image_tree
 
 def test_cancel_stops_a_running_run_fast_and_leaves_nothing_behind(tmp_path, big_tree, base_clip):
     manager = RunManager(tmp_path)
-    run_id = manager.start(RunConfig(projection=False, source=str(big_tree), model=base_clip, batch_size=4))
+    run_id = manager.start(RunConfig(projection=False, quality=False, source=str(big_tree), model=base_clip, batch_size=4))
     wait_for(lambda: manager.get(run_id).progress.embedded > 0 or not manager.get(run_id).active, timeout_s=120)
     assert manager.get(run_id).active, "the run ended before it could be cancelled"
     info = manager.cancel(run_id)  # returns once the run has stopped: it says so at once
@@ -100,7 +100,7 @@ def test_cancel_stops_a_running_run_fast_and_leaves_nothing_behind(tmp_path, big
 
 def test_a_killed_driver_is_detected_and_its_run_marked_failed(tmp_path, big_tree, base_clip):
     manager = RunManager(tmp_path)
-    run_id = manager.start(RunConfig(projection=False, source=str(big_tree), model=base_clip, batch_size=4))
+    run_id = manager.start(RunConfig(projection=False, quality=False, source=str(big_tree), model=base_clip, batch_size=4))
     wait_for(lambda: manager.get(run_id).progress.embedded > 0, timeout_s=120)
     os.kill(manager.get(run_id).status.pid, signal.SIGKILL)  # as the OOM killer would
     info = wait_for(lambda: (i := manager.get(run_id)).state != "running" and i, timeout_s=30)
@@ -112,8 +112,8 @@ def test_a_killed_driver_is_detected_and_its_run_marked_failed(tmp_path, big_tre
 def test_cancel_a_queued_run(tmp_path, image_tree, tiny_clip):
     root, _ = image_tree
     manager = RunManager(tmp_path)
-    first = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip))
-    queued = manager.start(RunConfig(projection=False, source=str(root), model=tiny_clip))
+    first = manager.start(RunConfig(projection=False, quality=False, source=str(root), model=tiny_clip))
+    queued = manager.start(RunConfig(projection=False, quality=False, source=str(root), model=tiny_clip))
     assert manager.cancel(queued).state == "cancelled"
     assert manager.wait(first, RUN_TIMEOUT_S).state == "succeeded"
     assert manager.get(queued).state == "cancelled" and run_processes(queued) == []
@@ -123,7 +123,7 @@ def test_relative_paths_are_resolved_where_the_run_was_started(tmp_path, image_t
     root, labels = image_tree
     monkeypatch.chdir(root.parent)  # the driver runs in the project folder, not here
     manager = RunManager(tmp_path / "runs")
-    run_id = manager.start(RunConfig(projection=False, source=root.name, model=tiny_clip))
+    run_id = manager.start(RunConfig(projection=False, quality=False, source=root.name, model=tiny_clip))
     info = manager.wait(run_id, RUN_TIMEOUT_S)
     assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
     assert info.config["source"] == str(root) and info.manifest["rows"] == len(labels)
@@ -132,7 +132,7 @@ def test_relative_paths_are_resolved_where_the_run_was_started(tmp_path, image_t
 def test_bad_settings_are_refused_before_anything_launches(tmp_path, tiny_clip):
     manager = RunManager(tmp_path)
     with pytest.raises(ValueError, match="does not exist"):
-        manager.start(RunConfig(projection=False, source=str(tmp_path / "missing"), model=tiny_clip))
+        manager.start(RunConfig(projection=False, quality=False, source=str(tmp_path / "missing"), model=tiny_clip))
     assert manager.list() == []
 
 
@@ -164,8 +164,8 @@ def test_a_queued_run_behind_a_held_one_cancels_cleanly(tmp_path, image_tree, ti
     root, _ = image_tree
     monkeypatch.setenv("DOGGOS_TEST_HOLD", f"loading model={tmp_path / 'never'}")
     manager = RunManager(tmp_path / "runs")
-    first = manager.start(RunConfig(source=str(root), model=tiny_clip, projection=False))
-    queued = manager.start(RunConfig(source=str(root), model=tiny_clip, projection=False))
+    first = manager.start(RunConfig(source=str(root), model=tiny_clip, projection=False, quality=False))
+    queued = manager.start(RunConfig(source=str(root), model=tiny_clip, projection=False, quality=False))
     wait_for(lambda: manager.get(first).progress.phase == "loading model", timeout_s=120)
     assert manager.get(queued).state == "queued"
     assert manager.cancel(queued).state == "cancelled"

@@ -89,7 +89,7 @@ def test_endpoint_from_the_environment(s3, monkeypatch):
 @pytest.mark.ray
 def test_pipeline_reads_s3_and_keeps_full_uris(s3, ray_session, tiny_clip, tmp_path):
     endpoint, expected = s3
-    config = RunConfig(projection=False, source="s3://doggos/train", output=str(tmp_path / "run"), model=tiny_clip, s3_endpoint=endpoint)
+    config = RunConfig(projection=False, quality=False, source="s3://doggos/train", output=str(tmp_path / "run"), model=tiny_clip, s3_endpoint=endpoint)
     manifest = driver.run(config)
     table = pq.read_table(RunDir(config.output).embeddings)
     assert dict(zip(table.column("path").to_pylist(), table.column("class").to_pylist())) == expected

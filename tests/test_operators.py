@@ -1,0 +1,229 @@
+"""Workshop mode: Ray Data's per-operator state sampled from a real run, saved, read back, and drawn live and replayed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from doggos import operators
+from doggos.config import RunConfig
+from doggos.operators import NodeSnapshot, OperatorSnapshot, PipelineSnapshot
+
+SAMPLE_EVERY_S = 0.2  # faster than the driver's 1 s, so the short test run still gives several samples
+
+EMBED = "Map(add_label)->MapBatches(Embedder)"  # the CPU plan's fused operator, as Ray Data names it
+
+
+def _running(now: float) -> PipelineSnapshot:
+    """A run held mid-pipeline: reads backpressured ahead of a busy embedder on two nodes."""
+    return PipelineSnapshot(
+        time=now, elapsed_s=42.0, dataset="dataset_7", state="running",
+        operators=[
+            OperatorSnapshot(index=0, name="ReadBinary", kinds=["read"], rows_out=300, rows_in=10, rows_per_s=25.0,
+                             tasks=1, queued_blocks=2, queued_bytes=3 * 2**20, backpressured=True,
+                             backpressure=["tasks (ResourceBudgetBackpressurePolicy)"], object_store_bytes=5 * 2**20,
+                             rows_total=300),
+            OperatorSnapshot(index=1, name=EMBED, kinds=["label", "embed"], rows_out=120, rows_in=200, rows_per_s=17.5,
+                             tasks=2, actors=2, pending_actors=0, pool_size=2, queued_blocks=4, rows_total=300),
+            OperatorSnapshot(index=2, name="Write", kinds=["write"], rows_out=3, rows_in=112, rows_per_s=16.0),
+        ],
+        nodes=[NodeSnapshot(node="a" * 56, name="10.0.0.1 (aaaaaa)", actors=1, busy=1, rows=90),
+               NodeSnapshot(node="b" * 56, name="10.0.0.2 (bbbbbb)", actors=1, busy=1, rows=30)],
+        object_store_bytes=8 * 2**20, object_store_limit=2**30,
+    )
+
+
+def _write_samples(run, snapshots) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / operators.OPERATORS_FILE, "a", encoding="utf-8") as handle:
+        handle.writelines(s.to_json() + "\n" for s in snapshots)
+
+
+# ---- the real pipeline ---------------------------------------------------------------------------------------------
+
+@pytest.mark.ray
+def test_a_real_run_saves_its_operators_over_time_up_to_every_image(ray_session, image_tree, tiny_clip, tmp_path):
+    from doggos import driver
+
+    root, images = image_tree
+    watch = tmp_path / "watch"  # the sampler's own folder: the driver may keep one of its own in the run folder
+    watch.mkdir()
+    sampler = operators.Sampler(watch)
+    stop = threading.Event()
+
+    def beat():  # what the driver's heartbeat thread does, faster
+        while not stop.wait(SAMPLE_EVERY_S):
+            sampler.sample()
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        driver.run(RunConfig(projection=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip,
+                             batch_size=2), steps=[])  # the pipeline alone: post-run steps execute no plan of ours
+    finally:
+        stop.set()
+        thread.join()
+    sampler.close()
+
+    frame = operators.timeline(watch)
+    assert frame["time"].nunique() >= 3, "several samples while the pipeline ran"
+    assert {"read", "embed", "write"} <= set(frame["kind"])
+    last = operators.latest(watch)
+    assert last.state == "finished"
+    assert {op.kind: op.rows_done for op in last.operators} == {"read": len(images), "embed": len(images),
+                                                                "write": len(images)}
+    embed = last.embed_operator()
+    assert embed.name == EMBED and embed.pool_size == 1 and embed.actors is not None
+    for _, rows in frame.groupby("index")["rows_done"]:
+        assert rows.is_monotonic_increasing, "rows done never step back"
+    assert (frame["rows_per_s"].dropna() >= 0).all() and frame["rows_per_s"].max() > 0
+
+
+def test_the_sampler_writes_nothing_while_no_dataset_executes(tmp_path):
+    sampler = operators.Sampler(tmp_path)
+    assert sampler.sample() is None
+    sampler.close()
+    assert not (tmp_path / operators.OPERATORS_FILE).exists()
+    assert operators.latest(tmp_path) is None and operators.timeline(tmp_path).empty
+
+
+def test_a_ray_whose_executor_changed_gives_one_unavailable_line_and_never_raises(tmp_path, monkeypatch):
+    class Executor(threading.Thread):
+        """An executor of some other Ray version: a running thread, without the state this Ray's executor keeps."""
+
+    release = threading.Event()
+    executor = Executor(target=release.wait, daemon=True)
+    sampler = operators.Sampler(tmp_path)
+    executor.start()  # after the sampler was made: an execution of this run
+    monkeypatch.setattr(operators, "_executors", lambda: [executor])
+    try:
+        first = sampler.sample()
+        assert first.state == "unavailable" and "_topology" in first.note and "2.60" in first.note
+        assert sampler.sample() is None  # said once
+    finally:
+        release.set()
+        executor.join()
+    lines = (tmp_path / operators.OPERATORS_FILE).read_text().splitlines()
+    assert len(lines) == 1 and operators.latest(tmp_path).state == "unavailable"
+
+
+def test_executions_already_going_when_the_run_began_are_not_followed(tmp_path, monkeypatch):
+    earlier = threading.Thread()
+    monkeypatch.setattr(operators, "_executors", lambda: [earlier])
+    sampler = operators.Sampler(tmp_path)
+    assert sampler.sample() is None and not (tmp_path / operators.OPERATORS_FILE).exists()
+
+
+# ---- kinds and explanations ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, kinds, kind", [
+    ("ReadBinary", ["read"], "read"),
+    ("ReadBinary->Map(add_label)->MapBatches(prepare_images)", ["read", "label", "decode"], "decode"),
+    (EMBED, ["label", "embed"], "embed"),
+    ("Write", ["write"], "write"),
+    ("MapBatches(<lambda>)", ["map"], "map"),
+])
+def test_a_fused_operator_is_named_by_what_it_is_for(name, kinds, kind):
+    op = OperatorSnapshot(index=0, name=name, kinds=operators.kinds_of(name))
+    assert op.kinds == kinds and op.kind == kind
+    text = operators.explain(op)
+    assert text.startswith(operators.EXPLANATIONS[kind])
+    assert ("Ray fused" in text) == (len(set(kinds)) > 1)
+
+
+def test_every_kind_is_explained_and_the_explanations_say_why():
+    assert set(operators.EXPLANATIONS) == set(operators.KINDS)
+    assert "actor pool" in operators.EXPLANATIONS["embed"] and "batch size" in operators.EXPLANATIONS["embed"]
+    assert "tasks" in operators.EXPLANATIONS["read"] and "CPU free" in operators.EXPLANATIONS["read"]
+
+
+def test_a_write_counts_the_rows_it_was_given_not_the_files_it_made():
+    write = OperatorSnapshot(index=2, name="Write", kinds=["write"], rows_out=3, rows_in=112)
+    read = OperatorSnapshot(index=0, name="ReadBinary", kinds=["read"], rows_out=300, rows_in=10)
+    assert (write.rows_done, read.rows_done) == (112, 300)
+
+
+# ---- reading the file back ------------------------------------------------------------------------------------------
+
+def test_latest_and_timeline_skip_a_line_being_written_and_keys_they_do_not_know(tmp_path):
+    first, second = _running(1000.0), _running(1001.0)
+    second.operators[1].rows_out = 140
+    _write_samples(tmp_path, [first, second])
+    newer = json.loads(second.to_json())
+    newer["operators"][0]["gpu_seconds"] = 3  # a later writer's field
+    with open(tmp_path / operators.OPERATORS_FILE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(newer) + "\n" + '{"v": 1, "time": 10')  # then a line cut mid-write
+    last = operators.latest(tmp_path)
+    assert last.time == 1001.0 and last.operators[1].rows_out == 140 and last.nodes[0].rows == 90
+    frame = operators.timeline(tmp_path)
+    assert list(frame.columns) == operators.TIMELINE_COLUMNS and len(frame) == 9
+    assert list(frame[frame["kind"] == "embed"]["rows_done"]) == [120, 140, 140]
+
+
+# ---- the live view and the replay (AppTest) -----------------------------------------------------------------------
+
+def _draw_live(run_path: str) -> None:
+    import workshop
+
+    workshop.live_operators(run_path)
+
+
+def _draw_timeline(run_path: str) -> None:
+    import workshop
+
+    workshop.timeline_chart(run_path)
+
+
+def test_the_live_view_shows_each_operator_its_workers_backpressure_and_the_nodes(tmp_path):
+    run = tmp_path / "20250105-000000-live"
+    _write_samples(run, [_running(time.time())])
+    at = AppTest.from_function(_draw_live, args=(str(run),), default_timeout=30).run()
+    assert not at.exception
+    text = " ".join(e.value for kind in ("markdown", "caption", "text") for e in at.get(kind))
+    assert "Read · tasks → Label + Embed · actor pool → Write · tasks" in text
+    assert [bar.proto.text for bar in at.get("progress")] == ["300 / 300 rows", "120 / 300 rows", "112 / 300 rows"]
+    assert [bar.proto.value for bar in at.get("progress")] == [100, 40, 37]
+    assert [m.label for m in at.metric] == ["Rows/s"] * 3 and [m.value for m in at.metric] == ["25.0", "17.5", "16.0"]
+    assert "Actors: 2 of 2 up · batches in flight: 2" in text and "Tasks running: 1" in text
+    assert "Queued: 2 blocks (3.0 MB)" in text and "Object store: 5.0 MB" in text
+    assert sum("backpressured" in e.value for e in at.markdown) == 1 and operators.BACKPRESSURE_NOTE in text
+    assert operators.EXPLANATIONS["embed"] in text and "Ray fused the label step into it" in text
+    nodes = at.dataframe[0].value
+    assert list(nodes["node"]) == ["10.0.0.1 (aaaaaa)", "10.0.0.2 (bbbbbb)"]
+    assert list(nodes["share"]) == [0.75, 0.25] and list(nodes["embedder actors"]) == [1, 1]
+
+
+def test_the_live_view_says_what_it_waits_for_and_when_it_cannot_read_ray(tmp_path):
+    at = AppTest.from_function(_draw_live, args=(str(tmp_path),), default_timeout=30).run()
+    assert [c.value for c in at.caption] == [__import__("workshop").NOT_YET] and not at.metric
+    _write_samples(tmp_path, [PipelineSnapshot(time=1.0, elapsed_s=0.0, dataset="", state="unavailable",
+                                               note="Ray 9.0's execution state could not be read")])
+    at.run()
+    assert "not available" in at.caption[0].value and "Ray 9" in at.caption[0].value and not at.metric
+
+
+def test_the_saved_timeline_replays_rows_per_second_per_operator(tmp_path):
+    import workshop
+
+    samples = []
+    for second in range(4):
+        snapshot = _running(1000.0 + second)
+        snapshot.elapsed_s = float(second)
+        snapshot.operators[1].rows_per_s = 10.0 * second
+        samples.append(snapshot)
+    _write_samples(tmp_path, samples)
+    rate, done = workshop.timeline_series(tmp_path)
+    assert list(rate.columns) == ["1. Read", "2. Label + Embed", "3. Write"]
+    assert list(rate["2. Label + Embed"]) == [0.0, 10.0, 20.0, 30.0] and list(rate.index) == [0.0, 1.0, 2.0, 3.0]
+    assert list(done["3. Write"]) == [112] * 4
+    at = AppTest.from_function(_draw_timeline, args=(str(tmp_path),), default_timeout=30).run()
+    assert not at.exception and len(at.get("vega_lite_chart")) == 2
+
+
+def test_a_run_without_a_timeline_says_so(tmp_path):
+    at = AppTest.from_function(_draw_timeline, args=(str(tmp_path),), default_timeout=30).run()
+    assert "No operator timeline" in at.caption[0].value and not at.get("vega_lite_chart")
