@@ -21,6 +21,7 @@ REQUEST_CURRENT_RUN = "request_current_run"  # a page asks app.py to make this r
 DEEP_LINK = "deep_link"  # the page a first request by URL asked for, while app.py draws the frame
 WATCHED_RUN = "watched_run"  # the run launched from this session's Run page
 SEARCH_REQUEST = "search_request"  # {"run": id, "row": n}: "More like this" from Browse or Map, read by Search
+QUALITY_PARAMS = "quality_params"  # the Quality page's applied QualityParams; the Map's "label agreement" reads them
 
 
 def start_page(script: str, title: str, needs_run: bool = True):

@@ -83,8 +83,9 @@ class QualityParams:
             object.__setattr__(self, "near_threshold", round(float(value), 6))
 
     def describe(self) -> str:
-        near = "auto" if self.near_threshold is None else f"{self.near_threshold:g}"
-        return f"label quality (k={self.k}, zero-shot {self.template!r}, near duplicates: {near})"
+        """How people read the parameters, e.g. "k=10, template 'a photo of a {label}.'"."""
+        near = "" if self.near_threshold is None else f", near duplicates at similarity ≥ {self.near_threshold:g}"
+        return f"k={self.k}, template {self.template!r}{near}"
 
     @property
     def name(self) -> str:

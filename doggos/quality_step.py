@@ -60,7 +60,7 @@ def zero_shot_of(vectors: np.ndarray, names: list[str], model: str | None, templ
         encoder = text_encoder(model)
         texts = encoder.encode(prompts(names, template))
     except EncoderUnavailable as error:
-        return None, error.message
+        return None, f"the model's text tower cannot be loaded here: {error.why}"
     except ValueError as error:  # a prompt the model cannot read whole (a very long label)
         return None, str(error)
     return zero_shot(vectors, texts, logit_scale(model)), None

@@ -8,11 +8,15 @@ from plotly.colors import qualitative
 import streamlit as st
 
 import frame
-from doggos import projection, store, ui
+from doggos import projection, quality_view, search, store, ui
 from doggos.projection import MAP
+from doggos.quality import DEFAULT_PARAMS as QUALITY_DEFAULTS
+from doggos.quality_step import QUALITY
+from doggos.rundir import run_dir_of
 
 PALETTE = qualitative.Dark24 + qualitative.Light24  # 48 distinct colours before any repeats
 SELECTION_PAGE_SIZE = 36
+NEIGHBOURS_SHOWN = 8  # beside the map for a clicked point; Search shows more
 
 run = frame.start_page(__file__, "Map")
 frame.random_weights_warning(run, "where points land")
@@ -76,20 +80,67 @@ if state.state == "failed":
 
 points, info = projection_of(str(state.path), state.path.stat().st_mtime_ns)
 seconds = info.get("seconds")
-st.caption(f"{len(points):,} points · {ui.markdown_literal(info.get('method', params.method))}"
-           + (f" · computed in {seconds:.1f} s" if seconds else "")
-           + " · click a legend entry to hide a label, double-click to show it alone")
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def agreement_of(folder: str, quality_name: str, mtime_ns: int, _quality_params):
+    return quality_view.read_agreement(folder, _quality_params)
+
+
+# "label agreement" colours by the Quality page's current parameters (its defaults until it applies others).
+quality_params = st.session_state.get(frame.QUALITY_PARAMS, QUALITY_DEFAULTS)
+quality_state = QUALITY.status(run.path, quality_params)
+colour_col, caption_col = st.columns([1.6, 4], vertical_alignment="center")
+colour = colour_col.segmented_control(
+    "Colour by", ["label", "agreement"], default="label", key="map_colour",
+    format_func={"label": "Label", "agreement": "Label agreement"
+                 + {"ready": "", "running": " (computing…)"}.get(quality_state.state, " (not computed)")}.get,
+    help="Label agreement: the share of each image's nearest neighbours filed under its own label (the Quality page's "
+         "k). Low agreement, a likely misfiled image, shows in red.")
+by_agreement = colour == "agreement" and quality_state.state == "ready"
+caption_col.caption(f"{len(points):,} points · {ui.markdown_literal(info.get('method', params.method))}"
+                    + (f" · computed in {seconds:.1f} s" if seconds else "")
+                    + (" · red: neighbours mostly carry another label; larger: likely mislabeled" if by_agreement
+                       else " · click a legend entry to hide a label, double-click to show it alone"))
+if colour == "agreement" and quality_state.state == "running":
+
+    @st.fragment(run_every=1.0)
+    def wait_for_agreement() -> None:
+        if QUALITY.status(run.path, quality_params).state != "running":
+            st.rerun(scope="app")
+        st.info(f"Label agreement ({ui.markdown_literal(quality_params.describe())}) is computing in the "
+                "background; the colours change by themselves when it is ready.", icon=":material/hourglass_top:")
+
+    wait_for_agreement()
+elif colour == "agreement" and quality_state.state in ("missing", "failed"):
+    why = (f"Computing it failed: {ui.markdown_literal(quality_state.error or 'unknown error')}. "
+           if quality_state.state == "failed" else "")
+    ask_col, go_col = st.columns([4, 1], vertical_alignment="center")
+    ask_col.info(f"{why}Label agreement needs the run's label check "
+                 f"({ui.markdown_literal(quality_params.describe())}), which is not there yet.",
+                 icon=":material/info:")
+    if go_col.button("Compute label agreement" if quality_state.state == "missing" else "Try again",
+                     icon=":material/play_arrow:", width="stretch"):
+        QUALITY.start(run.path, quality_params)
+        st.rerun()
 
 figure = go.Figure()
 trace_rows = []
-for number, (label, group) in enumerate(points.groupby("label", sort=True)):
-    trace_rows.append(group["row"].tolist())
-    names = [ui.plotly_literal(store.file_name(path)) for path in group["path"]]
-    figure.add_trace(go.Scattergl(
-        x=group["x"].to_numpy(), y=group["y"].to_numpy(), mode="markers", name=ui.plotly_literal(label),
-        customdata=group["row"].to_numpy(), hovertext=[f"<b>{ui.plotly_literal(label)}</b><br>{n}" for n in names],
-        hoverinfo="text", marker={"size": 7, "opacity": 0.85, "color": PALETTE[number % len(PALETTE)]},
-    ))
+if by_agreement:
+    agreement = agreement_of(str(run_dir_of(run).quality), quality_params.name, quality_state.path.stat().st_mtime_ns,
+                             quality_params)
+    trace, drawn_rows = quality_view.agreement_trace(points, agreement)
+    figure.add_trace(trace)
+    trace_rows.append(drawn_rows)
+else:
+    for number, (label, group) in enumerate(points.groupby("label", sort=True)):
+        trace_rows.append(group["row"].tolist())
+        names = [ui.plotly_literal(store.file_name(path)) for path in group["path"]]
+        figure.add_trace(go.Scattergl(
+            x=group["x"].to_numpy(), y=group["y"].to_numpy(), mode="markers", name=ui.plotly_literal(label),
+            customdata=group["row"].to_numpy(), hovertext=[f"<b>{ui.plotly_literal(label)}</b><br>{n}" for n in names],
+            hoverinfo="text", marker={"size": 7, "opacity": 0.85, "color": PALETTE[number % len(PALETTE)]},
+        ))
 figure.update_layout(
     height=640, margin={"l": 10, "r": 10, "t": 36, "b": 10}, dragmode="lasso", hovermode="closest",
     legend={"title": {"text": "Label"}, "itemsizing": "constant"},
@@ -106,14 +157,31 @@ def remember_selection(chart_key: str, rows_by_trace: list[list[int]]) -> None:
     frame.first_page("map_selection_page")
 
 
-chart_key = f"map_chart-{st.session_state.get('map_chart_generation', 0)}"  # a new key clears the drawn selection
-st.plotly_chart(figure, key=chart_key, on_select=functools.partial(remember_selection, chart_key, trace_rows),
-                selection_mode=("box", "lasso"), config={"displaylogo": False, "scrollZoom": True})
-
 selection = st.session_state.get("map_selection") or {}
 chosen_rows = [row for row in selection.get("rows", []) if row < len(points)] if selection.get("run") == run.id else []
+chart_key = f"map_chart-{st.session_state.get('map_chart_generation', 0)}"  # a new key clears the drawn selection
+chart_col, side = st.columns([3, 1]) if len(chosen_rows) == 1 else (st.container(), None)
+chart_col.plotly_chart(figure, key=chart_key, on_select=functools.partial(remember_selection, chart_key, trace_rows),
+                       selection_mode=("points", "box", "lasso"), config={"displaylogo": False, "scrollZoom": True})
+
+if side is not None:  # one point clicked: it and its nearest neighbours, beside the map
+    row = chosen_rows[0]
+    item = frame.run_index(run).iloc[row]
+    with side:
+        st.image(frame.thumbnails(run, (row,))[row], caption=ui.caption_for(item["label"], item["name"]), width="stretch")
+        neighbours = search.by_row(search.load_index(run.path), row, k=NEIGHBOURS_SHOWN)
+        st.markdown(f"**Nearest neighbours** · {ui.markdown_literal(search.label_summary(neighbours))}")
+        shown = frame.run_index(run).iloc[[hit.row for hit in neighbours]]
+        frame.thumbnail_grid(run, shown, captions=[ui.caption_for(f"{hit.score:.3f} · {hit.label}",
+                                                                  store.file_name(hit.path)) for hit in neighbours],
+                             key="map-neighbours")
+        if st.button("More like this", icon=":material/image_search:", key="map-more-like-this", width="stretch"):
+            frame.more_like_this(run, row)
+    st.caption("Click another point, or draw a lasso around several to list their images.")
+    st.stop()
 if not chosen_rows:
-    st.caption("Draw a lasso (or pick the box tool in the chart's toolbar) around points to see their images here.")
+    st.caption("Click a point to see its nearest neighbours; draw a lasso (or pick the box tool in the chart's toolbar) "
+               "around points to see their images here.")
     st.stop()
 
 chosen = points.set_index("row").loc[chosen_rows].reset_index()

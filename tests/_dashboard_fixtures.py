@@ -187,3 +187,15 @@ def open_page(page: str, **state) -> AppTest:
 
 def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
+
+
+def precompute_quality(run: Path, params=None) -> Path:
+    """Store label-quality results (numpy neighbours, no zero-shot): the Quality page then draws at once, without Ray."""
+    from doggos import store
+    from doggos.quality import DEFAULT_PARAMS, assess
+    from doggos.quality_step import write_results
+
+    params = params or DEFAULT_PARAMS
+    vectors, meta = store.load_embeddings(run)
+    results = assess(vectors, meta["label"].tolist(), meta["path"].tolist(), params, backend="numpy")
+    return write_results(RunDir(run).quality, params, results)

@@ -60,3 +60,19 @@ def wait_for(condition, timeout_s: float = 60.0, poll_s: float = 0.1):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s: {getattr(condition, '__name__', condition)}")
         time.sleep(poll_s)
+
+
+@pytest.fixture
+def every_run_goes_through_app_py(monkeypatch):
+    """Make every AppTest run go through app.py, as the real server does.
+
+    AppTest resets Streamlit's "app has a pages/ folder" flag before every run, so each run after a switch_page
+    executes the page file alone, without app.py (the real server does that only for its very first request, which
+    frame.start_page covers: see test_a_deep_link_opened_first_still_gets_the_frame). AppTest offers no public switch
+    for this; the one seam is the function that runs a pages/-folder app.
+    """
+    import runpy
+
+    from streamlit.runtime.scriptrunner import script_runner
+
+    monkeypatch.setattr(script_runner, "_mpa_v1", lambda main_script_path: runpy.run_path(main_script_path))

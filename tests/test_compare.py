@@ -19,14 +19,7 @@ RUN_A = "20250101-120000-0001"
 RUN_B = "20250102-120000-0002"
 
 
-@pytest.fixture(autouse=True)
-def every_run_goes_through_app_py(monkeypatch):
-    """Make every AppTest run go through app.py, as the real server does (see the same fixture in test_pages.py)."""
-    import runpy
-
-    from streamlit.runtime.scriptrunner import script_runner
-
-    monkeypatch.setattr(script_runner, "_mpa_v1", lambda main_script_path: runpy.run_path(main_script_path))
+pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
 
 
 def edit_manifest(run: Path, config: dict | None = None, plan: dict | None = None, **changes) -> None:

@@ -18,27 +18,12 @@ from doggos import projection, store, ui
 from doggos.config import RunConfig
 from doggos.runs import RunManager
 from _dashboard_fixtures import (APP, NASTY_LABEL, array_length, button, markdown_bodies, open_page, plotly_spec,
-                                 precompute_map, unescape_markdown, write_failed_run, write_fake_run)
+                                 precompute_map, precompute_quality, unescape_markdown, write_failed_run, write_fake_run)
 
+pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "pages").glob("*.py"))
 RUN_ID = "20250101-120000-0001"
-
-
-@pytest.fixture(autouse=True)
-def every_run_goes_through_app_py(monkeypatch):
-    """Make every AppTest run go through app.py, as the real server does.
-
-    AppTest resets Streamlit's "app has a pages/ folder" flag before every run, so each run after a switch_page
-    executes the page file alone, without app.py (the real server does that only for its very first request, which
-    frame.start_page covers: see test_a_deep_link_opened_first_still_gets_the_frame). AppTest offers no public switch
-    for this; the one seam is the function that runs a pages/-folder app.
-    """
-    import runpy
-
-    from streamlit.runtime.scriptrunner import script_runner
-
-    monkeypatch.setattr(script_runner, "_mpa_v1", lambda main_script_path: runpy.run_path(main_script_path))
 
 
 @pytest.fixture
@@ -46,6 +31,7 @@ def fake_run(runs_root):
     """A finished run with three labels (one of them nasty) whose default map is already on disk."""
     run = write_fake_run(runs_root, RUN_ID)
     precompute_map(run)
+    precompute_quality(run)
     return run
 
 
@@ -82,7 +68,7 @@ def test_every_page_file_is_in_the_navigation(runs_root):
 
 def test_a_deep_link_opened_first_still_gets_the_frame(fake_run, monkeypatch):
     """A server's very first request for /map runs pages/map.py without app.py; the page's guard sends it through."""
-    monkeypatch.undo()  # the real behaviour, without the fixture above
+    monkeypatch.undo()  # the real behaviour, without every_run_goes_through_app_py
     monkeypatch.setenv("DOGGOS_RUNS_DIR", str(fake_run.parent))
     at = AppTest.from_file(APP, default_timeout=30)
     at.switch_page("pages/map.py").run()
@@ -400,3 +386,14 @@ def test_labels_with_markup_display_literally(fake_run, page):
     if page == "pages/map.py":
         names = [trace["name"] for trace in plotly_spec(at)["data"]]
         assert "<b>" not in "".join(names) and NASTY_LABEL in [html.unescape(n) for n in names]
+
+
+def test_map_click_on_one_point_shows_it_and_its_neighbours_beside_the_map(fake_run):
+    at = open_page("pages/map.py", map_selection={"run": RUN_ID, "rows": [4]})
+    index = store.load_index(fake_run)
+    captions = [unescape_markdown(c) for image in at.image for c in image.captions]
+    assert captions[0] == f"{index.label[4]} · {index.name[4]}"  # the clicked image first
+    assert len(captions) == 1 + 8 and not any(c.endswith(f" · {index.name[4]}") for c in captions[1:])
+    assert any("Nearest neighbours" in m.value for m in at.markdown)
+    button(at, "More like this").click().run()
+    assert [t.value for t in at.title] == ["Search"] and at.session_state["search_row"] == 4

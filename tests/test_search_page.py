@@ -10,8 +10,8 @@ from PIL import Image
 import frame
 
 from _dashboard_fixtures import open_page, unescape_markdown, write_fake_run
-from test_pages import every_run_goes_through_app_py  # noqa: F401  (autouse: every run goes through app.py)
 
+pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
 RUN_ID = "20250101-120000-0001"
 
 

@@ -1,0 +1,220 @@
+"""Quality page: which labels hold together, which images look misfiled, which are duplicates (doggos.quality)."""
+
+import functools
+import time
+
+import streamlit as st
+
+import frame
+from doggos import quality_view, ui
+from doggos.neighbours import check_k
+from doggos.quality import DEFAULT_PARAMS, QualityParams
+from doggos.quality_step import QUALITY, quality_slots, read_results
+from doggos.rundir import run_dir_of
+from doggos.store import file_name
+
+GRID_PAGE_SIZE = 24  # suspects or cell images per page: two screens of thumbnails
+PAIRS_PAGE_SIZE = 8  # duplicate pairs per page, each a row of two images
+PARAMS_KEY = frame.QUALITY_PARAMS
+CELL_KEY = "quality_cell"  # the clicked confusion cell: {"run", "params", "filed", "suggested"}
+
+run = frame.start_page(__file__, "Quality")
+frame.random_weights_warning(run, "label agreement, suspects and duplicates")
+rows = len(frame.run_index(run))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the quality results…")
+def results_of(folder: str, params: QualityParams, mtime_ns: int):
+    # Shared, not copied, between sessions (a 100k-image run's neighbours are large): nothing below modifies them.
+    return read_results(folder, params)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def worklist_csv(kind: str, folder: str, params: QualityParams, mtime_ns: int) -> str:
+    # Computed once per results, not on every rerun: a random-weights run of 100k images has tens of thousands of rows.
+    results = results_of(folder, params, mtime_ns)
+    return quality_view.suspects_csv(results) if kind == "suspects" else quality_view.duplicates_csv(results)
+
+
+params = st.session_state.get(PARAMS_KEY, DEFAULT_PARAMS)
+with st.form("quality_params_form"):
+    k_col, template_col, apply_col = st.columns([1, 3, 0.8], vertical_alignment="bottom")
+    k = k_col.number_input("k (neighbours per image)", min_value=1, max_value=100, value=params.k, step=1,
+                           key="quality_k", help="Each image is judged by the labels of its k nearest images.")
+    template = template_col.text_input("Zero-shot template", value=params.template, key="quality_template",
+                                       help="The prompt CLIP's text tower reads for each label; {label} is replaced.")
+    if apply_col.form_submit_button("Apply", type="primary", width="stretch"):
+        try:
+            params = quality_view.params_from_form(k, template, rows)
+            st.session_state[PARAMS_KEY] = params
+        except ValueError as error:
+            st.error(ui.markdown_literal(error))
+
+try:
+    check_k(params.k, rows)
+except ValueError as error:  # the parameters were applied on a larger run: this one has k images or fewer
+    st.error(ui.markdown_literal(error))
+    st.stop()
+
+state = QUALITY.status(run.path, params)
+if state.state == "missing":
+    state = QUALITY.start(run.path, params)  # in its own process: the page never waits on the neighbour search
+
+if state.state == "running":
+
+    @st.fragment(run_every=1.0)
+    def wait_for_results() -> None:
+        now = QUALITY.status(run.path, params)
+        if now.state != "running":
+            st.rerun(scope="app")
+        elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
+        what = ui.markdown_literal(params.describe())
+        if now.waiting:
+            slots = quality_slots()
+            st.info(f"The label check ({what}) is queued{elapsed}: at most {slots} run{'s' if slots > 1 else ''} "
+                    "at once on this machine, and this one starts when another finishes. This page updates by itself.",
+                    icon=":material/pending:")
+            return
+        st.info(f"Checking labels ({what}) in the background{elapsed}: nearest neighbours of every image, then "
+                "zero-shot with the run's model. This page updates by itself when the results are ready; they are "
+                "kept per run and parameters.", icon=":material/hourglass_top:")
+
+    wait_for_results()
+    st.stop()
+
+if state.state == "failed":
+    st.error(f"Checking labels ({ui.markdown_literal(params.describe())}) failed: "
+             f"{ui.markdown_literal(state.error or 'unknown error')}")
+    if st.button("Try again", icon=":material/refresh:"):
+        QUALITY.start(run.path, params)
+        st.rerun()
+    st.stop()
+
+results_key = (str(run_dir_of(run).quality), params, state.path.stat().st_mtime_ns)
+results = results_of(*results_key)
+ranked = quality_view.suspects(results)
+duplicates = results.duplicates
+accuracy = results.zero_shot_accuracy
+cross_label = int(duplicates["cross_label"].sum())
+
+images_col, suspects_col, strongest_col, pairs_col, zero_col = st.columns(5)
+images_col.metric("Images", f"{len(results.images):,}")
+suspects_col.metric("Likely mislabeled", f"{len(ranked):,}", help="Images whose neighbours' majority label is another.")
+strongest_col.metric("Strongest suspects", f"{int(ranked['strongest'].sum()):,}",
+                     help="Likely mislabeled that zero-shot also puts under another label.")
+pairs_col.metric("Duplicate pairs", f"{len(duplicates):,}", help=f"{cross_label:,} filed under different labels")
+zero_col.metric("Zero-shot accuracy", "—" if accuracy is None else f"{accuracy:.0%}",
+                help="How often CLIP's text tower picks the folder's label.")
+st.caption(f"{ui.markdown_literal(params.describe())} · kept per run and parameters: change them above")
+if results.zero_shot_note:
+    st.info(f"No zero-shot check: {ui.markdown_literal(results.zero_shot_note)}", icon=":material/info:")
+
+# ---- per label ---------------------------------------------------------------------------------------------------
+st.subheader("Labels")
+st.caption("Purity: the mean share of an image's neighbours filed under its own label. Least pure first; click a "
+           "column to sort.")
+st.dataframe(quality_view.label_table(results), hide_index=True, column_config={
+    "purity": st.column_config.ProgressColumn("purity", min_value=0.0, max_value=1.0, format="percent"),
+    "zero-shot accuracy": st.column_config.NumberColumn("zero-shot accuracy", format="percent"),
+})
+
+# ---- confusion ---------------------------------------------------------------------------------------------------
+st.subheader("Confusion")
+st.caption("Rows: the label an image is filed under; columns: the label its neighbours give it. Off the diagonal are "
+           "the disagreements: click a cell to see its images.")
+names = list(results.labels["label"])
+
+
+def remember_cell(chart_key: str) -> None:
+    event = st.session_state.get(chart_key) or {}
+    cell = quality_view.cell_from_selection((event.get("selection") or {}).get("points", []), names)
+    st.session_state[CELL_KEY] = (
+        {"run": run.id, "params": params.name, "filed": cell[0], "suggested": cell[1]} if cell else None)
+    frame.first_page("quality_cell_page")
+
+
+chart_key = f"quality_confusion-{st.session_state.get('quality_chart_generation', 0)}"  # new key: selection cleared
+st.plotly_chart(quality_view.confusion_figure(results), key=chart_key, on_select=functools.partial(remember_cell, chart_key),
+                selection_mode="points", config={"displaylogo": False})
+cell = st.session_state.get(CELL_KEY) or {}
+if cell.get("run") == run.id and cell.get("params") == params.name and cell.get("filed") in names:
+    behind = quality_view.cell_images(results, cell["filed"], cell["suggested"])
+    head_col, clear_col = st.columns([4, 1], vertical_alignment="center")
+    head_col.markdown(f"**{len(behind):,} image{'s' if len(behind) != 1 else ''}** filed as "
+                      f"**{ui.markdown_literal(cell['filed'])}** whose neighbours say "
+                      f"**{ui.markdown_literal(cell['suggested'])}**")
+    if clear_col.button("Clear cell", icon=":material/deselect:", width="stretch"):
+        st.session_state.pop(CELL_KEY, None)
+        st.session_state["quality_chart_generation"] = st.session_state.get("quality_chart_generation", 0) + 1
+        st.rerun()
+    window = frame.page_window(len(behind), "quality_cell_page", GRID_PAGE_SIZE)
+    frame.thumbnail_grid(run, behind.iloc[window], key="quality-cell",
+                         captions=[ui.markdown_literal(f"{file_name(p)} · agreement {a:.0%}")
+                                   for p, a in zip(behind["path"].iloc[window], behind["agreement"].iloc[window])],
+                         on_view=lambda row: frame.image_dialog(run, row))
+    frame.pager(len(behind), "quality_cell_page", GRID_PAGE_SIZE)
+
+
+# ---- suspects ----------------------------------------------------------------------------------------------------
+@st.dialog("Suspect and its neighbours", width="large")
+def suspect_dialog(row: int) -> None:
+    """The suspect larger, what each check says about it, and its stored neighbours (the evidence)."""
+    item = results.images.iloc[row]
+    picture, facts = st.columns([1, 2], gap="medium")  # a small picture: the neighbours below are the point
+    picture.image(frame.thumbnails(run, (row,))[row], width="stretch")
+    with facts:
+        st.markdown(f"Filed as **{ui.markdown_literal(item['class'])}** · neighbours say "
+                    f"**{ui.markdown_literal(item['suggested'])}** · agreement {item['agreement']:.0%}")
+        if isinstance(item["zero_shot"], str):
+            st.markdown(f"Zero-shot says **{ui.markdown_literal(item['zero_shot'])}** "
+                        f"({item['zero_shot_probability']:.0%})")
+        st.code(item["path"], language=None, wrap_lines=True)
+        if (frame.APP_DIR / "pages" / "search.py").exists() and st.button(
+                "More like this", icon=":material/image_search:", key="quality-more-like-this"):
+            frame.more_like_this(run, row)
+    near = quality_view.neighbours_of(results, row)
+    st.markdown(f"**Its {len(near)} nearest neighbours**, best first")
+    frame.thumbnail_grid(run, near, key="quality-neighbours", captions=[
+        ui.markdown_literal(f"{label} · {similarity:.3f}") for label, similarity in zip(near["label"], near["similarity"])])
+
+
+st.subheader("Suspects")
+if ranked.empty:
+    st.success("Every image's neighbours agree with its folder: no suspects.", icon=":material/check_circle:")
+else:
+    text_col, download_col = st.columns([4, 1], vertical_alignment="center")
+    text_col.caption("Images whose neighbours mostly carry another label, strongest first (zero-shot disagrees with the "
+                     "folder too), then least agreement. Press **View** to see an image's neighbours.")
+    download_col.download_button("Suspects CSV", worklist_csv("suspects", *results_key), file_name=f"suspects-{run.id}.csv",
+                                 mime="text/csv", icon=":material/download:", width="stretch",
+                                 help="A relabel worklist: path, filed label, suggested label, agreement, zero-shot label")
+    window = frame.page_window(len(ranked), "quality_suspects_page", GRID_PAGE_SIZE)
+    shown = ranked.iloc[window]
+    frame.thumbnail_grid(run, shown, key="quality-suspects", on_view=suspect_dialog,
+                         captions=[ui.markdown_literal(quality_view.suspect_caption(s)) for s in shown.to_dict("records")])
+    frame.pager(len(ranked), "quality_suspects_page", GRID_PAGE_SIZE)
+
+# ---- duplicates --------------------------------------------------------------------------------------------------
+st.subheader("Duplicates")
+notes = [f"near duplicates: {results.near_rule}"] + ([results.exact_note] if results.exact_note else [])
+if duplicates.empty:
+    st.success("No duplicate pairs.", icon=":material/check_circle:")
+    st.caption(ui.markdown_literal(" · ".join(notes)))
+    st.stop()
+text_col, download_col = st.columns([4, 1], vertical_alignment="center")
+text_col.caption(f"{len(duplicates):,} pairs, {cross_label:,} of them filed under different labels (listed first), "
+                 "then exact copies, then by similarity · " + ui.markdown_literal(" · ".join(notes)))
+download_col.download_button("Duplicates CSV", worklist_csv("duplicates", *results_key), file_name=f"duplicates-{run.id}.csv",
+                             mime="text/csv", icon=":material/download:", width="stretch",
+                             help="Every pair: path_a, path_b, labels, kind, similarity")
+window = frame.page_window(len(duplicates), "quality_duplicates_page", PAIRS_PAGE_SIZE)
+pairs = duplicates.iloc[window]
+shown = frame.thumbnails(run, list(pairs["a"]) + list(pairs["b"]))
+for pair in pairs.to_dict("records"):
+    with st.container(border=True):
+        left, right, words = st.columns([1, 1, 2], vertical_alignment="center")
+        left.image(shown[pair["a"]], caption=ui.caption_for(pair["class_a"], file_name(pair["path_a"])), width="stretch")
+        right.image(shown[pair["b"]], caption=ui.caption_for(pair["class_b"], file_name(pair["path_b"])), width="stretch")
+        words.markdown(("⚠️ " if pair["cross_label"] else "") + ui.markdown_literal(quality_view.duplicate_caption(pair)))
+        words.caption(ui.markdown_literal(f"{pair['path_a']}  ·  {pair['path_b']}"))
+frame.pager(len(duplicates), "quality_duplicates_page", PAIRS_PAGE_SIZE)

@@ -1,0 +1,348 @@
+"""The Quality page and the Map's "label agreement" colour (AppTest), and doggos.quality_view, on fake runs whose quality
+results are computed here with the numpy backend (no Ray)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from doggos import quality_view, store
+from doggos.quality import DEFAULT_PARAMS, QualityParams, ZeroShot, assess, label_names
+from doggos.quality_step import QUALITY, write_results
+from doggos.rundir import RunDir
+from _dashboard_fixtures import (NASTY_LABEL, array_length, button, markdown_bodies, open_page, plotly_spec,
+                                 precompute_map, unescape_markdown, write_fake_run)
+
+RUN_ID = "20250101-120000-0001"
+MISFILED = {3: "border collie", 4: "border collie"}  # beagle images (their embeddings say so) filed under another label
+SHARED_HASH = (0, 13)  # identical bytes: a beagle and a border collie, a cross-label exact pair
+NEAR_COPY = (1, 2)  # row 1's embedding becomes row 2's, scaled: a near duplicate within beagle
+
+
+pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
+
+
+def misfile(run: Path) -> None:
+    """Rewrite the run's Parquet: MISFILED rows get another label, NEAR_COPY's first row a copy of the second's vector."""
+    files = store.embedding_files(run)
+    tables = [pq.read_table(f) for f in files]
+    table = pa.concat_tables(tables)
+    classes = table.column("class").to_pylist()
+    for row, label in MISFILED.items():
+        classes[row] = label
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    vectors[NEAR_COPY[0]] = vectors[NEAR_COPY[1]] * 1.001
+    table = table.set_column(table.schema.get_field_index("class"), "class", pa.array(classes, pa.string()))
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+    table = table.set_column(table.schema.get_field_index("embedding"), "embedding", embedding)
+    start = 0
+    for path, part in zip(files, tables):
+        pq.write_table(table.slice(start, part.num_rows), path)
+        start += part.num_rows
+
+
+def precompute_quality(run: Path, params: QualityParams = DEFAULT_PARAMS, zero_shot: bool = True):
+    """Quality results on disk as the QUALITY step writes them. Zero-shot (when asked) names each image's true label,
+    so a misfiled image whose zero-shot is not overridden is a strongest suspect; row 4's zero-shot sides with its
+    folder (a suspect, not a strongest one)."""
+    vectors, meta = store.load_embeddings(run)
+    labels, paths = meta["label"].tolist(), meta["path"].tolist()
+    hashes = [f"h{row}" for row in range(len(labels))]
+    hashes[SHARED_HASH[1]] = hashes[SHARED_HASH[0]]
+    options = {"zero_shot_note": "the model's text tower could not be loaded: no text_config"}
+    if zero_shot:
+        names = label_names(labels)
+        truth = [("beagle" if row in MISFILED else label) for row, label in enumerate(labels)]
+        truth[4] = labels[4]
+        options = {"zero_shot_result": ZeroShot(np.array([names.index(t) for t in truth]), np.full(len(labels), 0.8, np.float32))}
+    results = assess(vectors, labels, paths, params, hashes=hashes, backend="numpy", **options)
+    write_results(RunDir(run).quality, params, results)
+    return results
+
+
+@pytest.fixture
+def quality_run(runs_root):
+    run = write_fake_run(runs_root, RUN_ID)
+    misfile(run)
+    precompute_map(run)
+    return run, precompute_quality(run)
+
+
+@pytest.fixture
+def recorded_quality_starts(monkeypatch):
+    """QUALITY.start without the background process (it would start Ray): it records the call and leaves a live
+    computation's marker (this test process's pid), so the page sees "running" as it would."""
+    from doggos.steps import Step
+
+    calls = []
+    real_start = Step.start
+
+    def fake_start(self, run, params):
+        if self is not QUALITY:
+            return real_start(self, run, params)
+        calls.append(params)
+        marker = QUALITY.result(run, params).with_suffix(".running")
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.unlink(missing_ok=True)
+        QUALITY.result(run, params).with_suffix(".error.txt").unlink(missing_ok=True)
+        marker.write_text(json.dumps({"created": time.time(), "pid": os.getpid()}))
+        return QUALITY.status(run, params)
+
+    monkeypatch.setattr(Step, "start", fake_start)  # Step is frozen: its instances take no attributes of their own
+    return calls
+
+
+def decoded(value) -> np.ndarray:
+    """A numpy array as Plotly's JSON stores it ({'dtype', 'bdata'})."""
+    return np.frombuffer(base64.b64decode(value["bdata"]), value["dtype"])
+
+
+def shown_captions(at) -> list[str]:
+    return [unescape_markdown(c) for image in at.image for c in image.captions]
+
+
+# ---- doggos.quality_view -----------------------------------------------------------------------------------------
+
+def test_quality_view_label_table_puts_the_least_pure_label_first(quality_run):
+    _, results = quality_run
+    table = quality_view.label_table(results)
+    assert list(table.columns) == ["label", "images", "purity", "zero-shot accuracy", "most confused with",
+                                   "likely mislabeled"]
+    assert list(table["purity"]) == sorted(table["purity"])
+    collie = table.set_index("label").loc["border collie"]
+    assert collie["images"] == 11 and collie["likely mislabeled"] == 2 and collie["most confused with"] == "beagle"
+    assert collie["zero-shot accuracy"] == pytest.approx(10 / 11)  # row 3 is named beagle, row 4 border collie
+    assert table.set_index("label").loc["beagle", "most confused with"] == ""
+
+
+def test_quality_view_confusion_cells_and_the_clicked_cell(quality_run):
+    _, results = quality_run
+    cells = quality_view.confusion_cells(results).set_index(["filed", "suggested"])
+    assert cells["images"].sum() == len(results.images)
+    assert cells.loc[("border collie", "beagle"), "images"] == 2
+    assert cells.loc[("border collie", "beagle"), "share"] == pytest.approx(2 / 11)
+    names = list(results.labels["label"])
+    i, j = names.index("border collie"), names.index("beagle")
+    points = [{"curve_number": 1, "point_index": 4, "customdata": [i, j]}]
+    assert quality_view.cell_from_selection(points, names) == ("border collie", "beagle")
+    assert quality_view.cell_from_selection([{"customdata": {"0": i, "1": j}}], names) == ("border collie", "beagle")
+    assert quality_view.cell_from_selection([{"customdata": [i, 99]}], names) is None
+    assert quality_view.cell_from_selection([], names) is None
+    behind = quality_view.cell_images(results, "border collie", "beagle")
+    assert sorted(behind["row"]) == [3, 4] and set(behind["label"]) == {"border collie"}
+
+
+def test_quality_view_suspects_put_the_strongest_first_with_their_captions(quality_run):
+    _, results = quality_run
+    ranked = quality_view.suspects(results)
+    assert list(ranked["row"]) == [3, 4] and list(ranked["strongest"]) == [True, False]
+    assert [quality_view.suspect_caption(s) for s in ranked.to_dict("records")] == [
+        "filed as border collie · neighbours say beagle · zero-shot says beagle",
+        "filed as border collie · neighbours say beagle · zero-shot says border collie",
+    ]
+    assert quality_view.suspect_caption({"label": "a", "suggested": "b", "zero_shot": None}) == \
+        "filed as a · neighbours say b"
+
+
+def test_quality_view_csv_worklists(quality_run):
+    _, results = quality_run
+    suspects = list(csv.DictReader(io.StringIO(quality_view.suspects_csv(results))))
+    assert [s["path"] for s in suspects] == [f"/data/dogs/beagle/beagle-{i:04d}.jpg" for i in (3, 4)]
+    assert suspects[0] == {"path": "/data/dogs/beagle/beagle-0003.jpg", "filed_label": "border collie",
+                           "suggested_label": "beagle", "agreement": f"{results.images['agreement'][3]:.4f}",
+                           "zero_shot_label": "beagle", "strongest": "true"}
+    pairs = list(csv.DictReader(io.StringIO(quality_view.duplicates_csv(results))))
+    assert list(pairs[0]) == list(quality_view.DUPLICATE_CSV_COLUMNS)
+    first = pairs[0]  # the cross-label exact pair comes first
+    assert (first["label_a"], first["label_b"], first["kind"], first["cross_label"]) == \
+        ("beagle", "border collie", "exact", "true")
+    near = [p for p in pairs if p["kind"] == "near"]
+    assert [(p["path_a"], p["path_b"]) for p in near] == [tuple(f"/data/dogs/beagle/beagle-{i:04d}.jpg" for i in NEAR_COPY)]
+    assert float(near[0]["similarity"]) > 0.999
+
+
+def test_quality_view_neighbours_and_params(quality_run):
+    _, results = quality_run
+    near = quality_view.neighbours_of(results, 3)
+    assert len(near) == DEFAULT_PARAMS.k and list(near["similarity"]) == sorted(near["similarity"], reverse=True)
+    assert 3 not in set(near["row"]) and not near["same_label"].all()
+    assert quality_view.params_from_form(5, "  a picture of {label}  ") == QualityParams(k=5, template="a picture of {label}")
+    with pytest.raises(ValueError, match="^k: must be a whole number from 1 to 100"):
+        quality_view.params_from_form(0, "a {label}")
+    with pytest.raises(ValueError, match="^template: must contain"):
+        quality_view.params_from_form(5, "a photo")
+    with pytest.raises(ValueError, match="^k: must be smaller than the number of images \\(5\\)"):
+        quality_view.params_from_form(5, "a {label}", rows=5)
+
+
+# ---- the Quality page --------------------------------------------------------------------------------------------
+
+def test_quality_page_shows_labels_confusion_suspects_and_duplicates(quality_run):
+    run, results = quality_run
+    at = open_page("pages/quality.py")
+    assert not at.error, [e.value for e in at.error]
+    assert any("random weights" in w.value for w in at.warning)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Likely mislabeled"] == "2" and metrics["Strongest suspects"] == "1"
+    assert metrics["Duplicate pairs"] == str(len(results.duplicates))
+    table = at.dataframe[0].value
+    assert list(table["label"]) == list(quality_view.label_table(results)["label"])
+    spec = plotly_spec(at)
+    heatmap, cells = spec["data"]
+    assert heatmap["type"] == "heatmap" and cells["type"] == "scatter"
+    names = list(results.labels["label"])
+    assert [html.unescape(n) for n in heatmap["y"]] == names and [html.unescape(n) for n in heatmap["x"]] == names
+    assert "<b>" not in "".join(heatmap["x"])
+    expected = quality_view.confusion_cells(results)
+    assert cells["customdata"] == expected[["filed_index", "suggested_index"]].to_numpy().tolist()  # a click's answer
+    assert [html.unescape(y) for y in cells["y"]] == list(expected["filed"])
+    assert spec["layout"]["clickmode"] == "event+select"
+    captions = shown_captions(at)
+    assert captions[:2] == ["filed as border collie · neighbours say beagle · zero-shot says beagle",
+                            "filed as border collie · neighbours say beagle · zero-shot says border collie"]
+    pair_words = [unescape_markdown(m.value) for m in at.markdown if "duplicate" in m.value or "copy" in m.value]
+    assert pair_words[0].startswith("⚠️ exact copy (identical files) · filed under different labels: beagle and border collie")
+    assert any(w.startswith("near duplicate, similarity 1.0000 · both filed as beagle") for w in pair_words)
+    assert "beagle · beagle-0000.jpg" in captions and "border collie · border collie-0001.jpg" in captions
+
+
+def test_quality_page_offers_both_csv_worklists(quality_run, monkeypatch):
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    run, results = quality_run
+    stored = {}
+    real = MemoryMediaFileStorage.load_and_get_id
+
+    def keep(self, path_or_data, mimetype, kind, filename=None):  # a spy: the real storage still stores it
+        stored[filename] = path_or_data
+        return real(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    at = open_page("pages/quality.py")
+    assert [b.label for b in at.download_button] == ["Suspects CSV", "Duplicates CSV"]
+    assert stored[f"suspects-{RUN_ID}.csv"].decode() == quality_view.suspects_csv(results)
+    assert stored[f"duplicates-{RUN_ID}.csv"].decode() == quality_view.duplicates_csv(results)
+
+
+def test_quality_page_shows_the_images_behind_a_clicked_cell(quality_run):
+    at = open_page("pages/quality.py", quality_cell={"run": RUN_ID, "params": DEFAULT_PARAMS.name,
+                                                     "filed": "border collie", "suggested": "beagle"})
+    assert any("2 images" in m.value and "border collie" in m.value for m in at.markdown)
+    cell_captions = [c for c in shown_captions(at) if "agreement" in c]
+    assert sorted(cell_captions) == sorted(f"beagle-{i:04d}.jpg · agreement {a:.0%}" for i, a in
+                                           zip((3, 4), quality_run[1].images["agreement"][[3, 4]]))
+    button(at, "Clear cell").click().run()
+    assert "quality_cell" not in at.session_state
+    assert not [c for c in shown_captions(at) if "agreement" in c]
+
+
+def test_quality_page_view_shows_a_suspects_neighbours(quality_run):
+    at = open_page("pages/quality.py")
+    at.button(key="quality-suspects-view-3").click().run()
+    assert not at.exception
+    assert "/data/dogs/beagle/beagle-0003.jpg" in [c.value for c in at.code]
+    near = quality_view.neighbours_of(quality_run[1], 3)
+    captions = shown_captions(at)
+    assert all(f"{label} · {similarity:.3f}" in captions for label, similarity in zip(near["label"], near["similarity"]))
+
+
+def test_quality_page_says_why_zero_shot_is_missing(runs_root):
+    run = write_fake_run(runs_root, RUN_ID)
+    precompute_quality(run, zero_shot=False)
+    at = open_page("pages/quality.py")
+    assert any("No zero-shot check" in i.value and "no text\\_config" in i.value for i in at.info)
+    assert {m.label: m.value for m in at.metric}["Zero-shot accuracy"] == "—"
+
+
+def test_quality_page_computes_missing_results_in_the_background(runs_root, recorded_quality_starts):
+    write_fake_run(runs_root, RUN_ID)
+    at = open_page("pages/quality.py")
+    assert recorded_quality_starts == [DEFAULT_PARAMS]
+    assert any("in the background" in i.value for i in at.info)
+    assert not at.get("plotly_chart") and not at.dataframe
+    at.number_input(key="quality_k").set_value(5)
+    button(at, "Apply").click().run()
+    assert recorded_quality_starts == [DEFAULT_PARAMS, QualityParams(k=5)]
+    assert at.session_state["quality_params"] == QualityParams(k=5)
+
+
+def test_quality_page_refuses_bad_parameters(quality_run, recorded_quality_starts):
+    at = open_page("pages/quality.py")
+    at.text_input(key="quality_template").input("a photo of a dog")
+    button(at, "Apply").click().run()
+    assert any("template" in e.value and "exactly once" in unescape_markdown(e.value) for e in at.error)
+    at.text_input(key="quality_template").input("a photo of a {label}.")
+    at.number_input(key="quality_k").set_value(27)  # the run has 27 images: each needs 27 others
+    button(at, "Apply").click().run()
+    assert any("smaller than the number of images (27)" in unescape_markdown(e.value) for e in at.error)
+    assert recorded_quality_starts == []
+
+
+def test_quality_page_shows_a_failure_and_tries_again(runs_root, recorded_quality_starts):
+    run = write_fake_run(runs_root, RUN_ID)
+    QUALITY.fail(run, DEFAULT_PARAMS, "MemoryError: <b>too big</b>")
+    at = open_page("pages/quality.py")
+    assert any("too big" in unescape_markdown(e.value) and "<b>" not in e.value for e in at.error)
+    assert recorded_quality_starts == []
+    button(at, "Try again").click().run()
+    assert recorded_quality_starts == [DEFAULT_PARAMS]
+    assert any("in the background" in i.value for i in at.info)
+
+
+def test_quality_page_shows_nasty_labels_literally(runs_root):
+    run = write_fake_run(runs_root, RUN_ID)
+    precompute_quality(run, zero_shot=False)
+    at = open_page("pages/quality.py", quality_cell={"run": RUN_ID, "params": DEFAULT_PARAMS.name,
+                                                     "filed": NASTY_LABEL, "suggested": NASTY_LABEL})
+    for body in markdown_bodies(at):
+        assert "<b>" not in body and "*x*" not in body, body
+    assert any(NASTY_LABEL in unescape_markdown(m.value) for m in at.markdown)  # the clicked cell's heading
+    folder = NASTY_LABEL.replace("/", "|")  # the fake run's folder for that label
+    assert any(c.startswith(f"{folder}-0000.jpg · agreement ") for c in shown_captions(at))
+    names = plotly_spec(at)["data"][0]["x"]
+    assert "<b>" not in "".join(names) and NASTY_LABEL in [html.unescape(n) for n in names]
+
+
+# ---- the Map's label agreement colour ----------------------------------------------------------------------------
+
+def test_map_colours_by_label_agreement_when_the_results_exist(quality_run):
+    run, results = quality_run
+    at = open_page("pages/map.py")
+    assert len(plotly_spec(at)["data"]) == 3  # by label, unchanged: one trace per label
+    at.button_group(key="map_colour").set_value("agreement").run()
+    (trace,) = plotly_spec(at)["data"]
+    marker = trace["marker"]
+    assert array_length(trace["x"]) == len(results.images) and marker["colorbar"]["title"]["text"]
+    colours, rows = decoded(marker["color"]), decoded(trace["customdata"])
+    assert np.allclose(colours, results.images["agreement"].to_numpy()[rows])
+    assert list(rows[-2:]) == [3, 4]  # the least agreement (row 4: none) is drawn last, on top
+    assert (marker["cmin"], marker["cmax"]) == (0, 1)
+
+
+def test_map_offers_to_compute_label_agreement(fake_map_run, recorded_quality_starts):
+    at = open_page("pages/map.py")
+    assert "not computed" in " ".join(at.button_group(key="map_colour").options)
+    at.button_group(key="map_colour").set_value("agreement").run()
+    assert len(plotly_spec(at)["data"]) == 3  # still by label meanwhile
+    button(at, "Compute label agreement").click().run()
+    assert recorded_quality_starts == [DEFAULT_PARAMS]
+    assert any("computing in the background" in i.value for i in at.info)
+    assert "computing" in " ".join(at.button_group(key="map_colour").options)
+
+
+@pytest.fixture
+def fake_map_run(runs_root):
+    run = write_fake_run(runs_root, RUN_ID)
+    precompute_map(run)
+    return run
