@@ -18,6 +18,7 @@ from doggos import models, pipeline
 from doggos.cluster import ray_connection
 from doggos.config import RunConfig, user_message
 from doggos.plan import ResourcePlan
+from doggos.operators import Sampler
 from doggos.progress import hold
 from doggos.records import Manifest, Progress, update_status, write_manifest
 from doggos.rundir import RunDir, now_iso, write_json_atomic
@@ -140,7 +141,7 @@ def log_outcome(run_dir: RunDir, line: str) -> None:
 
 def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,
          steps: list[tuple[Step, object]], published: threading.Event) -> Manifest:
-    with _Heartbeat(report) as heartbeat:
+    with _Heartbeat(report, Sampler(run_dir.path)) as heartbeat:
         hold("listing")
         source, listing = pipeline.list_source(config)
         models.check_available(config.model)
@@ -204,8 +205,10 @@ def _reporter(run_dir: RunDir, on_progress):
 class _Heartbeat:
     """Reports progress every PROGRESS_EVERY_S from the run's start: the phase while Ray starts, live counts after."""
 
-    def __init__(self, report):
+    def __init__(self, report, sampler: Sampler | None = None):
         self.report = report
+        self.sampler = sampler  # Ray Data's per-operator state → operators.jsonl (the live view); None: not sampled
+        self.rows_by_node = None  # images each node's actors embedded, from the tracker
         self.progress = Progress(phase="listing")  # what to report while no tracker exists
         self.tracker = None
         self._stop = threading.Event()
@@ -220,6 +223,8 @@ class _Heartbeat:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
+        if self.sampler is not None:
+            self.sampler.close(self.rows_by_node)  # an execution that ended between two beats gets its last sample
 
     def _beat(self) -> None:
         while not self._stop.wait(PROGRESS_EVERY_S):
@@ -231,5 +236,8 @@ class _Heartbeat:
                     import ray
 
                     self.report(ray.get(self.tracker.snapshot.remote(), timeout=10))
+                    self.rows_by_node = ray.get(self.tracker.rows_by_node.remote(), timeout=10)
             except Exception as error:  # progress is best effort; the run itself goes on
                 log.debug("progress report failed: %s", error)
+            if self.sampler is not None:
+                self.sampler.sample(self.rows_by_node)  # never raises

@@ -5,6 +5,7 @@ import time
 import streamlit as st
 
 import frame
+import workshop
 from doggos import ui
 from doggos.config import DEFAULT_MODEL, DEVICES
 from doggos.runs import RunManager
@@ -44,6 +45,7 @@ def draw_active_run(run) -> None:
         rate.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "–")
         eta.metric("ETA", ui.format_duration(progress.eta_s) if progress.phase == "embedding" else "–")
         failed.metric("Failed files", f"{progress.failed:,}")
+        workshop.live_operators(run)
         st.code(ui.plain_log(manager.log_tail(run.id, 8)) or "(no log output yet)", language=None, wrap_lines=True)
         if st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
             with st.spinner("Stopping the run and its Ray workers…"):

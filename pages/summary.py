@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import frame
+import workshop
 from doggos import store, ui
 
 run = frame.start_page(__file__, "Run summary")
@@ -98,6 +99,7 @@ if operators:
             "rows_out": st.column_config.NumberColumn("Rows out"),
         },
     )
+workshop.timeline_chart(run)
 with st.expander("Ray Data statistics (ray_stats.txt)", expanded=not operators):
     st.code(stats_text or "(no ray_stats.txt in this run)", language=None)
 with st.expander("Run log (log.txt): what doggos did"):

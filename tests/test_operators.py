@@ -1,4 +1,4 @@
-"""Workshop mode: Ray Data's per-operator state sampled from a real run, saved, read back, and drawn live and replayed."""
+"""Workshop mode: Ray Data's per-operator state sampled from a real run, saved, read back, drawn live and replayed."""
 
 from __future__ import annotations
 
@@ -81,6 +81,8 @@ def test_a_real_run_saves_its_operators_over_time_up_to_every_image(ray_session,
     for _, rows in frame.groupby("index")["rows_done"]:
         assert rows.is_monotonic_increasing, "rows done never step back"
     assert (frame["rows_per_s"].dropna() >= 0).all() and frame["rows_per_s"].max() > 0
+    driven = operators.latest(tmp_path / "run")  # the driver's own heartbeat sampled the run too, into the run folder
+    assert driven is not None and driven.state == "finished" and driven.embed_operator().rows_done == len(images)
 
 
 def test_the_sampler_writes_nothing_while_no_dataset_executes(tmp_path):
@@ -109,6 +111,20 @@ def test_a_ray_whose_executor_changed_gives_one_unavailable_line_and_never_raise
         executor.join()
     lines = (tmp_path / operators.OPERATORS_FILE).read_text().splitlines()
     assert len(lines) == 1 and operators.latest(tmp_path).state == "unavailable"
+
+
+def test_a_ray_that_moved_its_executor_gives_one_unavailable_line(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    moved = "ray.data._internal.execution.streaming_executor"
+    monkeypatch.setitem(sys.modules, moved, types.ModuleType(moved))  # the module, without StreamingExecutor
+    if "ray.data" not in sys.modules:
+        monkeypatch.setitem(sys.modules, "ray.data", types.ModuleType("ray.data"))
+    sampler = operators.Sampler(tmp_path)
+    first = sampler.sample()
+    assert first.state == "unavailable" and "StreamingExecutor" in first.note
+    assert sampler.sample() is None and len((tmp_path / operators.OPERATORS_FILE).read_text().splitlines()) == 1
 
 
 def test_executions_already_going_when_the_run_began_are_not_followed(tmp_path, monkeypatch):
