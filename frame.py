@@ -3,6 +3,7 @@ the thumbnail grid with paging, the image dialog and the random-weights warning.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +42,43 @@ def start_page(script: str, title: str, needs_run: bool = True):
         st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
         st.stop()
     return run
+
+
+def ready_step(step, run, params, what: str, working: str, units: tuple[str, str]):
+    """The ready result of a post-run step (a map, a label check) for this page; otherwise draw why not and stop.
+
+    Missing: started in a background process, so the page never waits on it. Running: said, with the time so far,
+    polled every second (queued behind others for a machine-wide slot: said too). Failed: why, with **Try again**.
+    `what` names the result ("UMAP (…)"), `working` is the running message ("{elapsed}" marks where the time goes),
+    `units` the queued message's singular and plural ("UMAP computes", "UMAPs compute").
+    """
+    state = step.status(run.path, params)
+    if state.state == "missing":
+        state = step.start(run.path, params)
+    if state.state == "running":
+
+        @st.fragment(run_every=1.0)
+        def wait() -> None:
+            now = step.status(run.path, params)
+            if now.state != "running":
+                st.rerun(scope="app")
+            elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
+            if now.waiting:
+                slots = step.slots()
+                st.info(f"{what} is queued{elapsed}: at most {slots} {units[slots > 1]} at once on this machine, and "
+                        "this one starts when another finishes. This page updates by itself.", icon=":material/pending:")
+            else:
+                st.info(working.replace("{elapsed}", elapsed), icon=":material/hourglass_top:")
+
+        wait()
+        st.stop()
+    if state.state == "failed":
+        st.error(f"{what} failed: {ui.markdown_literal(state.error or 'unknown error')}")
+        if st.button("Try again", icon=":material/refresh:", key=f"{step.name}-try-again"):
+            step.start(run.path, params)
+            st.rerun()
+        st.stop()
+    return state
 
 
 def random_weights_warning(run, what: str) -> None:

@@ -1,7 +1,6 @@
 """Map page: a 2-D UMAP (or PCA) of the run's embeddings; box or lasso a region to see its images below."""
 
 import functools
-import time
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -43,41 +42,12 @@ with st.form("map_params_form"):
         params = projection.ProjectionParams(n_neighbors, min_dist, metric, method or "umap")
         st.session_state["map_params"] = params
 
-state = MAP.status(run.path, params)
-if state.state == "missing":
-    state = MAP.start(run.path, params)  # in its own process: the page never waits on UMAP
-
-if state.state == "running":
-
-    @st.fragment(run_every=1.0)
-    def wait_for_projection() -> None:
-        now = MAP.status(run.path, params)
-        if now.state != "running":
-            st.rerun(scope="app")
-        elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
-        if now.waiting:
-            slots = projection.map_slots()
-            st.info(f"{params.describe()} is queued{elapsed}: at most {slots} UMAP{'s compute' if slots > 1 else ' computes'} "
-                    "at once on this machine, and this one starts when another finishes. This page updates by itself.",
-                    icon=":material/pending:")
-            return
-        st.info(
-            f"Computing {params.describe()} in the background{elapsed}. This page updates by itself when the map "
-            "is ready. The first UMAP in a fresh process takes tens of seconds (numba compiles its code); "
-            "after that, results are cached per run and parameters.",
-            icon=":material/hourglass_top:",
-        )
-
-    wait_for_projection()
-    st.stop()
-
-if state.state == "failed":
-    st.error(f"Computing {params.describe()} failed: {ui.markdown_literal(state.error or 'unknown error')}")
-    if st.button("Try again", icon=":material/refresh:"):
-        MAP.start(run.path, params)
-        st.rerun()
-    st.stop()
-
+state = frame.ready_step(
+    MAP, run, params, what=params.describe(),
+    working=f"Computing {params.describe()} in the background{{elapsed}}. This page updates by itself when the map is "
+            "ready. The first UMAP in a fresh process takes tens of seconds (numba compiles its code); after that, "
+            "results are cached per run and parameters.",
+    units=("UMAP computes", "UMAPs compute"))
 points, info = projection_of(str(state.path), state.path.stat().st_mtime_ns)
 seconds = info.get("seconds")
 

@@ -1,7 +1,6 @@
 """Quality page: which labels hold together, which images look misfiled, which are duplicates (doggos.quality)."""
 
 import functools
-import time
 
 import streamlit as st
 
@@ -9,7 +8,7 @@ import frame
 from doggos import quality_view, ui
 from doggos.neighbours import check_k
 from doggos.quality import DEFAULT_PARAMS, QualityParams
-from doggos.quality_step import QUALITY, quality_slots, read_results
+from doggos.quality_step import QUALITY, read_results
 from doggos.rundir import run_dir_of
 from doggos.store import file_name
 
@@ -56,39 +55,13 @@ except ValueError as error:  # the parameters were applied on a larger run: this
     st.error(ui.markdown_literal(error))
     st.stop()
 
-state = QUALITY.status(run.path, params)
-if state.state == "missing":
-    state = QUALITY.start(run.path, params)  # in its own process: the page never waits on the neighbour search
-
-if state.state == "running":
-
-    @st.fragment(run_every=1.0)
-    def wait_for_results() -> None:
-        now = QUALITY.status(run.path, params)
-        if now.state != "running":
-            st.rerun(scope="app")
-        elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
-        what = ui.markdown_literal(params.describe())
-        if now.waiting:
-            slots = quality_slots()
-            st.info(f"The label check ({what}) is queued{elapsed}: at most {slots} run{'s' if slots > 1 else ''} "
-                    "at once on this machine, and this one starts when another finishes. This page updates by itself.",
-                    icon=":material/pending:")
-            return
-        st.info(f"Checking labels ({what}) in the background{elapsed}: nearest neighbours of every image, then "
-                "zero-shot with the run's model. This page updates by itself when the results are ready; they are "
-                "kept per run and parameters.", icon=":material/hourglass_top:")
-
-    wait_for_results()
-    st.stop()
-
-if state.state == "failed":
-    st.error(f"Checking labels ({ui.markdown_literal(params.describe())}) failed: "
-             f"{ui.markdown_literal(state.error or 'unknown error')}")
-    if st.button("Try again", icon=":material/refresh:"):
-        QUALITY.start(run.path, params)
-        st.rerun()
-    st.stop()
+what = ui.markdown_literal(params.describe())
+state = frame.ready_step(
+    QUALITY, run, params, what=f"The label check ({what})",
+    working=f"Checking labels ({what}) in the background{{elapsed}}: nearest neighbours of every image, then zero-shot "
+            "with the run's model. This page updates by itself when the results are ready; they are kept per run and "
+            "parameters.",
+    units=("label check runs", "label checks run"))
 
 results_key = (str(run_dir_of(run).quality), params, state.path.stat().st_mtime_ns)
 results = results_of(*results_key)
