@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from doggos.records import known_fields
+from doggos.rundir import run_dir_of
+
 OPERATORS_FILE = "operators.jsonl"  # in the run folder: one JSON line per operator sample, appended while the run goes
 FORMAT_VERSION = 1  # written into every line, so a later reader can tell an older timeline apart
 TAIL_BYTES = 256 * 1024  # latest() reads only this much of the file's end: a sample line is a few KB at most
@@ -111,17 +114,12 @@ class PipelineSnapshot:
     def from_dict(cls, data: Mapping[str, Any]) -> "PipelineSnapshot":
         known = {"time": 0.0, "elapsed_s": 0.0, "dataset": "", "state": "running"}
         known.update((k, v) for k, v in data.items() if k in cls.__dataclass_fields__)
-        known["operators"] = [_known(OperatorSnapshot, o) for o in data.get("operators", [])]
-        known["nodes"] = [_known(NodeSnapshot, n) for n in data.get("nodes", [])]
+        known["operators"] = [OperatorSnapshot(**known_fields(OperatorSnapshot, o)) for o in data.get("operators", [])]
+        known["nodes"] = [NodeSnapshot(**known_fields(NodeSnapshot, n)) for n in data.get("nodes", [])]
         return cls(**known)
 
     def embed_operator(self) -> OperatorSnapshot | None:
         return next((op for op in self.operators if op.kind == "embed"), None)
-
-
-def _known(kind, data: Mapping[str, Any]):
-    """A dataclass from a dict: keys it does not know are ignored (a newer writer), missing ones take defaults."""
-    return kind(**{name: value for name, value in data.items() if name in kind.__dataclass_fields__})
 
 
 def kinds_of(name: str) -> list[str]:
@@ -380,7 +378,7 @@ def _snapshots(path: Path, tail_bytes: int | None = None) -> list[PipelineSnapsh
 
 def operators_path(run_dir) -> Path:
     """The samples file of a run: a run folder path, a RunDir, or anything with a `.path` (a RunInfo)."""
-    return Path(getattr(run_dir, "path", run_dir)) / OPERATORS_FILE
+    return run_dir_of(run_dir).path / OPERATORS_FILE
 
 
 def latest(run_dir) -> PipelineSnapshot | None:

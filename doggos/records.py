@@ -43,7 +43,7 @@ class Progress:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Progress":
-        return cls(**_known(cls, data or {}))
+        return cls(**known_fields(cls, data or {}))
 
     @property
     def processed(self) -> int:
@@ -77,7 +77,7 @@ class RunStatus:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunStatus":
-        values = _known(cls, data)
+        values = known_fields(cls, data)
         values["progress"] = Progress.from_dict(data.get("progress"))
         if not isinstance(values.get("pid_start"), (int, float)):  # older records kept a /proc tick count
             values["pid_start"] = None
@@ -163,7 +163,7 @@ class Manifest:
         if not isinstance(schema, int) or schema > SCHEMA_VERSION:
             raise RecordError(f"run {run_id} was written by a newer doggos (record schema {schema}; this one reads "
                               f"up to {SCHEMA_VERSION}): upgrade doggos to open it")
-        values = _known(cls, data)
+        values = known_fields(cls, data)
         if schema == 1 and "projection_s" in data:
             values["steps"] = {"map": data["projection_s"]}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in values
@@ -172,11 +172,11 @@ class Manifest:
             raise RecordError(f"run {run_id} cannot be opened: its manifest.json lacks {', '.join(missing)} "
                               "(the folder is damaged, or was not written by doggos)")
         try:
-            values["config"] = RunConfig.from_dict(_known(RunConfig, values["config"] or {}))
+            values["config"] = RunConfig.from_dict(known_fields(RunConfig, values["config"] or {}))
         except (ConfigError, TypeError) as error:
             raise RecordError(f"run {run_id} cannot be opened: its recorded settings are invalid ({error})") from None
-        values["plan"] = ResourcePlan(**_known(ResourcePlan, values["plan"] or {}))
-        values["ray"] = RayInfo(**_known(RayInfo, values["ray"] or {}))
+        values["plan"] = ResourcePlan(**known_fields(ResourcePlan, values["plan"] or {}))
+        values["ray"] = RayInfo(**known_fields(RayInfo, values["ray"] or {}))
         values["progress"] = Progress.from_dict(values["progress"])
         values["schema"] = SCHEMA_VERSION
         return cls(**values)
@@ -211,7 +211,7 @@ def is_finished(run_dir: RunDir) -> bool:
     return manifest is not None and run_dir.embeddings.is_dir()
 
 
-def _known(cls, data: dict) -> dict:
+def known_fields(cls, data) -> dict:
     """The entries of `data` that are fields of the dataclass `cls`: newer records may carry more."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {key: value for key, value in data.items() if key in names}
