@@ -171,7 +171,7 @@ def read_executor(executor, now: float) -> dict[str, Any]:
     """One executor's live state as plain data: the numbers the console progress bars print, from the same objects.
 
     Written against Ray 2.60's private execution state: `executor._topology` (operator → `OpState`), each
-    operator's `metrics` (`OpRuntimeMetrics`: row_outputs_taken, num_row_inputs_received, obj_store_mem_used),
+    operator's `metrics` (`OpRuntimeMetrics`: rows_task_outputs_generated, num_row_inputs_received, obj_store_mem_used),
     `num_active_tasks()`, `get_actor_info()`, `get_autoscaling_actor_pools()` (pool sizes, actors per node), its
     backpressure flags, `OpState.total_enqueued_input_blocks()`, and the executor's `_resource_manager` (the object
     store's use and limit). Raises when any of it is missing: the Sampler then records "not available".
@@ -197,7 +197,8 @@ def read_executor(executor, now: float) -> dict[str, Any]:
                     node["busy"] += actor_state.num_tasks_in_flight
         operators.append({
             "index": len(operators), "name": op.name, "kinds": kinds,
-            "rows_out": int(metrics.row_outputs_taken), "rows_in": int(metrics.num_row_inputs_received),
+            # Rows as the operator's tasks produce them (not as the next operator takes them, which lags by a block).
+            "rows_out": int(metrics.rows_task_outputs_generated), "rows_in": int(metrics.num_row_inputs_received),
             "tasks": int(op.num_active_tasks()),
             "actors": info.running if info else None, "pending_actors": info.pending if info else None,
             "pool_size": sum(pool.max_size() for pool in pools) if pools else None,

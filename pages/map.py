@@ -60,7 +60,7 @@ def agreement_of(folder: str, quality_name: str, mtime_ns: int, _quality_params)
 # "label agreement" colours by the Quality page's current parameters (its defaults until it applies others).
 quality_params = st.session_state.get(frame.QUALITY_PARAMS, QUALITY_DEFAULTS)
 quality_state = QUALITY.status(run.path, quality_params)
-colour_col, caption_col = st.columns([1.6, 4], vertical_alignment="center")
+colour_col, caption_col = st.columns([2.4, 3], vertical_alignment="center")
 colour = colour_col.segmented_control(
     "Colour by", ["label", "agreement"], default="label", key="map_colour",
     format_func={"label": "Label", "agreement": "Label agreement"

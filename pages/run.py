@@ -177,7 +177,7 @@ if launched:
 
 HISTORY_COLUMNS = {
     "run": st.column_config.TextColumn("Run", pinned=True),
-    "state": "State", "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
+    "state": st.column_config.TextColumn("State", width="medium"), "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
     "duration": "Duration", "images/s": "Images/s (embedding)", "source": "Source", "model": "Model",
     "error": st.column_config.TextColumn("Error", width="large", help="Hover a cell to read all of it"),
     "id": st.column_config.TextColumn("Run id"),

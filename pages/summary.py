@@ -15,17 +15,18 @@ st.caption(f"{ui.markdown_literal(ui.run_name(run))} · run id {ui.markdown_lite
            f"{ui.markdown_literal((run.ended_at or '')[:19].replace('T', ' '))} UTC")
 frame.random_weights_warning(run, "its embeddings, and so the map,")
 
-images, labels, dim, duration, embedding, rate, failed = st.columns(7)
+images, labels, dim, failed = st.columns(4)
 images.metric("Images embedded", f"{manifest.rows:,}")
 labels.metric("Labels", f"{len(counts):,}")
-dim.metric("Embedding dimension", manifest.embedding_dim)
+dim.metric("Dimension", manifest.embedding_dim, help="Length of each embedding vector")
+failed.metric("Failed files", f"{len(failures):,}")
+duration, embedding, rate, _ = st.columns(4)
 duration.metric("Duration", ui.format_duration(manifest.duration_s),
                 help="The whole run: listing, Ray's start, embedding and the post-run steps")
 embedding.metric("Embedding time", ui.format_duration(manifest.embed_s),
                  help="From the start to the published Parquet: listing, Ray's start, model loading and embedding")
-rate.metric("Images/s while embedding", f"{manifest.images_per_s:.1f}",
+rate.metric("Images/s (embedding)", f"{manifest.images_per_s:.1f}",
             help="Images embedded per second of embedding time (the post-run steps are left out)")
-failed.metric("Failed files", f"{len(failures):,}")
 if manifest.steps:
     st.caption("Post-run steps: " + ", ".join(
         f"{name} " + (f"in {ui.format_duration(seconds)}" if seconds is not None else "failed (its page retries)")

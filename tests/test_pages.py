@@ -346,7 +346,7 @@ def test_summary_shows_model_counts_parquet_failures_and_ray(fake_run):
     assert any("random weights" in w.value for w in at.warning)
     assert any("RANDOM WEIGHTS" in t.value for t in at.text)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Images embedded"] == "27" and metrics["Labels"] == "3" and metrics["Embedding dimension"] == "16"
+    assert metrics["Images embedded"] == "27" and metrics["Labels"] == "3" and metrics["Dimension"] == "16"
     assert metrics["Failed files"] == "1"
     codes = [c.value for c in at.code]
     assert str(fake_run / "embeddings") in codes
