@@ -33,12 +33,16 @@ class PipelineError(RuntimeError):
     """The run cannot go on; the message says why."""
 
 
-def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: ResourcePlan, tracker=None):
+def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: ResourcePlan, tracker=None,
+                  on_cluster: bool = False):
     """read files → label from parent folder → decode + preprocess → embed (actor pool); lazy, nothing runs yet."""
     import ray
 
     ds = ray.data.read_binary_files(
         paths, include_paths=True, filesystem=source.filesystem, num_cpus=plan.task_cpus,
+        # On a cluster, read on every node: a block stays on the node that read it, and each actor takes blocks on its
+        # own node first, so reads packed onto one busy node would pile the embedding there too.
+        ray_remote_args={"scheduling_strategy": "SPREAD"} if on_cluster else None,
         # Small blocks stream; and even a small run gets a few blocks per actor, so every actor has work.
         override_num_blocks=min(len(paths), max(math.ceil(len(paths) / FILES_PER_BLOCK), 4 * plan.actors)),
     )
@@ -103,9 +107,9 @@ def embed(config: RunConfig, run_dir: RunDir, source: Source, listing: Listing, 
     plan = plan or plan_resources(config, node_cpus, gpus)
     log.info("plan: %s", plan.describe())
     heartbeat.tracker = tracker = tracker_actor(found)
-    ds = build_dataset(config, source, listing.paths, plan, tracker)
-    discard_staging(run_dir)
     address = config.ray_address or os.environ.get("RAY_ADDRESS")  # None: a private local Ray
+    ds = build_dataset(config, source, listing.paths, plan, tracker, on_cluster=bool(address))
+    discard_staging(run_dir)
     _write(ds, run_dir, plan, on_cluster=bool(address))
     final = ray.get(tracker.snapshot.remote("writing"))
     heartbeat.progress, heartbeat.tracker = final, None

@@ -49,11 +49,11 @@ def test_a_run_on_an_existing_cluster_embeds_on_both_nodes(tmp_path, two_node_cl
     run_id = manager.start(RunConfig(projection=False, quality=False, source=str(root), model=tiny_clip, batch_size=2, ray_address=two_node_cluster.address))
     info = manager.wait(run_id, timeout_s=240)
     assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
-    assert info.manifest["rows"] == len(labels)
-    assert info.manifest["ray"]["nodes"] == 2 and info.manifest["plan"]["actors"] == 2
+    assert info.manifest.rows == len(labels)
+    assert info.manifest.ray.nodes == 2 and info.manifest.plan.actors == 2
     # device=auto saw the GPU, found torch could not use it, and embedded on CPU instead of failing in the actors.
-    assert info.manifest["plan"]["device"] == "cpu" and "cannot use CUDA: embedding on CPU" in manager.log_tail(run_id, 200)
-    by_node = info.manifest["ray"]["embedded_by_node"]
+    assert info.manifest.plan.device == "cpu" and "cannot use CUDA: embedding on CPU" in manager.log_tail(run_id, 200)
+    by_node = info.manifest.ray.embedded_by_node
     assert len(by_node) == 2 and all(rows > 0 for rows in by_node.values()), by_node
     assert sum(by_node.values()) == len(labels)
     stats = RunDir(info.path).ray_stats.read_text()  # and Ray's own account agrees

@@ -126,7 +126,7 @@ def test_relative_paths_are_resolved_where_the_run_was_started(tmp_path, image_t
     run_id = manager.start(RunConfig(projection=False, quality=False, source=root.name, model=tiny_clip))
     info = manager.wait(run_id, RUN_TIMEOUT_S)
     assert info.state == "succeeded", (info.error, manager.log_tail(run_id))
-    assert info.config["source"] == str(root) and info.manifest["rows"] == len(labels)
+    assert info.config.source == str(root) and info.manifest.rows == len(labels)
 
 
 def test_bad_settings_are_refused_before_anything_launches(tmp_path, tiny_clip):
