@@ -264,6 +264,11 @@ def progress_caption(progress, step_elapsed_s: float | None = None) -> str:
     return " · ".join(parts)
 
 
+def selection_csv(points) -> str:
+    """A map selection (rows with path and label) as CSV: path,label, in the selection's order."""
+    return points[["path", "label"]].to_csv(index=False)
+
+
 def page_count(total: int, page_size: int) -> int:
     return max(1, math.ceil(total / page_size))
 

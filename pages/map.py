@@ -155,8 +155,10 @@ if not chosen_rows:
     st.stop()
 
 chosen = points.set_index("row").loc[chosen_rows].reset_index()
-head_col, clear_col = st.columns([4, 1], vertical_alignment="center")
+head_col, download_col, clear_col = st.columns([3, 1, 1], vertical_alignment="center")
 head_col.subheader(f"{len(chosen):,} selected image{'s' if len(chosen) != 1 else ''}")
+download_col.download_button("Download CSV", ui.selection_csv(chosen), file_name=f"map-selection-{run.id}.csv",
+                             mime="text/csv", icon=":material/download:", width="stretch")
 if clear_col.button("Clear selection", icon=":material/deselect:", width="stretch"):
     st.session_state.pop("map_selection", None)
     st.session_state["map_chart_generation"] = st.session_state.get("map_chart_generation", 0) + 1

@@ -35,7 +35,8 @@ def ray_session():
     import ray.data
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        # address="local": a private Ray, even while another (a test cluster, a user's) runs on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield ray
     ray.shutdown()

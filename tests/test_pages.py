@@ -297,6 +297,9 @@ def test_map_selection_shows_the_selected_images(fake_run):
     index = store.load_index(fake_run)
     captions = [unescape_markdown(c) for image in at.image for c in image.captions]
     assert captions == [f"{index.label[r]} · {index.name[r]}" for r in (0, 5, 20)]
+    assert [b.label for b in at.get("download_button")] == ["Download CSV"]
+    assert ui.selection_csv(index.iloc[[0, 5, 20]]).splitlines() == ["path,label"] + [
+        f"{index.path[r]},{index.label[r]}" for r in (0, 5, 20)]
     button(at, "Clear selection").click().run()
     assert not at.image and "map_selection" not in at.session_state
 

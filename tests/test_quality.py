@@ -250,3 +250,33 @@ def test_assess_run_reads_a_runs_content_hashes(tmp_path):
     exact = hashed.duplicates[hashed.duplicates["kind"] == "exact"]
     assert [tuple(pair) for pair in exact[["a", "b"]].to_numpy()] == [(0, 1)]
     assert len(store.load_index(run)) == 30
+
+
+@pytest.mark.ray
+def test_the_quality_step_scores_zero_shot_with_the_runs_text_tower_or_says_why_not(ray_session, tiny_clip, tmp_path):
+    """The step on Ray: with the run's model here, zero-shot equals the plain model's text and image features;
+    with a model folder that is not here, neighbours and duplicates still come out and the report says why."""
+    import torch
+    from transformers import AutoTokenizer, CLIPModel
+
+    from doggos.rundir import RunDir
+
+    params = QualityParams(k=4)
+    here = RunDir(write_fake_run(tmp_path / "a", labels={"beagle": 6, "pug": 6}, dim=32, model=tiny_clip))
+    quality_step.QUALITY.run(here, params)
+    results = quality_step.read_results(here.quality, params)
+    assert results.zero_shot_note is None and results.images["zero_shot"].notna().all()
+    vectors, meta = store.load_embeddings(here)
+    clip, tokenizer = CLIPModel.from_pretrained(tiny_clip).eval(), AutoTokenizer.from_pretrained(tiny_clip)
+    names = quality.label_names(meta["label"].tolist())
+    with torch.inference_mode():
+        text = clip.get_text_features(**tokenizer(quality.prompts(names), padding=True, return_tensors="pt")).pooler_output
+    expected = quality.zero_shot(vectors, text.numpy(), clip.logit_scale.item())
+    assert results.images.sort_values("row")["zero_shot"].tolist() == [names[i] for i in expected.index]
+    assert np.allclose(results.images.sort_values("row")["zero_shot_probability"], expected.probability, atol=1e-4)
+
+    away = RunDir(write_fake_run(tmp_path / "b", labels={"beagle": 6, "pug": 6}, dim=32, model=str(tmp_path / "gone")))
+    quality_step.QUALITY.run(away, params)
+    missing = quality_step.read_results(away.quality, params)
+    assert missing.images["zero_shot"].isna().all() and "cannot be loaded here" in missing.zero_shot_note
+    assert missing.images["agreement"].notna().all() and len(missing.labels) == 2
