@@ -1,9 +1,18 @@
-"""`python -m doggos bench`: images/s of a plain-process ceiling, doggos' defaults and the tutorial's settings, in one run."""
+"""`python -m doggos bench`: doggos from launch to map against a plain-process ceiling, and the post-run steps' costs.
+
+Every ratio comes from one invocation: the ceiling (one process, no Ray, its best batch size) and doggos' own run of
+the same images. `python -m doggos.bench` takes the same options (and `--steps`, until the CLI passes it on).
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
+import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +27,10 @@ from doggos.progress import Progress
 PHOTO_SIZE = (500, 375)  # the doggos photos' typical size
 CEILING_BATCH_SIZES = (1, 4, 8, 16, 32)
 SWEEP_IMAGES = 64  # images per batch-size trial when looking for the ceiling's best batch size
+STATUS_POLL_S = 0.25  # how often the launch measurement reads the run's status.json (the run rewrites it every second)
+SEARCH_REPEATS = 20  # warm queries timed per size; the median is reported
+SPREAD_ROWS = 20_000  # rows for the two-node check: ~20 neighbour tasks, enough to see where they land
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # so `python -m doggos` finds this checkout from any folder
 
 
 @dataclass
@@ -28,23 +41,43 @@ class Measurement:
 
 
 def make_photos(folder: Path, count: int, labels: int = 10, seed: int = 0) -> Path:
-    """`count` photo-like JPEGs of PHOTO_SIZE under folder/<label>/, made once and reused."""
+    """`count` photo-like JPEGs of PHOTO_SIZE under folder/<label>/, made once (only missing ones are written).
+
+    Real detail, so decoding costs what a photo costs: crops of scikit-learn's two sample photographs (shipped with
+    it, offline), rescaled, recoloured, mirrored, with sensor noise; 20-70 KB each, like the doggos photos.
+    """
     from PIL import Image
 
     folder = Path(folder)
-    existing = sorted(folder.glob("*/*.jpg"))
-    if len(existing) >= count:
-        return folder
-    rng = np.random.default_rng(seed)
-    w, h = PHOTO_SIZE
-    y, x = np.mgrid[0:h, 0:w] / w
+    sources = None
     for i in range(count):
-        waves = [np.sin(x * rng.uniform(2, 20) + y * rng.uniform(2, 20) + rng.uniform(0, 6)) for _ in range(3)]
-        pixels = (np.stack(waves, axis=-1) * 90 + 127 + rng.normal(0, 20, (h, w, 3))).clip(0, 255).astype(np.uint8)
         out = folder / f"label-{i % labels}" / f"photo-{i:05d}.jpg"
+        if out.exists():
+            continue
+        if sources is None:
+            from sklearn.datasets import load_sample_images
+
+            sources = [Image.fromarray(pixels) for pixels in load_sample_images().images]
         out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(out, quality=90)
+        rng = np.random.default_rng([seed, i])  # photo i is the same whatever else is made
+        photo, quality = _photo(sources[i % len(sources)], rng)
+        photo.save(out, quality=quality)
     return folder
+
+
+def _photo(source, rng: np.random.Generator):
+    from PIL import Image
+
+    width, height = PHOTO_SIZE
+    crop_w = int(min(source.width, source.height * width / height) * rng.uniform(0.45, 1.0))
+    crop_h = int(crop_w * height / width)
+    left, top = rng.integers(0, source.width - crop_w + 1), rng.integers(0, source.height - crop_h + 1)
+    image = source.resize(PHOTO_SIZE, Image.BICUBIC, box=(left, top, left + crop_w, top + crop_h))
+    if rng.random() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    pixels = np.asarray(image, dtype=np.float32) * rng.uniform(0.8, 1.2, 3) + rng.uniform(-20, 20)
+    pixels += rng.normal(0, rng.uniform(1, 4), pixels.shape)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), int(rng.integers(80, 91))
 
 
 def ceiling(model: str, paths: list[str]) -> tuple[Measurement, Measurement, int]:
@@ -107,6 +140,74 @@ def steady_rate(samples: list[tuple[float, int]], total: int) -> float:
     return float(np.polyfit(times, counts, 1)[0])
 
 
+@dataclass
+class Launch:
+    """What one `python -m doggos embed` run with default settings did, in seconds from its launch."""
+
+    images: int
+    phases: dict[str, float]  # when status.json first showed each phase
+    first_embedded: float | None  # when the first image was counted embedded
+    finished: float  # manifest.json written: the run is done, its map and reports with it
+    exited: float  # the process ended (after Ray's shutdown)
+    steps: dict[str, float | None]  # the manifest's seconds per post-run step
+    steady: float  # images/s between 10 % and 90 % of the images
+
+    def where_time_goes(self) -> list[tuple[str, float]]:
+        """The run's stretches, from launch to exit, each in seconds (phase boundaries: ±STATUS_POLL_S + 1 s)."""
+        marks = [("Python start, imports, checks, listing", self.phases.get("starting ray"))]
+        marks.append(("starting Ray", self.phases.get("loading model")))
+        marks.append(("actors load the model, first batch", self.first_embedded))
+        marks.append(("embedding", self.phases.get("writing")))
+        marks.append(("writing, publishing", self.phases.get("projecting") or self.phases.get("checking labels")))
+        marks += [(f"{name} step", seconds) for name, seconds in self.steps.items()]
+        stretches, last = [], 0.0
+        for name, mark in marks:
+            if mark is None:
+                continue
+            if name.endswith(" step"):
+                stretches.append((name, mark))
+                last += mark
+            else:
+                stretches.append((name, mark - last))
+                last = mark
+        stretches.append(("Ray shutdown, manifest", self.finished - last))
+        stretches.append(("process exit", self.exited - self.finished))
+        return stretches
+
+
+def launch_run(model: str, source: Path, out: Path) -> Launch:
+    """Time `python -m doggos embed` with default settings (map, post-run steps) from the command to its exit."""
+    from doggos.rundir import read_json
+
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "doggos", "embed", "--source", str(source), "--model", model, "--out", str(out)]
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
+    phases: dict[str, float] = {}
+    samples: list[tuple[float, int]] = []
+    log = out.with_name(out.name + ".log")
+    with open(log, "w") as handle:
+        started = time.time()
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environment)
+        while True:
+            try:
+                process.wait(timeout=STATUS_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                progress = (read_json(out / "status.json", {}) or {}).get("progress") or {}
+                now = time.time() - started
+                phases.setdefault(progress.get("phase"), now)
+                if progress.get("phase") == "embedding" or progress.get("embedded"):
+                    samples.append((now, progress.get("embedded", 0)))
+        exited = time.time() - started
+    manifest = read_json(out / "manifest.json")
+    if process.returncode or manifest is None:
+        raise RuntimeError(f"the benchmark's run failed (exit code {process.returncode}): see {log}")
+    first = next((t for t, n in samples if n > 0), None)
+    return Launch(images=manifest["rows"], phases=phases, first_embedded=first,
+                  finished=(out / "manifest.json").stat().st_mtime - started, exited=exited,
+                  steps=manifest.get("steps") or {}, steady=steady_rate(samples, manifest["rows"]))
+
+
 class PeakMemory:
     """Peak proportional set size (PSS: shared pages split fairly) of this process and all its descendants."""
 
@@ -127,56 +228,167 @@ class PeakMemory:
             self.peak = max(self.peak, tree_pss())
 
 
-def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool) -> list[Measurement]:
-    from doggos.demo import save_random_clip
+def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool) -> tuple[list[Measurement], Launch | None]:
     from doggos.plan import ResourcePlan
 
     workdir = Path(workdir).absolute()
-    model = workdir / "clip-vit-b-32-random"
-    if not (model / "config.json").exists():
-        print("saving a random-weights CLIP ViT-B/32 (same compute as openai/clip-vit-base-patch32) ...", flush=True)
-        save_random_clip(model, preset="vit-b-32")
-    source = make_photos(workdir / "photos", images)
-    paths = sorted(str(p) for p in source.glob("*/*.jpg"))[:images]
+    model = bench_model(workdir)
     results: list[Measurement] = []
-
-    print(f"ceiling: {len(paths)} images in one plain process ...", flush=True)
-    top, model_only, best = ceiling(str(model), paths)
-    results += [top, model_only]
-
-    print("doggos with default settings ...", flush=True)
-    # No map at the end: the benchmark measures embedding, and UMAP would add its own time and memory.
-    base = RunConfig(source=str(source), output=str(workdir / "run-defaults"), model=str(model), limit=images, projection=False)
-    steady, e2e, manifest = pipeline_rates(base)
-    results += [
-        Measurement("doggos defaults, steady state", steady, manifest.plan.describe()),
-        Measurement("doggos defaults, end to end (incl. Ray start, model load)", e2e),
-    ]
-
-    print(f"tutorial settings on {tutorial_images} images ...", flush=True)
-    tutorial_plan = ResourcePlan(device="cpu", actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0,
-                                 threads_per_actor=0, batch_size=2, task_cpus=1.0, decode_in_actor=False)
-    steady_t, e2e_t, _ = pipeline_rates(base.replace(output=str(workdir / "run-tutorial"), limit=tutorial_images), tutorial_plan)
-    results += [
-        Measurement("tutorial settings (batch 2, 1 actor, num_cpus=1), steady state", steady_t),
-        Measurement("tutorial settings, end to end", e2e_t),
-    ]
-
+    launch = None
+    if images:
+        source = make_photos(workdir / f"photos-{images}", images)
+        paths = sorted(str(p) for p in source.glob("*/*.jpg"))[:images]
+        print(f"ceiling: {len(paths)} images in one plain process ...", flush=True)
+        top, model_only, best = ceiling(str(model), paths)
+        results += [top, model_only]
+        print("doggos from launch to a finished run (`python -m doggos embed`, default settings) ...", flush=True)
+        launch = launch_run(str(model), source, workdir / f"run-launch-{images}")
+        results += [
+            Measurement("doggos defaults, steady state", launch.steady),
+            Measurement("doggos defaults, launch → finished run with its map (imports, Ray, model, steps)",
+                        launch.images / launch.finished, f"{launch.finished:.1f} s for {launch.images} images; "
+                        f"the ceiling's compute: {launch.images / top.images_per_s:.1f} s"),
+        ]
+    if tutorial_images:
+        print(f"tutorial settings on {tutorial_images} images ...", flush=True)
+        tutorial_plan = ResourcePlan(device="cpu", actors=1, cpus_per_actor=1.0, gpus_per_actor=0.0,
+                                     threads_per_actor=0, batch_size=2, task_cpus=1.0, decode_in_actor=False)
+        config = embedding_only(make_photos(workdir / f"photos-{tutorial_images}", tutorial_images),
+                                workdir / "run-tutorial", model)
+        steady_t, e2e_t, _ = pipeline_rates(config, tutorial_plan)
+        results += [
+            Measurement("tutorial settings (batch 2, 1 actor, num_cpus=1), steady state", steady_t),
+            Measurement("tutorial settings, end to end", e2e_t),
+        ]
     if memory:
         small = max(50, images // 4)
         print(f"peak memory: {small} vs {4 * small} images ...", flush=True)
         peaks = {}
         for count in (small, 4 * small):
-            make_photos(workdir / "photos", 4 * small)
+            config = embedding_only(make_photos(workdir / f"photos-{count}", count), workdir / f"run-mem-{count}", model)
             with PeakMemory() as watch:
-                pipeline_rates(base.replace(output=str(workdir / f"run-mem-{count}"), limit=count))
+                pipeline_rates(config)
             peaks[count] = watch.peak
-        ratio = peaks[4 * small] / peaks[small]
         results.append(Measurement(
-            f"peak memory, {small} → {4 * small} images", ratio,
+            f"peak memory, {small} → {4 * small} images", peaks[4 * small] / peaks[small],
             f"{peaks[small] / 2**30:.2f} GiB → {peaks[4 * small] / 2**30:.2f} GiB (PSS of all processes)",
         ))
-    return results
+    return results, launch
+
+
+def embedding_only(source: Path, output: Path, model: Path) -> RunConfig:
+    """A run without post-run steps: the tutorial and memory figures measure embedding alone."""
+    steps_off = {name: False for name in ("projection", "quality") if name in RunConfig.__dataclass_fields__}
+    return RunConfig(source=str(source), output=str(output), model=str(model), **steps_off)
+
+
+def bench_model(workdir: Path) -> Path:
+    """A random-weights CLIP ViT-B/32 (the compute of openai/clip-vit-base-patch32), saved once under workdir."""
+    from doggos.demo import save_random_clip
+
+    model = Path(workdir) / "clip-vit-b-32-random"
+    if not (model / "config.json").exists():
+        print("saving a random-weights CLIP ViT-B/32 (same compute as openai/clip-vit-base-patch32) ...", flush=True)
+        save_random_clip(model, preset="vit-b-32")
+    return model
+
+
+def synthetic_run(folder: Path, rows: int, model: str, dim: int = 512, labels: int = 120, seed: int = 0) -> Path:
+    """A finished run's embeddings without embedding anything: `labels` clusters of unit vectors, the Parquet columns the
+    steps read, and the model its text tower comes from."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from doggos.embedder import embedding_array
+    from doggos.rundir import write_json_atomic
+
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "embeddings").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    label_of_row = np.arange(rows) % labels
+    vectors = rng.normal(size=(labels, dim)).astype(np.float32)[label_of_row]
+    vectors += rng.normal(0, 0.6, (rows, dim)).astype(np.float32)  # overlapping clusters, like real breeds
+    names = [f"breed-{i:03d}" for i in label_of_row]
+    pq.write_table(pa.table({
+        "path": [f"/data/{name}/{row:06d}.jpg" for row, name in enumerate(names)], "class": names,
+        "embedding": embedding_array(vectors), "content_hash": [f"{row:064x}" for row in range(rows)],
+    }), folder / "embeddings" / "part-0.parquet")
+    write_json_atomic(folder / "config.json", {"model": model})
+    return folder
+
+
+def step_figures(workdir: Path, rows_list: list[int]) -> list[tuple[str, str]]:
+    """Search latency, and the label-quality step's time and peak memory (neighbours on a local Ray), per size."""
+    from doggos import search
+    from doggos.cluster import ray_connection
+    from doggos.quality_step import DEFAULT_PARAMS, QUALITY
+
+    workdir = Path(workdir).absolute()
+    model = str(bench_model(workdir))
+    figures = []
+    for rows in rows_list:
+        run = synthetic_run(workdir / f"steps-{rows}", rows, model)
+        index = search.load_index(run)
+        queries = iter(np.random.default_rng(1).normal(size=(SEARCH_REPEATS + 1, index.dim)).astype(np.float32))
+        times = [_timed(lambda: search.top_k(index, next(queries), k=10))[1] for _ in range(SEARCH_REPEATS + 1)]
+        figures.append((f"search: top-10 by vector, {rows:,} rows (warm median)", f"{statistics.median(times[1:]) * 1000:.1f} ms"))
+        del index
+        search.clear_cache()
+        print(f"quality step on {rows:,} rows ...", flush=True)
+        with ray_connection(None):  # started first: a run's steps find Ray running
+            baseline = tree_pss()
+            with PeakMemory() as watch:
+                _, seconds = _timed(lambda: QUALITY.run(run, DEFAULT_PARAMS, force=True))
+        figures.append((f"quality step, {rows:,} rows: time", f"{seconds:.1f} s"))
+        figures.append((f"quality step, {rows:,} rows: peak memory, all processes (Ray's own before it)",
+                        f"{watch.peak / 2**30:.2f} GiB ({baseline / 2**30:.2f} GiB)"))
+    return figures
+
+
+def cluster_spread(rows: int = SPREAD_ROWS) -> list[tuple[str, str]]:
+    """The quality step's neighbour search on a two-node test cluster (one CPU each): CPU seconds its tasks took per node."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from doggos.neighbours import nearest_neighbours
+
+    vectors = np.random.default_rng(2).normal(size=(rows, 512)).astype(np.float32)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        nodes = [cluster.head_node, cluster.add_node(num_cpus=1)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        before = [_node_cpu_seconds(node) for node in nodes]
+        _, seconds = _timed(lambda: nearest_neighbours(vectors, 10, backend="ray"))
+        used = [after - start for after, start in zip((_node_cpu_seconds(node) for node in nodes), before)]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return [(f"two-node cluster: neighbours of {rows:,} rows, k=10", f"{seconds:.1f} s"),
+            ("two-node cluster: CPU seconds of the workers on the head / the second node",
+             " / ".join(f"{s:.1f}" for s in used))]
+
+
+def _node_cpu_seconds(node) -> float:
+    """CPU seconds of the worker processes a node's raylet started (they are its children)."""
+    import psutil
+
+    total = 0.0
+    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+    for child in raylet.children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def _timed(action):
+    started = time.perf_counter()
+    result = action()
+    return result, time.perf_counter() - started
 
 
 def format_table(results: list[Measurement]) -> str:
@@ -190,18 +402,52 @@ def format_table(results: list[Measurement]) -> str:
     return "\n".join(lines)
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options (the `bench` command of `python -m doggos` takes them too, once it passes them on)."""
+    parser.add_argument("--workdir", default="bench-data", help="where photos, model and runs go (reused; default bench-data)")
+    parser.add_argument("--images", type=int, default=1000, help="photos for the ceiling and the launch run; 0 skips both")
+    parser.add_argument("--tutorial-images", type=int, default=300, help="images for the slow tutorial settings; 0 skips")
+    parser.add_argument("--memory", action="store_true", help="also compare peak memory for N/4 and N images")
+    parser.add_argument("--steps", type=int, nargs="*", default=[], metavar="ROWS",
+                        help="also time search and the quality step on synthetic runs of ROWS rows, and a two-node cluster")
+    parser.add_argument("--json", help="also write the results here")
+
+
 def main(args) -> int:
     import platform
 
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    results = run_benchmark(Path(args.workdir), args.images, args.tutorial_images, args.memory)
-    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}")
-    print(format_table(results))
-    for m in results:
-        if m.note:
-            print(f"- {m.name}: {m.note}")
+    results, launch = run_benchmark(Path(args.workdir), args.images, args.tutorial_images, args.memory)
+    steps = getattr(args, "steps", None) or []
+    figures = (step_figures(Path(args.workdir), steps) + cluster_spread()) if steps else []
+    print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}, "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+    if results:
+        print(format_table(results))
+        for m in results:
+            if m.note:
+                print(f"- {m.name}: {m.note}")
+    if launch:
+        print("\n| launch → finished run: where the time goes | seconds |\n|---|---:|")
+        for name, seconds in launch.where_time_goes():
+            print(f"| {name} | {seconds:.1f} |")
+    if figures:
+        print("\n| post-run steps | result |\n|---|---:|")
+        for name, value in figures:
+            print(f"| {name} | {value} |")
     if args.json:
-        Path(args.json).write_text(json.dumps([m.__dict__ for m in results], indent=2))
+        Path(args.json).write_text(json.dumps({
+            "results": [m.__dict__ for m in results], "launch": launch.__dict__ if launch else None,
+            "where_time_goes": launch.where_time_goes() if launch else None, "steps": figures}, indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(prog="python -m doggos.bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    sys.exit(main(parser.parse_args()))

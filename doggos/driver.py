@@ -18,7 +18,7 @@ from doggos import models, pipeline
 from doggos.cluster import ray_connection
 from doggos.config import RunConfig, user_message
 from doggos.plan import ResourcePlan
-from doggos.operators import Sampler
+from doggos.operators import Sampler, operators_path
 from doggos.progress import hold
 from doggos.records import Manifest, Progress, update_status, write_manifest
 from doggos.rundir import RunDir, now_iso, write_json_atomic
@@ -70,6 +70,7 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     run_dir.manifest.unlink(missing_ok=True)
     for folder in (run_dir.projections, run_dir.quality):
         shutil.rmtree(folder, ignore_errors=True)
+    operators_path(run_dir).unlink(missing_ok=True)  # the live view and the timeline are this run's alone
     write_json_atomic(run_dir.config, config.to_dict())
     started = time.time()
     update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(), error=None,

@@ -2,10 +2,12 @@
 
 import math
 
+import numpy as np
 from PIL import Image
 
 from conftest import wait_for
-from doggos.bench import Measurement, PeakMemory, format_table, make_photos, steady_rate
+from doggos import store
+from doggos.bench import Launch, Measurement, PeakMemory, format_table, make_photos, steady_rate, synthetic_run
 
 
 def test_steady_rate_ignores_start_up_and_tail():
@@ -20,11 +22,38 @@ def test_table_gives_ratios_against_the_first_row():
     assert "| doggos | 9.50 | 0.95 |" in table and "| peak memory 4x | 1 vs 1.1 GiB | 1.10× |" in table
 
 
-def test_photos_have_the_realistic_size_and_labels(tmp_path):
-    make_photos(tmp_path, count=4, labels=2)
-    photos = sorted(tmp_path.glob("*/*.jpg"))
-    assert len(photos) == 4 and {p.parent.name for p in photos} == {"label-0", "label-1"}
-    assert Image.open(photos[0]).size == (500, 375)
+def test_photos_are_photo_like_and_made_once(tmp_path):
+    make_photos(tmp_path / "few", count=3, labels=2)
+    make_photos(tmp_path / "more", count=12, labels=2)
+    photos = sorted((tmp_path / "more").glob("*/*.jpg"))
+    assert len(photos) == 12 and {p.parent.name for p in photos} == {"label-0", "label-1"}
+    assert all(Image.open(p).size == (500, 375) for p in photos)
+    sizes = np.array([p.stat().st_size for p in photos]) / 1024
+    # Real detail and noise: file sizes of real 500 x 375 photos, not of smooth synthetic gradients (a few KB).
+    assert 25 < np.median(sizes) < 70 and sizes.min() > 3, sizes
+    # Photo i is the same whatever else is made, and a second call writes nothing.
+    assert (tmp_path / "few" / "label-0" / "photo-00002.jpg").read_bytes() == (tmp_path / "more" / "label-0" / "photo-00002.jpg").read_bytes()
+    times = [p.stat().st_mtime_ns for p in photos]
+    make_photos(tmp_path / "more", count=12, labels=2)
+    assert [p.stat().st_mtime_ns for p in photos] == times
+
+
+def test_where_the_launch_time_goes_adds_up_to_the_whole_run():
+    launch = Launch(images=100, phases={"listing": 2.0, "starting ray": 4.0, "loading model": 9.0, "embedding": 12.0,
+                                        "writing": 30.0, "projecting": 31.0, "checking labels": 33.5},
+                    first_embedded=14.0, finished=36.0, exited=37.5, steps={"map": 2.0, "quality": 2.5}, steady=5.0)
+    stretches = dict(launch.where_time_goes())
+    assert stretches == {"Python start, imports, checks, listing": 4.0, "starting Ray": 5.0,
+                         "actors load the model, first batch": 5.0, "embedding": 16.0, "writing, publishing": 1.0,
+                         "map step": 2.0, "quality step": 2.5, "Ray shutdown, manifest": 0.5, "process exit": 1.5}
+    assert math.isclose(sum(stretches.values()), launch.exited)
+
+
+def test_synthetic_runs_read_like_finished_ones(tmp_path):
+    run = synthetic_run(tmp_path / "run", rows=30, model="some/model", dim=8, labels=3)
+    vectors, meta = store.load_embeddings(run)
+    assert vectors.shape == (30, 8) and meta["label"].nunique() == 3
+    assert (run / "config.json").read_text().count("some/model") == 1
 
 
 def test_peak_memory_counts_what_this_process_touches():

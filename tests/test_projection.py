@@ -88,6 +88,83 @@ def test_duplicates_share_one_point_and_n_neighbors_is_clamped(monkeypatch):
     assert seen["rows"] == 8 and seen["n_neighbors"] == 3 and not seen["unit"]
 
 
+def test_principal_components_match_the_svd_with_a_fixed_orientation(monkeypatch):
+    rng = np.random.default_rng(0)
+    vectors = (rng.normal(size=(300, 40)) * np.linspace(3, 0.1, 40)).astype(np.float32)
+    scores = projection.principal_components(vectors, 5)
+    u, s, vt = np.linalg.svd(vectors - vectors.mean(axis=0), full_matrices=False)
+    reference = u[:, :5] * s[:5]
+    assert scores.shape == (300, 5) and scores.dtype == np.float32
+    assert np.allclose(np.abs(scores), np.abs(reference), atol=1e-3)  # the same components, up to orientation
+    loadings = np.linalg.lstsq(vectors - vectors.mean(axis=0), scores, rcond=None)[0]
+    assert (loadings[np.abs(loadings).argmax(axis=0), np.arange(5)] > 0).all()  # largest loading positive: no flips
+    monkeypatch.setattr(projection, "PCA_BLOCK_ROWS", 7)  # blocks that do not divide the rows: the same answer
+    assert np.allclose(projection.principal_components(vectors, 5), scores, atol=1e-4)
+
+
+def test_principal_components_are_zero_where_the_data_has_no_spread():
+    line = np.outer(np.arange(10.0), np.ones(8)).astype(np.float32)  # 10 points on one line in 8 dimensions
+    scores = projection.principal_components(line, 3)
+    assert np.ptp(scores[:, 0]) > 1 and np.all(scores[:, 1:] == 0)
+    assert np.all(projection.principal_components(line[:1], 3) == 0)
+
+
+def test_distinct_rows_group_rows_as_numpy_does_even_when_keys_collide():
+    rows = np.repeat(np.random.default_rng(0).normal(size=(5, 6)), [3, 1, 2, 1, 4], axis=0)[::-1].copy()
+    for keys in (None, np.zeros(len(rows))):  # zeros: every row shares a key, so rows are compared in full
+        first, inverse = projection._distinct_rows(rows, keys)
+        assert len(first) == 5 and np.array_equal(rows[first][inverse], rows)
+        assert all(np.flatnonzero((rows == rows[i]).all(axis=1))[0] == i for i in first)  # each one's first copy
+
+
+def test_cell_neighbours_find_the_exact_ones_on_clustered_rows():
+    rng = np.random.default_rng(0)
+    for rows, k in ((600, 15), (40, 15)):  # 40 rows: ~6 per cell, so more cells are searched to find 15
+        vectors = (rng.normal(size=(6, 10))[np.arange(rows) % 6] + rng.normal(0, 0.3, (rows, 10))).astype(np.float32)
+        indices, distances = projection._cell_neighbours(vectors, k)
+        exact = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
+        assert np.array_equal(indices[:, 0], np.arange(rows)) and np.all(distances[:, 0] == 0)  # itself first
+        assert np.allclose(distances, np.take_along_axis(exact, indices, 1), atol=1e-4)
+        assert np.all(np.diff(distances, axis=1) >= 0)
+        assert projection._recall(vectors, indices) > 0.99
+        assert np.array_equal(projection._cell_neighbours(vectors, k)[0], indices)  # seeded: the same every time
+    noise = rng.normal(size=(2000, 50)).astype(np.float32)  # no structure: cells miss most neighbours, and say so
+    assert projection._recall(noise, projection._cell_neighbours(noise, 15)[0]) < projection.MIN_RECALL
+
+
+def test_large_maps_get_fewer_layout_epochs_but_never_too_few():
+    assert projection.layout_epochs(720) is None and projection.layout_epochs(projection.FULL_LAYOUT_ROWS) is None
+    assert projection.layout_epochs(2 * projection.FULL_LAYOUT_ROWS) == projection.LARGE_EPOCHS // 2
+    assert projection.layout_epochs(10**7) == projection.MIN_EPOCHS
+
+
+def test_compiled_code_is_cached_on_disk_except_what_could_never_be_found_again(tmp_path, monkeypatch, request):
+    """numba only (no umap): a probe package with a plain function, a serial/parallel pair and a function-taking one."""
+    import importlib
+
+    import numba
+
+    (tmp_path / "doggos_numba_probe.py").write_text(
+        "import numba\n"
+        "def twice(x):\n    return 2 * x\n"
+        "def half(x):\n    return x / 2\n"
+        "def call(f, x):\n    return f(x)\n"
+        "plain = numba.njit(twice)\n"
+        "serial = numba.njit(half)\n"
+        "parallel = numba.njit(half, parallel=True)\n"
+        "apply = numba.njit(call)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path / "cache"))  # numba looks here first
+    request.addfinalizer(lambda: sys.modules.pop("doggos_numba_probe", None))  # gone after the test, with its folder
+    probe = importlib.import_module("doggos_numba_probe")
+    projection._cache_compiled_code(("doggos_numba_probe",))
+    assert type(probe.plain._cache).__name__ == "_StableCache" and type(probe.serial._cache).__name__ == "_StableCache"
+    assert type(probe.parallel._cache).__name__ == "NullCache"  # it would share the serial one's entry
+    assert probe.plain(2.0) == 4.0 and probe.apply(probe.plain, 3.0) == 6.0
+    cached = {p.name.split("-")[0] for p in (tmp_path / "cache").rglob("*.nbi")}
+    assert cached == {"doggos_numba_probe.twice"}  # `call` took a compiled function: keyed per process, so never saved
+
+
 def test_cosine_survives_zero_and_nan_vectors(no_umap):
     vectors = np.array([[0, 0, 0], [np.nan, 1, 0], [1, 0, 0]], dtype=np.float32)
     coords, _ = projection.project(vectors, PCA)
@@ -168,22 +245,46 @@ def test_importing_projection_does_not_import_umap():
 
 
 @pytest.mark.slow
-def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_runs(run):
-    """The one test that imports umap in this process (seconds to tens of seconds: numba compiles)."""
+def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_runs(tmp_path, monkeypatch):
+    """The one test that imports umap in this process (seconds to tens of seconds: numba compiles, or loads its cache)."""
+    import numba
+
+    run = write_fake_run(tmp_path, labels={"a": 20, "b": 20, "c": 20}, dim=64)  # > PCA_DIMS: UMAP gets 50 components
     path = MAP.run(run, DEFAULT_PARAMS)
     frame, info = projection.load(path)
     assert info["method"] == "umap" and len(frame) == 60 and np.isfinite(frame[["x", "y"]]).all().all()
-    centers = frame.groupby("label")[["x", "y"]].mean()
-    spread = frame.groupby("label")[["x", "y"]].std().to_numpy().mean()
-    gaps = [np.linalg.norm(centers.loc[a] - centers.loc[b]) for a, b in (("a", "b"), ("a", "c"), ("b", "c"))]
-    assert min(gaps) > 2 * spread  # three well-separated clusters in, three clusters out
-    again, _ = projection.project(store.load_embeddings(run)[0], DEFAULT_PARAMS)
+    assert_three_clusters(frame[["x", "y"]].to_numpy(), frame["label"].to_numpy())
+    vectors = store.load_embeddings(run)[0]
+    again, _ = projection.project(vectors, DEFAULT_PARAMS)
     assert np.allclose(again, frame[["x", "y"]].to_numpy(), atol=1e-4)
-    vectors = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
-    with_duplicates = np.vstack([vectors, vectors, vectors[:1]])
+    # Large maps find neighbours by cells, or, where cells miss, with pynndescent on every core: either way the
+    # same map on one thread as on all of them.
+    monkeypatch.setattr(projection, "EXACT_NEIGHBOURS_BELOW", 10)
+    by_cells = projection.project(vectors, DEFAULT_PARAMS)[0]
+    assert_three_clusters(by_cells, frame["label"].to_numpy())
+    monkeypatch.setattr(projection, "MIN_RECALL", 1.01)  # cells never do: pynndescent searches
+    on_all = projection.project(vectors, DEFAULT_PARAMS)[0]
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        on_one = projection.project(vectors, DEFAULT_PARAMS)[0]
+    finally:
+        numba.set_num_threads(threads)
+    assert np.array_equal(on_all, on_one)
+    assert_three_clusters(on_all, frame["label"].to_numpy())
+    small = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
+    with_duplicates = np.vstack([small, small, small[:1]])
     coords, note = projection.project(with_duplicates, ProjectionParams(n_neighbors=15, min_dist=0.0))
     assert coords.shape == (11, 2) and np.isfinite(coords).all() and "clamped to 3" in note
     assert np.array_equal(coords[0], coords[5]) and np.array_equal(coords[0], coords[10])
+
+
+def assert_three_clusters(coords: np.ndarray, labels: np.ndarray) -> None:
+    """Three well-separated clusters in, three clusters out."""
+    centers = {label: coords[labels == label].mean(axis=0) for label in "abc"}
+    spread = np.mean([coords[labels == label].std(axis=0).mean() for label in "abc"])
+    gaps = [np.linalg.norm(centers[a] - centers[b]) for a, b in (("a", "b"), ("a", "c"), ("b", "c"))]
+    assert min(gaps) > 2 * spread
 
 
 @pytest.mark.slow
