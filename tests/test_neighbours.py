@@ -50,10 +50,10 @@ def test_an_exact_copy_is_the_first_neighbour():
 
 
 def test_bad_k_and_too_few_rows_are_refused_naming_k():
-    for bad in (0, 101, 2.5, True, "3", None):
+    for bad in (0, 101, 2.5, True, "3.5", "ten", "", None):
         with pytest.raises(ValueError, match=r"^k: must be a whole number from 1 to 100"):
             nb.check_k(bad)
-    assert nb.check_k(10.0) == 10
+    assert nb.check_k(10.0) == 10 and nb.check_k(" 12 ") == 12  # text, as the CLI and forms give it
     with pytest.raises(ValueError, match=r"^k: must be smaller than the number of images \(5\).*at least 6 images"):
         nb.nearest_neighbours(random_rows(5, 4), 5, backend="numpy")
     with pytest.raises(ValueError, match="^backend"):
