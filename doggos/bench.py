@@ -140,37 +140,32 @@ def steady_rate(samples: list[tuple[float, int]], total: int) -> float:
     return float(np.polyfit(times, counts, 1)[0])
 
 
+EMBEDDING_PHASES = {  # status.json's phases up to published embeddings, and the stretch each one starts
+    "starting ray": "starting Ray", "loading model": "actors load the model, first batch", "embedding": "embedding",
+    "writing": "writing, publishing"}
+
+
 @dataclass
 class Launch:
     """What one `python -m doggos embed` run with default settings did, in seconds from its launch."""
 
     images: int
-    phases: dict[str, float]  # when status.json first showed each phase
-    first_embedded: float | None  # when the first image was counted embedded
+    phases: dict[str, float]  # when status.json first showed each phase (±STATUS_POLL_S + the run's 1 s heartbeat)
     finished: float  # manifest.json written: the run is done, its map and reports with it
-    exited: float  # the process ended (after Ray's shutdown)
+    exited: float  # the process ended
     steps: dict[str, float | None]  # the manifest's seconds per post-run step
     steady: float  # images/s between 10 % and 90 % of the images
 
     def where_time_goes(self) -> list[tuple[str, float]]:
-        """The run's stretches, from launch to exit, each in seconds (phase boundaries: ±STATUS_POLL_S + 1 s)."""
-        marks = [("Python start, imports, checks, listing", self.phases.get("starting ray"))]
-        marks.append(("starting Ray", self.phases.get("loading model")))
-        marks.append(("actors load the model, first batch", self.first_embedded))
-        marks.append(("embedding", self.phases.get("writing")))
-        marks.append(("writing, publishing", self.phases.get("projecting") or self.phases.get("checking labels")))
-        marks += [(f"{name} step", seconds) for name, seconds in self.steps.items()]
-        stretches, last = [], 0.0
-        for name, mark in marks:
-            if mark is None:
-                continue
-            if name.endswith(" step"):
-                stretches.append((name, mark))
-                last += mark
-            else:
-                stretches.append((name, mark - last))
-                last = mark
-        stretches.append(("Ray shutdown, manifest", self.finished - last))
+        """The run's stretches from launch to exit, in seconds; they add up to the whole."""
+        step_seconds = sum(s or 0.0 for s in self.steps.values())
+        steps_start = min((t for p, t in self.phases.items() if p not in EMBEDDING_PHASES and p not in
+                           (None, "starting", "listing", "done")), default=self.finished - step_seconds)
+        starts = [("Python start, imports, checks, listing", 0.0)]
+        starts += [(name, self.phases[phase]) for phase, name in EMBEDDING_PHASES.items() if phase in self.phases]
+        stretches = [(name, end - start) for (name, start), (_, end) in zip(starts, starts[1:] + [("", steps_start)])]
+        stretches += [(f"{name} step", seconds or 0.0) for name, seconds in self.steps.items()]
+        stretches.append(("Ray shutdown, manifest", self.finished - steps_start - step_seconds))
         stretches.append(("process exit", self.exited - self.finished))
         return stretches
 
@@ -196,15 +191,13 @@ def launch_run(model: str, source: Path, out: Path) -> Launch:
                 progress = (read_json(out / "status.json", {}) or {}).get("progress") or {}
                 now = time.time() - started
                 phases.setdefault(progress.get("phase"), now)
-                if progress.get("phase") == "embedding" or progress.get("embedded"):
+                if progress.get("phase") == "embedding":
                     samples.append((now, progress.get("embedded", 0)))
         exited = time.time() - started
     manifest = read_json(out / "manifest.json")
     if process.returncode or manifest is None:
         raise RuntimeError(f"the benchmark's run failed (exit code {process.returncode}): see {log}")
-    first = next((t for t, n in samples if n > 0), None)
-    return Launch(images=manifest["rows"], phases=phases, first_embedded=first,
-                  finished=(out / "manifest.json").stat().st_mtime - started, exited=exited,
+    return Launch(images=manifest["rows"], phases=phases, finished=(out / "manifest.json").stat().st_mtime - started, exited=exited,
                   steps=manifest.get("steps") or {}, steady=steady_rate(samples, manifest["rows"]))
 
 
@@ -278,8 +271,7 @@ def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool
 
 def embedding_only(source: Path, output: Path, model: Path) -> RunConfig:
     """A run without post-run steps: the tutorial and memory figures measure embedding alone."""
-    steps_off = {name: False for name in ("projection", "quality") if name in RunConfig.__dataclass_fields__}
-    return RunConfig(source=str(source), output=str(output), model=str(model), **steps_off)
+    return RunConfig(source=str(source), output=str(output), model=str(model), projection=False, quality=False)
 
 
 def bench_model(workdir: Path) -> Path:
@@ -346,43 +338,32 @@ def step_figures(workdir: Path, rows_list: list[int]) -> list[tuple[str, str]]:
     return figures
 
 
-def cluster_spread(rows: int = SPREAD_ROWS) -> list[tuple[str, str]]:
-    """The quality step's neighbour search on a two-node test cluster (one CPU each): CPU seconds its tasks took per node."""
+def cluster_spread(workdir: Path, rows: int = SPREAD_ROWS) -> list[tuple[str, str]]:
+    """The quality step on a two-node test cluster (one CPU each): its time, and the CPU seconds of each node's workers."""
+    import psutil
     import ray
     from ray.cluster_utils import Cluster
 
-    from doggos.neighbours import nearest_neighbours
+    from doggos.quality_step import DEFAULT_PARAMS, QUALITY
 
-    vectors = np.random.default_rng(2).normal(size=(rows, 512)).astype(np.float32)
+    def cpu_seconds(node) -> float:  # of the processes the node's raylet started: its workers
+        children = psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True)
+        return sum(sum(child.cpu_times()[:2]) for child in children if child.is_running())
+
+    run = synthetic_run(Path(workdir).absolute() / f"steps-{rows}", rows, str(bench_model(Path(workdir).absolute())))
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
         nodes = [cluster.head_node, cluster.add_node(num_cpus=1)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
-        before = [_node_cpu_seconds(node) for node in nodes]
-        _, seconds = _timed(lambda: nearest_neighbours(vectors, 10, backend="ray"))
-        used = [after - start for after, start in zip((_node_cpu_seconds(node) for node in nodes), before)]
+        before = [cpu_seconds(node) for node in nodes]
+        _, seconds = _timed(lambda: QUALITY.run(run, DEFAULT_PARAMS, force=True))
+        used = [cpu_seconds(node) - start for node, start in zip(nodes, before)]
     finally:
         ray.shutdown()
         cluster.shutdown()
-    return [(f"two-node cluster: neighbours of {rows:,} rows, k=10", f"{seconds:.1f} s"),
-            ("two-node cluster: CPU seconds of the workers on the head / the second node",
-             " / ".join(f"{s:.1f}" for s in used))]
-
-
-def _node_cpu_seconds(node) -> float:
-    """CPU seconds of the worker processes a node's raylet started (they are its children)."""
-    import psutil
-
-    total = 0.0
-    raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
-    for child in raylet.children(recursive=True):
-        try:
-            times = child.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
+    return [(f"quality step, {rows:,} rows, two-node cluster (1 CPU each): time", f"{seconds:.1f} s"),
+            ("... CPU seconds of the workers on the head / on the second node", " / ".join(f"{s:.1f}" for s in used))]
 
 
 def _timed(action):
@@ -421,7 +402,7 @@ def main(args) -> int:
     ray.data.DataContext.get_current().enable_progress_bars = False
     results, launch = run_benchmark(Path(args.workdir), args.images, args.tutorial_images, args.memory)
     steps = getattr(args, "steps", None) or []
-    figures = (step_figures(Path(args.workdir), steps) + cluster_spread()) if steps else []
+    figures = (step_figures(Path(args.workdir), steps) + cluster_spread(Path(args.workdir))) if steps else []
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}, "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     if results:

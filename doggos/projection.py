@@ -1,7 +1,11 @@
 """2-D maps of a run's embeddings (UMAP, or PCA) and their cache under <run>/projections/; `MAP` is the post-run step.
 
-`import umap` costs seconds to tens of seconds (numba), so it happens only inside `project()`, never on import. Computing
-in the background, status files and machine-wide slots are `doggos.steps`' job.
+`import umap` costs seconds (numba), so it happens only inside `project()`, never on import; umap's compiled code is
+kept on disk and reused by later maps (`_cache_compiled_code`). A UMAP map is reproducible: a fixed seed and a
+single-threaded layout. What keeps it quick (docs/performance.md has the figures): UMAP works on 50 principal
+components; above 4,096 rows, neighbours come from `_cell_neighbours` (matrix products on every core, nothing to
+compile) instead of umap's own search; above 50,000 rows the layout gets fewer epochs. Computing in the background,
+status files and machine-wide slots are `doggos.steps`' job.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ METHODS = ("umap", "pca")
 METRICS = ("cosine", "euclidean")
 SEED = 42  # a fixed random_state: the same run and parameters give the same map
 MIN_UMAP_POINTS = 4  # below this UMAP has no neighbourhood to speak of; PCA draws the few points instead
-# UMAP runs on the first PCA_DIMS principal components (standard practice): the neighbour search does a tenth of the
-# work of 512 dimensions, and what is dropped is mostly noise (CLIP embeddings keep most variance in few components).
+WARM_UP_ROWS = 64  # enough for every stage of a small map (spectral start included), in milliseconds
+# UMAP runs on the first PCA_DIMS principal components (standard practice): a tenth of the neighbour search's work at
+# 512 dimensions, and what is dropped is the low-variance tail.
 PCA_DIMS = 50
-EXACT_NEIGHBOURS_BELOW = 4096  # umap's own cut-off: fewer rows get exact distances, more approximate ones
+EXACT_NEIGHBOURS_BELOW = 4096  # fewer rows get exact neighbours (an n × n matrix: 64 MB at most), more approximate ones
 PROBE_CELLS = 8  # cells searched per cell: on 100,000 clustered rows, 1.4 s and every exact neighbour found (4: 0.98)
 KMEANS_ROUNDS = 6  # Lloyd rounds that shape the cells; well-shaped cells need fewer probes
 RECALL_SAMPLE = 256  # rows whose exact neighbours check the approximate ones (~0.1 s at 100,000 rows)
@@ -107,6 +112,12 @@ def project(vectors: np.ndarray, params: ProjectionParams = DEFAULT_PARAMS) -> t
     return coords[inverse], note
 
 
+def warm_up() -> None:
+    """Import umap and load (or compile) the code a map runs, on a few random rows: a run's driver calls it in a
+    thread while images embed, so that its map step finds everything ready (~2 s sooner at 720 images)."""
+    project(np.random.default_rng(SEED).normal(size=(WARM_UP_ROWS, 8)))
+
+
 def _distinct_rows(rows: np.ndarray, keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(first, inverse): where each distinct row first appears, and each row's distinct row, as np.unique(axis=0) gives.
 
@@ -138,9 +149,9 @@ def _umap(vectors: np.ndarray, n_neighbors: int, min_dist: float) -> np.ndarray:
     init = "spectral" if len(reduced) > 2 * n_neighbors + 2 else "random"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", "cannot cache" and friends: expected
-        # Below umap's own cut-off it measures every distance exactly (quick at that size); above it, the neighbour
-        # search runs here on every core, seeded, because random_state makes umap run it on one.
-        knn = _nearest_neighbours(reduced, n_neighbors) if len(reduced) >= EXACT_NEIGHBOURS_BELOW else (None, None, None)
+        # Neighbours are found here: umap measures small sets' distances with a Python loop over every pair (4 s at
+        # 2,880 rows), and searches large ones on one core (random_state), compiling anew in every process.
+        knn = _nearest_neighbours(reduced, n_neighbors)
         reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="euclidean", init=init,
                             random_state=SEED, n_jobs=1, n_components=2, precomputed_knn=knn,
                             n_epochs=layout_epochs(len(reduced)))
@@ -156,19 +167,30 @@ def layout_epochs(rows: int) -> int | None:
     return max(MIN_EPOCHS, round(LARGE_EPOCHS * FULL_LAYOUT_ROWS / rows))
 
 
-def _nearest_neighbours(vectors: np.ndarray, n_neighbors: int):
-    """(indices, distances, None): each row's n_neighbors nearest rows (euclidean), itself first, as umap wants them.
+def _nearest_neighbours(vectors: np.ndarray, k: int):
+    """(indices, distances, None): each row's k nearest rows (euclidean), itself first, as umap's precomputed_knn.
 
-    Found by `_cell_neighbours` (matrix products, no compiling), checked against exact neighbours for a sample of rows;
-    data it misses too often (little structure, like pure noise) goes to pynndescent instead, on every core: its
-    result depends on its seed, not its thread count (checked: 1 and 2 threads, the same graph).
+    Exact below EXACT_NEIGHBOURS_BELOW rows. Above, by `_cell_neighbours` (matrix products, nothing to compile),
+    checked against exact neighbours for a sample of rows; data it misses too often (little structure, like pure
+    noise) goes to pynndescent instead, on every core: its result depends on its seed, not on its thread count.
     """
-    indices, distances = _cell_neighbours(vectors, n_neighbors)
+    if len(vectors) < EXACT_NEIGHBOURS_BELOW:
+        return (*_exact_neighbours(vectors, np.arange(len(vectors)), k), None)
+    indices, distances = _cell_neighbours(vectors, k)
     if _recall(vectors, indices) >= MIN_RECALL:
         return indices, distances, None
     from umap.umap_ import nearest_neighbors
 
-    return nearest_neighbors(vectors, n_neighbors, "euclidean", {}, False, np.random.RandomState(SEED), n_jobs=-1)
+    return nearest_neighbors(vectors, k, "euclidean", {}, False, np.random.RandomState(SEED), n_jobs=-1)
+
+
+def _exact_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest of all rows to each of `rows`, itself first: one (len(rows) × n) distance matrix."""
+    squares = np.einsum("ij,ij->i", vectors, vectors)
+    scores = squares[None, :] - 2 * (vectors[rows] @ vectors.T)  # the squared distance, less the row's own square
+    scores[np.arange(len(rows)), rows] = -np.inf
+    best, distances = _closest(scores, squares[rows], k)
+    return best, distances
 
 
 def _cell_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,14 +214,19 @@ def _cell_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
         probes = probes[:max(PROBE_CELLS, int(np.searchsorted(taken, k)) + 1)]  # enough cells for k candidates
         candidates = np.concatenate([order[bounds[p]:bounds[p + 1]] for p in probes])
         scores = squares[candidates][None, :] - 2 * (vectors[members] @ vectors[candidates].T)
-        scores[np.arange(len(members)), np.arange(len(members))] = -np.inf  # itself first (its cell comes first)
-        best = np.argpartition(scores, k - 1, axis=1)[:, :k]
-        best = np.take_along_axis(best, np.argsort(np.take_along_axis(scores, best, 1), axis=1, kind="stable"), 1)
+        scores[np.arange(len(members)), np.arange(len(members))] = -np.inf  # itself (its cell comes first)
+        best, distances[members] = _closest(scores, squares[members], k)
         indices[members] = candidates[best]
-        gaps = squares[members][:, None] + np.take_along_axis(scores, best, 1)
-        distances[members] = np.sqrt(np.maximum(gaps, 0))
-        distances[members, 0] = 0.0
     return indices, distances
+
+
+def _closest(scores: np.ndarray, own_squares: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the columns of the k lowest scores, lowest first (itself, scored -inf, first), and their distances."""
+    best = np.argpartition(scores, k - 1, axis=1)[:, :k]
+    best = np.take_along_axis(best, np.argsort(np.take_along_axis(scores, best, 1), axis=1, kind="stable"), 1)
+    distances = np.sqrt(np.maximum(own_squares[:, None] + np.take_along_axis(scores, best, 1), 0)).astype(np.float32)
+    distances[:, 0] = 0.0
+    return best, distances
 
 
 def _kmeans(vectors: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -222,10 +249,7 @@ def _recall(vectors: np.ndarray, indices: np.ndarray) -> float:
     """The share of exact nearest neighbours found, over RECALL_SAMPLE seeded rows."""
     rows, k = indices.shape
     sample = np.random.default_rng(SEED).choice(rows, min(rows, RECALL_SAMPLE), replace=False)
-    squares = np.einsum("ij,ij->i", vectors, vectors)
-    scores = squares[None, :] - 2 * (vectors[sample] @ vectors.T)
-    scores[np.arange(len(sample)), sample] = -np.inf
-    exact = np.argpartition(scores, k - 1, axis=1)[:, :k]
+    exact = _exact_neighbours(vectors, sample, k)[0]
     return float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(exact, indices[sample])]))
 
 
