@@ -142,6 +142,9 @@ def log_outcome(run_dir: RunDir, line: str) -> None:
 
 def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,
          steps: list[tuple[Step, object]], published: threading.Event) -> Manifest:
+    for step, _ in steps:  # e.g. umap's import and compiled code, loaded while the images embed
+        if step.warm_up is not None:
+            threading.Thread(target=_quietly, args=(step.warm_up,), name=f"warm-up-{step.name}", daemon=True).start()
     with _Heartbeat(report, Sampler(run_dir.path)) as heartbeat:
         hold("listing")
         source, listing = pipeline.list_source(config)
@@ -152,14 +155,20 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             manifest = pipeline.embed(config, run_dir, source, listing, heartbeat, started, plan)
             published.set()
             seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
-        final = dataclasses.replace(manifest.progress, phase="done")
-        heartbeat.progress = final
+            final = dataclasses.replace(manifest.progress, phase="done")
+            heartbeat.progress = final
+            manifest = dataclasses.replace(manifest, steps=seconds, progress=final, ended_at=now_iso(),
+                                           duration_s=round(time.time() - started, 2))
+            write_manifest(run_dir, manifest)  # before Ray shuts down: for its user the run is done now (~1 s sooner)
     report(final)
-    ended = time.time()
-    manifest = dataclasses.replace(manifest, steps=seconds, progress=final, ended_at=now_iso(),
-                                   duration_s=round(ended - started, 2))
-    write_manifest(run_dir, manifest)
     return manifest
+
+
+def _quietly(warm_up) -> None:
+    try:
+        warm_up()
+    except Exception as error:  # a warm-up only saves time; the step itself will say what is wrong
+        log.debug("warm-up failed: %s", error)
 
 
 def _run_step(step: Step, params, run_dir: RunDir, heartbeat: "_Heartbeat") -> float | None:
@@ -184,6 +193,7 @@ def _unpublish(run_dir: RunDir, published: threading.Event) -> None:
     if published.is_set():
         for folder in (run_dir.embeddings, run_dir.projections, run_dir.quality):
             shutil.rmtree(folder, ignore_errors=True)
+        run_dir.manifest.unlink(missing_ok=True)  # written before Ray's shutdown, which could still fail
 
 
 def _reporter(run_dir: RunDir, on_progress):

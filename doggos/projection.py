@@ -366,7 +366,7 @@ def _default_slots() -> int:
 
 map_slots = slots_from_env("DOGGOS_MAP_SLOTS", _default_slots)  # UMAPs computing at once on this machine
 MAP = Step(name="map", folder="projections", phase="projecting", params_type=ProjectionParams, compute=compute,
-           slots=map_slots, needs_slot=lambda params: params.method == "umap")  # PCA is instant: it never waits
+           slots=map_slots, needs_slot=lambda params: params.method == "umap", warm_up=warm_up)  # PCA is instant: it never waits
 
 
 def write(run_dir, params: ProjectionParams, coords: np.ndarray, paths: list[str], labels: list[str],

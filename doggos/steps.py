@@ -58,6 +58,7 @@ class Step:
     suffix: str = ".parquet"
     slots: Callable[[], int] | None = None  # how many may compute at once on this machine; None: no limit
     needs_slot: Callable[[Any], bool] = lambda params: True
+    warm_up: Callable[[], None] | None = None  # run in a thread as a run starts: what the step imports or compiles
 
     def result(self, run, params) -> Path:
         return self._file(run, params, self.suffix)
