@@ -81,7 +81,8 @@ def main() -> int:
     results = [("write synthetic run", write_s)]
     for number in range(args.maps):
         cold = args.cold and number == 0
-        results.append((f"default UMAP map, fresh process, {'empty' if cold else 'warm'} numba cache", map_seconds(run, cold)))
+        cache = "empty" if cold else "warm"
+        results.append((f"default UMAP map, fresh process, {cache} numba cache", map_seconds(run, cold)))
     for page in PAGES:
         at, cold = render(page)
         _, warm = render(page)

@@ -176,7 +176,8 @@ def launch_run(model: str, source: Path, out: Path) -> Launch:
 
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "doggos", "embed", "--source", str(source), "--model", model, "--out", str(out)]
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
+    paths = [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
     phases: dict[str, float] = {}
     samples: list[tuple[float, int]] = []
     log = out.with_name(out.name + ".log")
@@ -197,7 +198,8 @@ def launch_run(model: str, source: Path, out: Path) -> Launch:
     manifest = read_json(out / "manifest.json")
     if process.returncode or manifest is None:
         raise RuntimeError(f"the benchmark's run failed (exit code {process.returncode}): see {log}")
-    return Launch(images=manifest["rows"], phases=phases, finished=(out / "manifest.json").stat().st_mtime - started, exited=exited,
+    finished = (out / "manifest.json").stat().st_mtime - started
+    return Launch(images=manifest["rows"], phases=phases, finished=finished, exited=exited,
                   steps=manifest.get("steps") or {}, steady=steady_rate(samples, manifest["rows"]))
 
 
@@ -324,7 +326,8 @@ def step_figures(workdir: Path, rows_list: list[int]) -> list[tuple[str, str]]:
         index = search.load_index(run)
         queries = iter(np.random.default_rng(1).normal(size=(SEARCH_REPEATS + 1, index.dim)).astype(np.float32))
         times = [_timed(lambda: search.top_k(index, next(queries), k=10))[1] for _ in range(SEARCH_REPEATS + 1)]
-        figures.append((f"search: top-10 by vector, {rows:,} rows (warm median)", f"{statistics.median(times[1:]) * 1000:.1f} ms"))
+        median_ms = statistics.median(times[1:]) * 1000  # the first query warms caches: left out
+        figures.append((f"search: top-10 by vector, {rows:,} rows (warm median)", f"{median_ms:.1f} ms"))
         del index
         search.clear_cache()
         print(f"quality step on {rows:,} rows ...", flush=True)
@@ -385,12 +388,15 @@ def format_table(results: list[Measurement]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (the `bench` command of `python -m doggos` takes them too, once it passes them on)."""
-    parser.add_argument("--workdir", default="bench-data", help="where photos, model and runs go (reused; default bench-data)")
-    parser.add_argument("--images", type=int, default=1000, help="photos for the ceiling and the launch run; 0 skips both")
-    parser.add_argument("--tutorial-images", type=int, default=300, help="images for the slow tutorial settings; 0 skips")
+    parser.add_argument("--workdir", default="bench-data",
+                        help="where photos, model and runs go (reused; default bench-data)")
+    parser.add_argument("--images", type=int, default=1000,
+                        help="photos for the ceiling and the launch run (default 1000); 0 skips both")
+    parser.add_argument("--tutorial-images", type=int, default=300,
+                        help="images for the slow tutorial settings (default 300); 0 skips them")
     parser.add_argument("--memory", action="store_true", help="also compare peak memory for N/4 and N images")
     parser.add_argument("--steps", type=int, nargs="*", default=[], metavar="ROWS",
-                        help="also time search and the quality step on synthetic runs of ROWS rows, and a two-node cluster")
+                        help="also time search and the quality step on synthetic runs of ROWS rows, and on two nodes")
     parser.add_argument("--json", help="also write the results here")
 
 

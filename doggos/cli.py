@@ -91,9 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure images/s: plain-process ceiling, doggos defaults, tutorial settings")
     bench.add_argument("--workdir", default="bench-data", help="where photos, model and runs go (reused; default bench-data)")
-    bench.add_argument("--images", type=int, default=1000, help="generated 500x375 JPEG photos (default 1000)")
-    bench.add_argument("--tutorial-images", type=int, default=300, help="images for the slow tutorial settings (default 300)")
+    bench.add_argument("--images", type=int, default=1000,
+                       help="photos for the ceiling and the launch run (default 1000); 0 skips both")
+    bench.add_argument("--tutorial-images", type=int, default=300,
+                       help="images for the slow tutorial settings (default 300); 0 skips them")
     bench.add_argument("--memory", action="store_true", help="also compare peak memory for N/4 and N images")
+    bench.add_argument("--steps", type=int, nargs="*", default=[], metavar="ROWS",
+                       help="also time search and the quality step on synthetic runs of ROWS rows, and on two nodes")
     bench.add_argument("--json", help="also write the results here")
     bench.set_defaults(handler=_bench)
 

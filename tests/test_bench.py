@@ -18,7 +18,8 @@ def test_steady_rate_ignores_start_up_and_tail():
 
 
 def test_table_gives_ratios_against_the_first_row():
-    table = format_table([Measurement("ceiling", 10.0), Measurement("doggos", 9.5), Measurement("peak memory 4x", 1.1, "1 vs 1.1 GiB")])
+    table = format_table([Measurement("ceiling", 10.0), Measurement("doggos", 9.5),
+                          Measurement("peak memory 4x", 1.1, "1 vs 1.1 GiB")])
     assert "| doggos | 9.50 | 0.95 |" in table and "| peak memory 4x | 1 vs 1.1 GiB | 1.10× |" in table
 
 
@@ -32,7 +33,8 @@ def test_photos_are_photo_like_and_made_once(tmp_path):
     # Real detail and noise: file sizes of real 500 x 375 photos, not of smooth synthetic gradients (a few KB).
     assert 25 < np.median(sizes) < 70 and sizes.min() > 3, sizes
     # Photo i is the same whatever else is made, and a second call writes nothing.
-    assert (tmp_path / "few" / "label-0" / "photo-00002.jpg").read_bytes() == (tmp_path / "more" / "label-0" / "photo-00002.jpg").read_bytes()
+    same = [folder / "label-0" / "photo-00002.jpg" for folder in (tmp_path / "few", tmp_path / "more")]
+    assert same[0].read_bytes() == same[1].read_bytes()
     times = [p.stat().st_mtime_ns for p in photos]
     make_photos(tmp_path / "more", count=12, labels=2)
     assert [p.stat().st_mtime_ns for p in photos] == times
