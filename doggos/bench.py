@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -153,20 +153,27 @@ class Launch:
     phases: dict[str, float]  # when status.json first showed each phase (±STATUS_POLL_S + the run's 1 s heartbeat)
     finished: float  # manifest.json written: the run is done, its map and reports with it
     exited: float  # the process ended
-    steps: dict[str, float | None]  # the manifest's seconds per post-run step
+    steps: dict[str, float | None]  # the manifest's seconds per post-run step, in the order they ran
     steady: float  # images/s between 10 % and 90 % of the images
+    step_starts: dict[str, float] = field(default_factory=dict)  # the driver's own record (status.json's step_started)
 
     def where_time_goes(self) -> list[tuple[str, float]]:
         """The run's stretches from launch to exit, in seconds; they add up to the whole."""
         step_seconds = sum(s or 0.0 for s in self.steps.values())
         steps_start = min((t for p, t in self.phases.items() if p not in EMBEDDING_PHASES and p not in
                            (None, "starting", "listing", "done")), default=self.finished - step_seconds)
+        before = 0.0  # a step's exact start, less the steps before it: the first step's start, though it was not seen
+        for name, seconds in self.steps.items():
+            if name in self.step_starts:
+                steps_start = self.step_starts[name] - before
+                break
+            before += seconds or 0.0
         starts = [("Python start, imports, checks, listing", 0.0)]
         starts += [(name, self.phases[phase]) for phase, name in EMBEDDING_PHASES.items() if phase in self.phases]
         stretches = [(name, end - start) for (name, start), (_, end) in zip(starts, starts[1:] + [("", steps_start)])]
         stretches += [(f"{name} step", seconds or 0.0) for name, seconds in self.steps.items()]
-        stretches.append(("Ray shutdown, manifest", self.finished - steps_start - step_seconds))
-        stretches.append(("process exit", self.exited - self.finished))
+        stretches.append(("after the steps, until the manifest", self.finished - steps_start - step_seconds))
+        stretches.append(("after the manifest: Ray shutdown, exit", self.exited - self.finished))
         return stretches
 
 
@@ -179,6 +186,7 @@ def launch_run(model: str, source: Path, out: Path) -> Launch:
     paths = [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
     phases: dict[str, float] = {}
+    step_starts: dict[str, float] = {}
     samples: list[tuple[float, int]] = []
     log = out.with_name(out.name + ".log")
     with open(log, "w") as handle:
@@ -189,8 +197,11 @@ def launch_run(model: str, source: Path, out: Path) -> Launch:
                 process.wait(timeout=STATUS_POLL_S)
                 break
             except subprocess.TimeoutExpired:
-                progress = (read_json(out / "status.json", {}) or {}).get("progress") or {}
+                status = read_json(out / "status.json", {}) or {}
+                progress = status.get("progress") or {}
                 now = time.time() - started
+                if status.get("step") and status.get("step_started"):
+                    step_starts.setdefault(status["step"], status["step_started"] - started)
                 phases.setdefault(progress.get("phase"), now)
                 if progress.get("phase") == "embedding":
                     samples.append((now, progress.get("embedded", 0)))
@@ -200,7 +211,8 @@ def launch_run(model: str, source: Path, out: Path) -> Launch:
         raise RuntimeError(f"the benchmark's run failed (exit code {process.returncode}): see {log}")
     finished = (out / "manifest.json").stat().st_mtime - started
     return Launch(images=manifest["rows"], phases=phases, finished=finished, exited=exited,
-                  steps=manifest.get("steps") or {}, steady=steady_rate(samples, manifest["rows"]))
+                  steps=manifest.get("steps") or {}, steady=steady_rate(samples, manifest["rows"]),
+                  step_starts=step_starts)
 
 
 class PeakMemory:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ LARGE_EPOCHS = 200  # umap's default above 10,000 rows
 MIN_EPOCHS = 100  # fewer start to blur the local structure (60 epochs: recall 0.242)
 PCA_BLOCK_ROWS = 8192  # rows centred at a time: ~16 MB at 512 dimensions, whatever the run's size
 NO_SPREAD = 1e-6  # a component with less than this share of the first's variance is float32 rounding: drawn as zero
+_UMAP_IMPORT = threading.Lock()  # a run's warm-up thread and its map step may both reach umap first
 
 
 @dataclass(frozen=True)
@@ -255,9 +257,10 @@ def _recall(vectors: np.ndarray, indices: np.ndarray) -> float:
 
 def _import_umap():
     """`import umap`, with its compiled code kept on disk: compiled once per machine, not once per process."""
-    import umap  # slow: numba compiles on first use; keep it off every start-up path
+    with _UMAP_IMPORT:
+        import umap  # slow: numba compiles on first use; keep it off every start-up path
 
-    _cache_compiled_code(("umap", "pynndescent"))
+        _cache_compiled_code(("umap", "pynndescent"))
     return umap
 
 

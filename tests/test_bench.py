@@ -47,11 +47,15 @@ def test_where_the_launch_time_goes_adds_up_to_the_whole_run():
     stretches = dict(launch.where_time_goes())
     assert stretches == {"Python start, imports, checks, listing": 4.0, "starting Ray": 5.0,
                          "actors load the model, first batch": 3.0, "embedding": 18.0, "writing, publishing": 1.0,
-                         "map step": 2.0, "quality step": 2.5, "Ray shutdown, manifest": 0.5, "process exit": 1.5}
+                         "map step": 2.0, "quality step": 2.5, "after the steps, until the manifest": 0.5,
+                         "after the manifest: Ray shutdown, exit": 1.5}
     assert math.isclose(sum(stretches.values()), launch.exited)
     # A phase too short to be seen (a small run's "writing") leaves its time to the stretch before it.
     del launch.phases["writing"]
     assert dict(launch.where_time_goes())["embedding"] == 19.0
+    # The driver's own record of when a step began beats the polled phase, even for a step that came after another.
+    launch.step_starts = {"quality": 33.2}
+    assert math.isclose(dict(launch.where_time_goes())["after the steps, until the manifest"], 36.0 - 31.2 - 4.5)
 
 
 def test_synthetic_runs_read_like_finished_ones(tmp_path):

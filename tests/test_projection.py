@@ -247,6 +247,8 @@ def test_importing_projection_does_not_import_umap():
 @pytest.mark.slow
 def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_runs(tmp_path, monkeypatch):
     """The one test that imports umap in this process (seconds to tens of seconds: numba compiles, or loads its cache)."""
+    projection.warm_up()  # what a run's driver does while images embed: umap imported, its code loaded
+    assert "umap" in sys.modules
     import numba
 
     run = write_fake_run(tmp_path, labels={"a": 20, "b": 20, "c": 20}, dim=64)  # > PCA_DIMS: UMAP gets 50 components
