@@ -152,7 +152,8 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
         heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
         hold("starting ray")
         with ray_connection(config.ray_address):
-            manifest = pipeline.embed(config, run_dir, source, listing, heartbeat, started, plan)
+            manifest = pipeline.embed(config, run_dir, source, listing, heartbeat, started, plan,
+                                      prompts=_step_prompts(steps, listing.paths))
             published.set()
             seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
             final = dataclasses.replace(manifest.progress, phase="done")
@@ -162,6 +163,16 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             write_manifest(run_dir, manifest)  # before Ray shuts down: for its user the run is done now (~1 s sooner)
     report(final)
     return manifest
+
+
+def _step_prompts(steps: list[tuple[Step, object]], paths: list[str]) -> list[str] | None:
+    """The label-quality step's zero-shot prompts for the listed labels (the embedder actors embed them), if it runs."""
+    from doggos import quality_step
+
+    for step, params in steps:
+        if step is quality_step.QUALITY:
+            return quality_step.run_prompts(paths, params)
+    return None
 
 
 def _quietly(warm_up) -> None:

@@ -41,7 +41,7 @@ class TextEncoder:
     def __init__(self, model: str):
         self.model = model
         self._torch, self._tower, config = _load_tower(model, "text")
-        self._tokenizer = _load_tokenizer(model, config.vocab_size)
+        self._tokenizer = load_tokenizer(model, config.vocab_size)
         self._lock = threading.Lock()  # a fast tokenizer raises "Already borrowed" when two threads pad at once
         self.dim = config.projection_dim
         self._positions = config.max_position_embeddings
@@ -143,7 +143,7 @@ def image_encoder(model: str) -> ImageEncoder:
 
 # ---- loading ---------------------------------------------------------------------------------------------------
 
-def _local_path(model: str) -> Path | None:
+def local_path(model: str) -> Path | None:
     """The model's folder when `model` names one (as a run records a local model: an absolute path), else None."""
     path = Path(model).expanduser()
     return path if model.startswith((".", "/", "~")) or path.is_dir() else None
@@ -151,7 +151,7 @@ def _local_path(model: str) -> Path | None:
 
 def _load_tower(model: str, field: str):
     """(torch, the tower in eval mode on CPU in float32, its sub-config) for field "text" or "image"."""
-    local = _local_path(model)
+    local = local_path(model)
     if local is not None and not local.is_dir():
         raise EncoderUnavailable(field, f"the run's model folder {model} is not on this machine")
     try:
@@ -180,8 +180,9 @@ def _load_tower(model: str, field: str):
     return torch, tower.eval(), sub
 
 
-def _load_tokenizer(model: str, vocab_size: int):
-    local = _local_path(model)
+def load_tokenizer(model: str, vocab_size: int):
+    """The model's tokenizer, checked to know plain English and to fit the text tower; EncoderUnavailable if not."""
+    local = local_path(model)
     if local is not None and not any((local / name).exists() for name in TOKENIZER_FILES):
         raise EncoderUnavailable("text", f"{model} has no tokenizer (tokenizer.json, or vocab.json and merges.txt); "
                                          "a demo kit made before text search needs `python -m doggos demo-kit` again")

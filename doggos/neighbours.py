@@ -5,15 +5,15 @@ of `query_rows` query rows and walks the tiles in order: block × tile similarit
 the candidates that can still enter the block's top k are kept. The first tile sets each row's bar with one
 `np.partition`; later tiles keep only scores strictly above the current k-th best, which is exact because their
 row indices are all larger (an equal score from a later row loses the tie). A task's memory is one block × tile
-score matrix (`tile_bytes`, 16 MB by default), a copy for the first tile's partition and masks: ~2.5 × tile_bytes
-(measured: 40 MB), whatever n is.
+score matrix (`tile_bytes`, 8 MB by default), a copy for the first tile's partition and masks: ~2.5 × tile_bytes
+(measured: 20 MB), whatever n is.
 
 Order: each row's neighbours are sorted by similarity, highest first; equal similarities by row index, lowest first.
 The row itself is never its own neighbour (an exact copy of it is, with similarity ~1).
 
-On Ray, the normalised tiles are `ray.put` once each (the driver never holds a second normalised copy of the whole
-matrix), every task maps them read-only from the object store, tasks ask for one CPU and are spread over the
-cluster's nodes. The "numpy" backend runs the same blocks on a thread pool in this process (matrix products
+On Ray, the normalised tiles are `ray.put` once each (`put_tiles`: the driver holds one tile at a time, so a caller
+that reads its matrix tile by tile, as the label-quality step does, never holds the whole of it), every task maps
+them read-only from the object store, tasks ask for one CPU and are spread over the cluster's nodes. The "numpy" backend runs the same blocks on a thread pool in this process (matrix products
 release the GIL). Both run `block_top_k` on the same blocks and tiles with single-threaded BLAS (a multi-threaded
 sgemm rounds some sums differently), so on one machine they give identical answers, bit for bit.
 """
@@ -29,7 +29,7 @@ import numpy as np
 
 BACKENDS = ("ray", "numpy")
 QUERY_ROWS = 1024  # query rows per task: ~100 tasks for 100,000 rows, enough to spread, few enough to cost little overhead
-TILE_BYTES = 16 * 2**20  # one block × tile float32 score matrix: a task peaks at ~40 MB; larger tiles are no faster
+TILE_BYTES = 8 * 2**20  # one block × tile float32 score matrix: a task peaks at ~20 MB; 16 MB was 5 % faster, 40 MB a task
 
 
 @dataclass(frozen=True)
@@ -119,35 +119,111 @@ def _on_threads(vectors, k, blocks, tiles, tile, threads, progress) -> list[tupl
 
 
 def _on_ray(vectors, k, blocks, tiles, tile, ray_address, progress) -> list[tuple[np.ndarray, np.ndarray]]:
-    import ray
-
     from doggos.cluster import ray_connection
 
-    rows = len(vectors)
     with ray_connection(ray_address):
         # Normalised one tile at a time: the driver never holds a second full copy, the object store holds one.
-        chunks = [ray.put(normalise(vectors[start:start + tile])) for start in tiles]
-        task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_single_threaded_block)
-        pending = {task.remote(start, stop, k, *chunks): number for number, (start, stop) in enumerate(blocks)}
-        parts: list = [None] * len(blocks)
-        done = 0
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            for ref in ready:
-                number = pending.pop(ref)
-                parts[number] = ray.get(ref)
-                done += blocks[number][1] - blocks[number][0]
-            if progress:
-                progress(done, rows)
-        del chunks
+        stored = put_tiles(vectors[start:start + tile] for start in tiles)
+        parts = _blocks_on_ray(stored, k, blocks, progress)
+        del stored
+    return parts
+
+
+@dataclass
+class StoredTiles:
+    """A matrix's rows, normalised, in Ray's object store as consecutive tiles: what the neighbour tasks read, and what
+    the driver reads back without a copy (`ray.get` of a numpy array maps the store's memory, read-only)."""
+
+    refs: list
+    sizes: list[int]
+    dim: int
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self), self.dim
+
+    def chunks(self):
+        """The tiles in row order, one at a time, as read-only float32 arrays."""
+        import ray
+
+        for ref in self.refs:
+            yield ray.get(ref)
+
+    def take(self, rows) -> np.ndarray:
+        """The unit rows at these row ids (a copy, in the order given)."""
+        import ray
+
+        rows = np.asarray(rows, np.int64)
+        out = np.zeros((len(rows), self.dim), np.float32)
+        starts = np.cumsum([0] + self.sizes)
+        tile_of = np.searchsorted(starts, rows, side="right") - 1
+        for number in np.unique(tile_of):
+            mine = tile_of == number
+            out[mine] = ray.get(self.refs[number])[rows[mine] - starts[number]]
+        return out
+
+
+def put_tiles(chunks) -> StoredTiles:
+    """Normalise each chunk of consecutive rows (float32 arrays, rows × dim) and put it in Ray's object store.
+
+    Needs a connected Ray. Chunks may differ in size; the driver holds one chunk at a time."""
+    import ray
+
+    refs, sizes, dim = [], [], None
+    for chunk in chunks:
+        unit = normalise(chunk)
+        if dim is None:
+            dim = unit.shape[1]
+        elif unit.shape[1] != dim:
+            raise ValueError(f"chunks: every chunk needs {dim} columns, one has {unit.shape[1]}")
+        refs.append(ray.put(unit))
+        sizes.append(len(unit))
+    return StoredTiles(refs, sizes, dim or 0)
+
+
+def neighbours_of_tiles(stored: StoredTiles, k: int = 10, *, query_rows: int = QUERY_ROWS,
+                        progress: Callable[[int, int], None] | None = None) -> Neighbours:
+    """`nearest_neighbours` with backend "ray" for rows already in the object store (`put_tiles`), on the connected
+    Ray: the caller never needs the whole matrix in its own memory."""
+    rows = len(stored)
+    k = check_k(k, rows)
+    block = plan(rows, query_rows, TILE_BYTES)[0]
+    blocks = [(start, min(start + block, rows)) for start in range(0, rows, block)]
+    parts = _blocks_on_ray(stored, k, blocks, progress)
+    return Neighbours(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def _blocks_on_ray(stored: StoredTiles, k, blocks, progress) -> list[tuple[np.ndarray, np.ndarray]]:
+    import ray
+
+    rows = len(stored)
+    task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(_single_threaded_block)
+    pending = {task.remote(start, stop, k, *stored.refs): number for number, (start, stop) in enumerate(blocks)}
+    parts: list = [None] * len(blocks)
+    done = 0
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        for ref in ready:
+            number = pending.pop(ref)
+            parts[number] = ray.get(ref)
+            done += blocks[number][1] - blocks[number][0]
+        if progress:
+            progress(done, rows)
     return parts
 
 
 def _single_threaded_block(start: int, stop: int, k: int, *chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from threadpoolctl import threadpool_limits
 
+    from doggos.processes import return_free_memory
+
     with threadpool_limits(limits=1, user_api="blas"):
-        return block_top_k(start, stop, k, *chunks)
+        found = block_top_k(start, stop, k, *chunks)
+    return_free_memory()  # the worker stays up after the step: it should not keep the block's ~20 MB of scores
+    return found
 
 
 def block_top_k(start: int, stop: int, k: int, *chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,13 +13,16 @@ import shutil
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from doggos import models
 from doggos.cluster import cluster_shape, dashboard_url, usable_gpus
 from doggos.config import RunConfig
 from doggos.plan import ResourcePlan, plan_resources
 from doggos.progress import hold, tracker_actor
 from doggos.records import Manifest, Progress, RayInfo
-from doggos.rundir import RunDir, now_iso, write_json_atomic
+from doggos.rundir import RunDir, atomic_output, now_iso, write_json_atomic
 from doggos.sources import Listing, Source, label_of, list_images, open_source
 
 DECODE_TASK_MEMORY = 512 * 2**20  # bytes a decode worker holds: transformers (~350 MB) plus a block of decoded images
@@ -34,8 +37,10 @@ class PipelineError(RuntimeError):
 
 
 def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: ResourcePlan, tracker=None,
-                  on_cluster: bool = False):
-    """read files → label from parent folder → decode + preprocess → embed (actor pool); lazy, nothing runs yet."""
+                  on_cluster: bool = False, prompts: list[str] | None = None):
+    """read files → label from parent folder → decode + preprocess → embed (actor pool); lazy, nothing runs yet.
+
+    `prompts`: texts the embedder actors also embed, once each, for the label-quality step's zero-shot."""
     import ray
 
     ds = ray.data.read_binary_files(
@@ -67,6 +72,7 @@ def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: Res
             "threads": plan.threads_per_actor,
             "tracker": tracker,
             "thumbnail_size": config.thumbnail_size,
+            "prompts": prompts,
         },
         batch_size=plan.batch_size,
         compute=ray.data.ActorPoolStrategy(size=plan.actors),
@@ -91,12 +97,13 @@ def list_source(config: RunConfig) -> tuple[Source, Listing]:
 
 
 def embed(config: RunConfig, run_dir: RunDir, source: Source, listing: Listing, heartbeat, started: float,
-          plan: ResourcePlan | None = None) -> Manifest:
+          plan: ResourcePlan | None = None, prompts: list[str] | None = None) -> Manifest:
     """Embed every listed image on the connected Ray and publish the Parquet as `embeddings/`.
 
     `heartbeat` reports progress (its `tracker` and `progress` are set here); `plan` overrides the derived resource
     plan (the benchmark replays the tutorial's settings with it). `started` is the run's start (time.time()): the
-    manifest's images/s count from it, listing and Ray's start included. Returns the manifest; the caller writes it.
+    manifest's images/s count from it, listing and Ray's start included. `prompts`: texts the actors embed too, written
+    to `run_dir.prompt_features` (the label-quality step's zero-shot). Returns the manifest; the caller writes it.
     """
     import ray
 
@@ -108,12 +115,14 @@ def embed(config: RunConfig, run_dir: RunDir, source: Source, listing: Listing, 
     log.info("plan: %s", plan.describe())
     heartbeat.tracker = tracker = tracker_actor(found)
     address = config.ray_address or os.environ.get("RAY_ADDRESS")  # None: a private local Ray
-    ds = build_dataset(config, source, listing.paths, plan, tracker, on_cluster=bool(address))
+    ds = build_dataset(config, source, listing.paths, plan, tracker, on_cluster=bool(address), prompts=prompts)
     discard_staging(run_dir)
     _write(ds, run_dir, plan, on_cluster=bool(address))
     final = ray.get(tracker.snapshot.remote("writing"))
     heartbeat.progress, heartbeat.tracker = final, None
     failures = ray.get(tracker.failure_list.remote())
+    if prompts:
+        write_prompt_features(run_dir, *ray.get(tracker.prompt_features.remote()))
     ray_info = RayInfo(address=address or "local", nodes=len(node_cpus), cpus=sum(node_cpus), gpus=gpus,
                        dashboard_url=dashboard_url(), embedded_by_node=ray.get(tracker.rows_by_node.remote()))
     write_json_atomic(run_dir.failures, failures)  # kept even when every file failed: it says why
@@ -156,6 +165,22 @@ def _write(ds, run_dir: RunDir, plan: ResourcePlan, on_cluster: bool) -> None:
             f"(each needs {plan.cpus_per_actor:g} CPU and {plan.gpus_per_actor:g} GPU): "
             "add nodes, lower concurrency, or check the workers' logs in the Ray dashboard"
         ) from error
+
+
+def write_prompt_features(run_dir: RunDir, prompts: list[str], features, why: str | None = None,
+                          logit_scale: float | None = None) -> None:
+    """`run_dir.prompt_features`: Parquet columns prompt (string), features (fixed_size_list<float32>[dim]), the
+    model's logit_scale in the schema's metadata; nothing written when the actors had no features (`why`: in the log)."""
+    from doggos.embedder import embedding_array
+
+    if features is None:
+        log.info("zero-shot prompts not embedded during the run%s", f": {why}" if why else "")
+        return
+    with atomic_output(run_dir.prompt_features) as tmp:
+        table = pa.table({"prompt": pa.array(prompts, pa.string()), "features": embedding_array(features)})
+        if logit_scale is not None:
+            table = table.replace_schema_metadata({"logit_scale": repr(float(logit_scale))})
+        pq.write_table(table, tmp)
 
 
 def _publish(run_dir: RunDir) -> None:

@@ -88,6 +88,22 @@ def tree_pss(root: int | None = None) -> int:
     return total
 
 
+def return_free_memory() -> None:
+    """Hand memory this process has freed back to the system: Arrow's allocator and glibc's both keep freed pages for
+    reuse, and a long-lived process (a Ray worker between tasks, a driver between steps) would hold them (Linux: glibc's
+    `malloc_trim`, as Dask's workers do; elsewhere only Arrow's)."""
+    import ctypes
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
+            pass
+
+
 def spawn_detached(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
     """Start `python …` in its own session (so signals reach its whole group), output to `log_path`; returns at once.
 

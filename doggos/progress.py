@@ -21,6 +21,8 @@ class ProgressCounter:
     embedded: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason; keyed so a retried task counts once
     embedded_by_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> rows its actors embedded
+    # (prompts, their text features or None, why not, the model's logit scale): the first actor's answer
+    prompts: tuple = (None, None, None, None)
 
     def add_decoded(self, count: int, failures: list[tuple[str, str]] = ()) -> None:
         self.decoded += count
@@ -30,6 +32,13 @@ class ProgressCounter:
         self.embedded += count
         if node is not None:
             self.embedded_by_node[node] = self.embedded_by_node.get(node, 0) + count
+
+    def set_prompt_features(self, prompts: list[str], features, why: str | None, logit_scale: float) -> None:
+        if self.prompts[0] is None:  # every actor computes the same; one answer is kept
+            self.prompts = (list(prompts), features, why, logit_scale)
+
+    def prompt_features(self) -> tuple:
+        return self.prompts
 
     def rows_by_node(self) -> dict[str, int]:
         return dict(self.embedded_by_node)

@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from doggos.neighbours import Neighbours, check_k, nearest_neighbours, normalise
+from doggos.neighbours import Neighbours, StoredTiles, check_k, nearest_neighbours, neighbours_of_tiles, normalise
 
 VERSION = 1  # of the files' layout
 TEMPLATE = "a photo of a {label}."  # CLIP's own zero-shot prompt
@@ -57,6 +57,7 @@ NEAR_NOISE = 1e-6  # float32 rounding of a unit dot product: identical embedding
 LABEL_COLUMNS = ("label", "images", "purity", "confused_with", "likely_mislabeled", "zero_shot_accuracy")
 DUPLICATE_COLUMNS = ("a", "b", "path_a", "path_b", "class_a", "class_b", "kind", "similarity", "cross_label")
 MAX_GROUP_PAIRS = 20  # a group of more identical files than this lists (first, copy) pairs: n, not n²/2
+ZERO_SHOT_ROWS = 8192  # images scored at once: their rows × labels float64 logits stay a few MB, whatever the run's size
 
 
 def check_template(template) -> str:
@@ -169,11 +170,20 @@ def zero_shot_probabilities(image_vectors: np.ndarray, text_vectors: np.ndarray,
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def zero_shot(image_vectors: np.ndarray, text_vectors: np.ndarray, logit_scale: float) -> ZeroShot:
-    """Per image, the most probable label (its row in `text_vectors`; ties: the first) and its probability."""
-    probabilities = zero_shot_probabilities(image_vectors, text_vectors, logit_scale)
-    index = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, np.int64)
-    return ZeroShot(index.astype(np.int64), probabilities[np.arange(len(index)), index])
+def zero_shot(image_vectors, text_vectors: np.ndarray, logit_scale: float) -> ZeroShot:
+    """Per image, the most probable label (its row in `text_vectors`; ties: the first) and its probability.
+
+    image_vectors: an array, or rows already in Ray's object store (`doggos.neighbours.StoredTiles`); scored
+    ZERO_SHOT_ROWS at a time, so the work never holds more than a slice of the probabilities."""
+    tiles = image_vectors.chunks() if isinstance(image_vectors, StoredTiles) else [np.asarray(image_vectors)]
+    indices, best = [], []
+    for tile in tiles:
+        for start in range(0, max(len(tile), 1), ZERO_SHOT_ROWS):
+            probabilities = zero_shot_probabilities(tile[start:start + ZERO_SHOT_ROWS], text_vectors, logit_scale)
+            index = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, np.int64)
+            indices.append(index.astype(np.int64))
+            best.append(probabilities[np.arange(len(index)), index])
+    return ZeroShot(np.concatenate(indices), np.concatenate(best).astype(np.float32))
 
 
 def near_threshold(first_similarities: np.ndarray, fixed: float | None = None) -> tuple[float, str]:
@@ -208,14 +218,19 @@ def assess(vectors: np.ndarray, labels: Sequence[str], paths: Sequence[str], par
     hashes: a content hash per row (None, or None entries: exact duplicates not checked). zero_shot_result: from
     `zero_shot`, with `zero_shot_labels` naming its text vectors (default: `label_names(labels)`); without it,
     `zero_shot_note` says why. neighbours: precomputed ones, else `nearest_neighbours(vectors, k, backend=...)`.
+    vectors may be rows already in Ray's object store (`doggos.neighbours.StoredTiles`): the neighbours are then found
+    by Ray tasks on the connected Ray, and this process never holds the whole matrix.
     """
-    vectors = np.asarray(vectors)
+    if not isinstance(vectors, StoredTiles):
+        vectors = np.asarray(vectors)
     rows = len(vectors)
     labels, paths = [str(x) for x in labels], [str(x) for x in paths]
     if len(labels) != rows or len(paths) != rows:
         raise ValueError(f"labels: expected one label and path per row ({rows}), got {len(labels)} and {len(paths)}")
     check_k(params.k, rows)
-    if neighbours is None:
+    if neighbours is None and isinstance(vectors, StoredTiles):
+        neighbours = neighbours_of_tiles(vectors, params.k, progress=progress)
+    elif neighbours is None:
         neighbours = nearest_neighbours(vectors, params.k, backend=backend, ray_address=ray_address, progress=progress)
     elif neighbours.indices.shape != (rows, params.k):
         raise ValueError(f"neighbours: expected shape {(rows, params.k)}, got {neighbours.indices.shape}")
@@ -282,8 +297,8 @@ def _duplicates(vectors, neighbours, codes, paths, labels, hashes, threshold) ->
         exact = exact.merge(near[["a", "b", "similarity"]], on=["a", "b"], how="left")
         missing = exact["similarity"].isna().to_numpy()  # copies that were not each other's neighbours
         if missing.any():
-            side_a = normalise(vectors[exact["a"].to_numpy()[missing]])
-            side_b = normalise(vectors[exact["b"].to_numpy()[missing]])
+            side_a = normalise(_rows(vectors, exact["a"].to_numpy()[missing]))
+            side_b = normalise(_rows(vectors, exact["b"].to_numpy()[missing]))
             exact.loc[missing, "similarity"] = (side_a * side_b).sum(axis=1).astype(np.float64)
         exact["kind"] = "exact"
         near = near[~near.set_index(["a", "b"]).index.isin(exact.set_index(["a", "b"]).index)]
@@ -294,6 +309,10 @@ def _duplicates(vectors, neighbours, codes, paths, labels, hashes, threshold) ->
     frame = frame.sort_values(["cross_label", "_near", "similarity", "a", "b"], ascending=[False, True, False, True, True],
                               kind="mergesort")
     return _typed_duplicates(frame), note
+
+
+def _rows(vectors, rows: np.ndarray) -> np.ndarray:
+    return vectors.take(rows) if isinstance(vectors, StoredTiles) else vectors[rows]
 
 
 def _exact_pairs(hashes, rows: int) -> tuple[pd.DataFrame, str | None]:

@@ -9,6 +9,9 @@ likely_mislabeled, strongest_suspects, exact_duplicate_pairs, near_duplicate_pai
 "near_threshold": {"value", "rule"}, "exact_duplicates": {"checked", "note"}, "zero_shot": {"available", "accuracy",
 "reason", "template"}, "labels": [{label, images, purity, confused_with, likely_mislabeled, zero_shot_accuracy}],
 "duplicates": [{a, b, path_a, path_b, class_a, class_b, kind, similarity, cross_label}]}.
+`prompt_features.parquet` (`RunDir.prompt_features`, written by the run's driver): the zero-shot prompts' text features
+as the run's embedder actors computed them; the step uses them instead of loading a text tower when they cover its
+prompts.
 """
 
 from __future__ import annotations
@@ -24,57 +27,102 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from doggos import store
-from doggos.neighbours import Neighbours
+from doggos.neighbours import Neighbours, check_k, plan, put_tiles
+from doggos.processes import return_free_memory
 from doggos.quality import (DEFAULT_PARAMS, DUPLICATE_COLUMNS, HASH_COLUMN, LABEL_COLUMNS, VERSION, QualityParams,
                             QualityResults, _images_frame, _labels_frame, _typed_duplicates, assess, label_names,
                             prompts, zero_shot)
-from doggos.rundir import RunDir, atomic_output, read_json, write_json_atomic
+from doggos.rundir import RunDir, atomic_output, read_json, run_dir_of, write_json_atomic
 from doggos.steps import Step, slots_from_env
 
 log = logging.getLogger("doggos")
 
 
 def compute(run: RunDir, params: QualityParams, out: Path) -> None:
-    """The step's work: neighbours on Ray, zero-shot from the run's text tower when it loads, then the files."""
+    """The step's work: zero-shot text features first (from the run, else the model's text tower, loaded and let go),
+    then the embeddings into Ray's object store a tile at a time, neighbours and zero-shot scores read from there, the
+    files. Peak memory is one copy of the matrix (in the store) plus the tasks' tiles: never the matrix in this process."""
+    from doggos.cluster import ray_connection
     from doggos.records import read_manifest
 
     manifest = read_manifest(run)
     model = manifest.model if manifest else (read_json(run.config, {}) or {}).get("model")
-    vectors, meta = store.load_embeddings(run)
-    labels = meta["label"].tolist()
+    labels, paths, hashes = run_rows(run)
+    check_k(params.k, len(labels))
     names = label_names(labels)
-    scored, note = zero_shot_of(vectors, names, model, params.template)
-    results = assess_run(run, params, zero_shot_result=scored, zero_shot_labels=names, zero_shot_note=note)
+    texts, scale, note = text_features(run, names, model, params.template)
+    with ray_connection(None):
+        stored = put_tiles(store.embedding_chunks(run, plan(len(labels))[1]))
+        try:
+            scored = None if texts is None else zero_shot(stored, texts, scale)
+            results = assess(stored, labels, paths, params, hashes=hashes, zero_shot_result=scored,
+                             zero_shot_labels=names, zero_shot_note=note)
+        finally:
+            del stored  # the store's copy goes with the last reference
+    return_free_memory()  # before the files are built: what reading and scoring freed
     write_results(run.quality, params, results)
     if Path(out) != result_paths(run.quality, params)[1]:
         raise RuntimeError(f"the quality step wrote {result_paths(run.quality, params)[1]}, expected {out}")
 
 
-def zero_shot_of(vectors: np.ndarray, names: list[str], model: str | None, template: str):
-    """CLIP's zero-shot label per image, or (None, why not) when the model's text tower cannot be loaded here."""
-    from doggos.encoders import EncoderUnavailable, text_encoder
+def run_prompts(paths: list[str], params: QualityParams = DEFAULT_PARAMS) -> list[str]:
+    """The zero-shot prompts of a run about to embed these files (one per label, as the step will ask for them)."""
+    from doggos.sources import label_of
 
+    return prompts(label_names([label_of(path) for path in paths]), params.template)
+
+
+def text_features(run: RunDir, names: list[str], model: str | None, template: str):
+    """(text features of the labels' prompts, the model's logit scale, None), or (None, None, why zero-shot is not
+    available).
+
+    The embedder actors computed them during the run when it ran the step (`run.prompt_features`); otherwise (an older
+    run, another template) the model's text tower is loaded here, used and let go before the matrix is read."""
+    from doggos.encoders import EncoderUnavailable, TextEncoder
+
+    texts = prompts(names, template)
+    found, scale = stored_prompt_features(run, texts)
+    if found is not None:
+        log.info("zero-shot: %d prompts embedded by the run's embedder actors", len(texts))
+        return found, scale if scale is not None else logit_scale(model), None
     if not model:
-        return None, "the run does not record its model"
+        return None, None, "the run does not record its model"
+    log.info("zero-shot: loading the text tower of %s for %d prompts", model, len(texts))
     try:
-        encoder = text_encoder(model)
-        texts = encoder.encode(prompts(names, template))
+        features = TextEncoder(model).encode(texts)  # not encoders.text_encoder's cache: a step needs it once
     except EncoderUnavailable as error:
-        return None, f"the model's text tower cannot be loaded here: {error.why}"
+        return None, None, f"the model's text tower cannot be loaded here: {error.why}"
     except ValueError as error:  # a prompt the model cannot read whole (a very long label)
-        return None, str(error)
-    return zero_shot(vectors, texts, logit_scale(model)), None
+        return None, None, str(error)
+    return features, logit_scale(model), None
+
+
+def stored_prompt_features(run: RunDir, texts: list[str]) -> tuple[np.ndarray | None, float | None]:
+    """(the run's stored text features of exactly these prompts, in their order, and the logit scale stored with them);
+    (None, None) unless it holds all of them."""
+    path = run_dir_of(run).prompt_features
+    if not path.exists():
+        return None, None
+    table = pq.read_table(path)
+    scale = (table.schema.metadata or {}).get(b"logit_scale")
+    column = table.column("features").combine_chunks()
+    matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, column.type.list_size)
+    row_of = {prompt: row for row, prompt in enumerate(table.column("prompt").to_pylist())}
+    if not all(text in row_of for text in texts):
+        return None, None
+    return matrix[[row_of[text] for text in texts]].astype(np.float32), None if scale is None else float(scale)
 
 
 def logit_scale(model: str) -> float:
     """CLIP's learned temperature (log scale) from the model's weights; CLIP's initial value when they do not say."""
     from transformers import CLIPConfig
 
-    weights = None
-    folder = Path(model).expanduser()
-    if folder.is_dir():
+    from doggos.encoders import local_path
+
+    weights, folder = None, local_path(model) if model else None
+    if folder is not None:  # a model folder (that may not be on this machine)
         weights = folder / "model.safetensors"
-    else:
+    elif model:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(model, "model.safetensors")
@@ -89,13 +137,19 @@ def logit_scale(model: str) -> float:
 
 
 def assess_run(run, params: QualityParams = DEFAULT_PARAMS, **options) -> QualityResults:
-    """`assess` on a finished run's embeddings, with its content hashes when it recorded them (HASH_COLUMN)."""
-    vectors, meta = store.load_embeddings(run)
+    """`assess` on a finished run's embeddings (loaded whole), with its content hashes when it recorded them."""
+    vectors, _ = store.load_embeddings(run)
+    labels, paths, hashes = run_rows(run)
+    return assess(vectors, labels, paths, params, hashes=hashes, **options)
+
+
+def run_rows(run) -> tuple[list[str], list[str], list | None]:
+    """(label, path, content hash) per row of a run, in row-id order; hashes None when the run has none (HASH_COLUMN)."""
     files = store.embedding_files(run)
-    hashes = None
-    if files and HASH_COLUMN in pq.read_schema(files[0]).names:
-        hashes = store.read_columns(run, [HASH_COLUMN]).column(HASH_COLUMN).to_pylist()
-    return assess(vectors, meta["label"].tolist(), meta["path"].tolist(), params, hashes=hashes, **options)
+    columns = ["class", "path"] + ([HASH_COLUMN] if files and HASH_COLUMN in pq.read_schema(files[0]).names else [])
+    table = store.read_columns(run, columns)
+    hashes = table.column(HASH_COLUMN).to_pylist() if HASH_COLUMN in columns else None
+    return table.column("class").to_pylist(), table.column("path").to_pylist(), hashes
 
 
 def result_paths(folder, params: QualityParams) -> tuple[Path, Path]:

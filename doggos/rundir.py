@@ -28,6 +28,8 @@ class RunDir:
     ray_stats = property(lambda self: self.path / "ray_stats.txt")
     projections = property(lambda self: self.path / "projections")
     quality = property(lambda self: self.path / "quality")
+    # Text features of the label-quality step's zero-shot prompts, computed by the embedder actors during the run.
+    prompt_features = property(lambda self: self.path / "quality" / "prompt_features.parquet")
     manifest = property(lambda self: self.path / "manifest.json")
     # Made by a cancel before it signals the driver (a file of its own: status.json is the driver's to rewrite).
     cancel_request = property(lambda self: self.path / "cancel.requested")

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import wait_for
@@ -63,6 +64,19 @@ def test_synthetic_runs_read_like_finished_ones(tmp_path):
     vectors, meta = store.load_embeddings(run)
     assert vectors.shape == (30, 8) and meta["label"].nunique() == 3
     assert (run / "config.json").read_text().count("some/model") == 1
+
+
+@pytest.mark.slow
+def test_synthetic_runs_can_carry_the_prompt_features_a_runs_actors_leave(tmp_path, tiny_clip):
+    from doggos.encoders import TextEncoder
+    from doggos.quality import label_names, prompts
+    from doggos.quality_step import stored_prompt_features
+
+    run = synthetic_run(tmp_path / "run", rows=30, model=tiny_clip, dim=32, labels=3, prompt_features=True)
+    texts = prompts(label_names(store.load_embeddings(run)[1]["label"]))
+    features, scale = stored_prompt_features(run, texts)
+    np.testing.assert_allclose(features, TextEncoder(tiny_clip).encode(texts), atol=1e-5)
+    assert scale == pytest.approx(math.log(1 / 0.07), abs=1e-3)
 
 
 def test_peak_memory_counts_what_this_process_touches():

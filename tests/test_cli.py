@@ -47,6 +47,10 @@ def test_demo_kit_then_embed_end_to_end(tmp_path):
     assert {"path", "class", "suggested", "agreement"} <= set(found["suspects"][0])
     assert sorted(label["label"] for label in found["labels"]) == sorted(p.name for p in source.iterdir())
     assert found["zero_shot"]["available"]  # the demo kit's model has a text tower and a tokenizer
+    # The embedder actors embedded the prompts while they held the model: the step loaded no text tower of its own.
+    embedded = pq.read_table(out / "quality" / "prompt_features.parquet").column("prompt").to_pylist()
+    assert sorted(embedded) == sorted(f"a photo of a {label.name}." for label in source.iterdir())
+    assert "zero-shot: 10 prompts embedded by the run's embedder actors" in (out / "log.txt").read_text()
 
     hits = doggos("search", out, "--row", 0, "-k", 5, "--json")
     assert hits.returncode == 0, hits.stderr

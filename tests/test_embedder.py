@@ -1,7 +1,10 @@
 """The embedder on hand-built batches, without Ray: same vectors as calling the model directly."""
 
+import math
+
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from doggos.embedder import Embedder, embedding_array, prepare_images
 from imagegen import make_photo
@@ -77,3 +80,19 @@ def test_an_all_bad_batch_yields_an_empty_batch_the_embedder_accepts(tmp_path, t
 def test_embedding_array_is_fixed_size_float32():
     array = embedding_array(np.arange(6, dtype=np.float64).reshape(2, 3))
     assert array.type == pa.list_(pa.float32(), 3) and array.to_pylist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def test_the_actor_embeds_the_zero_shot_prompts_as_the_text_tower_does(tiny_clip):
+    """Prompts given to the embedder are embedded once, in __init__, and reported: what the quality step would compute."""
+    from doggos.encoders import TextEncoder
+
+    tracker = FakeTracker()
+    tracker.set_prompt_features = tracker
+    prompts = ["a photo of a beagle.", "a photo of a pug.", "a photo of a border collie."]
+    Embedder(model=tiny_clip, device="cpu", threads=1, tracker=tracker, prompts=prompts)
+    [(reported, features, why, logit_scale)] = tracker.calls
+    assert reported == prompts and why is None and features.dtype == np.float32
+    assert logit_scale == pytest.approx(math.log(1 / 0.07), abs=1e-3)  # the saved model's own (CLIP's initial value)
+    np.testing.assert_allclose(features, TextEncoder(tiny_clip).encode(prompts), atol=1e-5)
+    features, why = Embedder(model=tiny_clip, device="cpu", threads=1).prompt_features(["dog " * 200])
+    assert features is None and why.startswith("a prompt is longer than the") and "tokens this model reads" in why

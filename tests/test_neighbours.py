@@ -93,3 +93,19 @@ def test_ray_tasks_give_exactly_the_numpy_answer(ray_session):
     np.testing.assert_allclose(on_ray.similarities, reference.similarities, atol=1e-6)
     assert seen[-1] == (700, 700) and len(seen) == 11
     assert ray_session.is_initialized()  # the caller's Ray connection is left as it was
+
+
+@pytest.mark.ray
+def test_rows_put_in_the_object_store_give_the_same_neighbours_and_read_back(ray_session):
+    """The quality step's path: chunks of any size go to the store; neighbours, rows and chunks read back from there."""
+    vectors = random_rows(300, 16, seed=5)
+    stored = nb.put_tiles(vectors[start:start + size] for start, size in [(0, 100), (100, 37), (137, 163)])
+    assert len(stored) == 300 and stored.shape == (300, 16)
+    found = nb.neighbours_of_tiles(stored, 7)
+    reference = nb.brute_force(vectors, 7)
+    np.testing.assert_array_equal(found.indices, reference.indices)
+    np.testing.assert_allclose(found.similarities, reference.similarities, atol=1e-6)
+    np.testing.assert_array_equal(np.concatenate(list(stored.chunks())), nb.normalise(vectors))
+    np.testing.assert_array_equal(stored.take([299, 0, 136, 137]), nb.normalise(vectors)[[299, 0, 136, 137]])
+    with pytest.raises(ValueError, match="chunks: every chunk needs 16 columns"):
+        nb.put_tiles([vectors[:5], vectors[5:10, :8]])

@@ -280,3 +280,16 @@ def test_the_quality_step_scores_zero_shot_with_the_runs_text_tower_or_says_why_
     missing = quality_step.read_results(away.quality, params)
     assert missing.images["zero_shot"].isna().all() and "cannot be loaded here" in missing.zero_shot_note
     assert missing.images["agreement"].notna().all() and len(missing.labels) == 2
+
+    # A run whose embedder actors embedded the prompts: the step uses those, and needs no text tower at all.
+    from doggos.pipeline import write_prompt_features
+
+    stored = RunDir(write_fake_run(tmp_path / "c", labels={"beagle": 6, "pug": 6}, dim=32, model=str(tmp_path / "gone")))
+    vectors, meta = store.load_embeddings(stored)
+    centres = np.stack([vectors[(meta["label"] == name).to_numpy()].mean(axis=0) for name in ("beagle", "pug")])
+    # Each prompt gets the other label's centre (and an extra prompt is ignored): zero-shot must swap every label.
+    write_prompt_features(stored, ["a photo of a pug.", "a photo of a beagle.", "a photo of an akita."],
+                          np.concatenate([centres, -centres[:1]]))
+    quality_step.QUALITY.run(stored, params)
+    swapped = quality_step.read_results(stored.quality, params).images
+    assert swapped["zero_shot"].tolist() == [{"beagle": "pug", "pug": "beagle"}[c] for c in swapped["class"]]

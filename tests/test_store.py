@@ -151,3 +151,16 @@ def test_thumbnails_of_some_rows_match_the_full_read_across_files(tmp_path):
     everything = store.load_thumbnails(run)
     rows = [18, 0, 7, 6, 12]  # out of order and across all three files
     assert store.load_thumbnails(run, rows) == [everything[r] for r in rows]
+
+
+def test_embedding_chunks_are_the_matrix_in_row_order_across_files(tmp_path):
+    """The quality step reads the matrix a chunk at a time: any chunk size, across Parquet files, the same rows."""
+    run = write_fake_run(tmp_path / "run", labels={"beagle": 7, "pug": 6, "akita": 4}, dim=8, files=3)
+    vectors, _ = store.load_embeddings(run)
+    assert store.embedding_rows(run) == len(vectors) == 17
+    for size in (1, 4, 5, 17, 100):
+        chunks = list(store.embedding_chunks(run, size))
+        assert [len(c) for c in chunks[:-1]] == [size] * (len(chunks) - 1) and 0 < len(chunks[-1]) <= size
+        np.testing.assert_array_equal(np.concatenate(chunks), vectors)
+    with pytest.raises(ValueError, match="rows_per_chunk: must be at least 1"):
+        next(store.embedding_chunks(run, 0))
