@@ -152,7 +152,7 @@ def _embed(args: argparse.Namespace) -> int:
     run_dir.cancel_request.unlink(missing_ok=True)  # an earlier cancelled run's request must not touch this one
     driver.cancel_on_sigterm()
     try:
-        manifest = driver.run(config, on_progress=printer)
+        manifest = driver.run(config, on_progress=printer, listing=listing)
     except (driver.Cancelled, KeyboardInterrupt):
         print("\ncancelled; nothing was published", file=sys.stderr)
         return 130

@@ -22,6 +22,7 @@ from doggos.operators import Sampler, operators_path
 from doggos.progress import hold
 from doggos.records import Manifest, Progress, update_status, write_manifest
 from doggos.rundir import RunDir, now_iso, write_json_atomic
+from doggos.sources import Listing
 from doggos.steps import Step
 
 PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
@@ -56,10 +57,11 @@ def post_run_steps(config: RunConfig) -> list[tuple[Step, object]]:
 
 
 def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None, plan: ResourcePlan | None = None,
-        steps: list[tuple[Step, object]] | None = None) -> Manifest:
+        steps: list[tuple[Step, object]] | None = None, listing: Listing | None = None) -> Manifest:
     """Run the whole thing in this process; status.json tracks it, manifest.json (last) records the result.
 
-    `plan` overrides the derived resource plan; `steps` the post-run steps (default: `post_run_steps(config)`).
+    `plan` overrides the derived resource plan; `steps` the post-run steps (default: `post_run_steps(config)`);
+    `listing` the source's listing when `doggos.preflight.check` just made it (and checked the model).
     """
     if not config.output:
         raise pipeline.PipelineError("output: no output folder given")
@@ -81,7 +83,7 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     log.info("run %s: %s with %s", run_dir.id, config.source, config.model)
     try:
         manifest = _run(config, run_dir, report, started, plan, post_run_steps(config) if steps is None else steps,
-                        published)
+                        published, listing)
     except BaseException as error:
         _unpublish(run_dir, published)
         _record_end(run_dir, error)
@@ -141,14 +143,17 @@ def log_outcome(run_dir: RunDir, line: str) -> None:
 
 
 def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,
-         steps: list[tuple[Step, object]], published: threading.Event) -> Manifest:
+         steps: list[tuple[Step, object]], published: threading.Event, listing: Listing | None) -> Manifest:
     for step, _ in steps:  # e.g. umap's import and compiled code, loaded while the images embed
         if step.warm_up is not None:
             threading.Thread(target=_quietly, args=(step.warm_up,), name=f"warm-up-{step.name}", daemon=True).start()
     with _Heartbeat(report, Sampler(run_dir.path)) as heartbeat:
         hold("listing")
-        source, listing = pipeline.list_source(config)
-        models.check_available(config.model)
+        if listing is None:
+            source, listing = pipeline.list_source(config)
+            models.check_available(config.model)
+        else:  # listed and checked by the caller's preflight a moment ago
+            source, listing = pipeline.list_source(config, listing)
         heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
         hold("starting ray")
         with ray_connection(config.ray_address):

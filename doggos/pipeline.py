@@ -88,10 +88,12 @@ def add_label(row: dict, scheme: str) -> dict:
     return row
 
 
-def list_source(config: RunConfig) -> tuple[Source, Listing]:
-    """The images to embed, listed on the driver first: a wrong path or an empty folder fails before Ray starts."""
+def list_source(config: RunConfig, listing: Listing | None = None) -> tuple[Source, Listing]:
+    """The images to embed, listed on the driver first: a wrong path or an empty folder fails before Ray starts.
+
+    `listing`: the one the caller's preflight checks already made (the CLI's): the source is not listed twice."""
     source = open_source(config.source, config.s3_endpoint)
-    listing = list_images(source, config.limit)
+    listing = listing if listing is not None else list_images(source, config.limit)
     log.info("found %d images under %s (%d other files skipped)", len(listing.paths), source.uri, listing.skipped_files)
     return source, listing
 
