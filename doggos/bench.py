@@ -1,7 +1,8 @@
 """`python -m doggos bench`: doggos from launch to map against a plain-process ceiling, and the post-run steps' costs.
 
 Every ratio comes from one invocation: the ceiling (one process, no Ray, its best batch size) and doggos' own run of
-the same images. `python -m doggos.bench` takes the same options (and `--steps`, until the CLI passes it on).
+the same images; `--steps` adds the post-run steps' figures (`doggos.bench_steps`). `python -m doggos.bench` takes
+the same options.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from doggos.config import RunConfig
-from doggos.processes import tree_pss
+from doggos.processes import PeakMemory
 from doggos.progress import Progress
 
 PHOTO_SIZE = (500, 375)  # the doggos photos' typical size
 CEILING_BATCH_SIZES = (1, 4, 8, 16, 32)
 SWEEP_IMAGES = 64  # images per batch-size trial when looking for the ceiling's best batch size
 STATUS_POLL_S = 0.25  # how often the launch measurement reads the run's status.json (the run rewrites it every second)
-SEARCH_REPEATS = 20  # warm queries timed per size; the median is reported
-SPREAD_ROWS = 20_000  # rows for the two-node check: ~20 neighbour tasks, enough to see where they land
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent  # so `python -m doggos` finds this checkout from any folder
 
 
@@ -80,8 +77,9 @@ def _photo(source, rng: np.random.Generator):
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8)), int(rng.integers(80, 91))
 
 
-def ceiling(model: str, paths: list[str]) -> tuple[Measurement, Measurement, int]:
-    """One plain process, no Ray: decode + the model's own preprocessing + get_image_features at its best batch size."""
+def ceiling(model: str, paths: list[str], batch_size: int | None = None) -> tuple[Measurement, Measurement, int]:
+    """One plain process, no Ray: decode + the model's own preprocessing + get_image_features at its best batch size
+    (found by a sweep, unless `batch_size` is given)."""
     import torch
     from PIL import Image
 
@@ -105,10 +103,10 @@ def ceiling(model: str, paths: list[str]) -> tuple[Measurement, Measurement, int
             model_s += embed(subset[i : i + batch_size])
         return len(subset) / (time.perf_counter() - started), len(subset) / model_s
 
-    sweep = {b: measure(b, paths[:SWEEP_IMAGES])[0] for b in CEILING_BATCH_SIZES}
-    best = max(sweep, key=sweep.get)
+    sweep = {b: measure(b, paths[:SWEEP_IMAGES])[0] for b in CEILING_BATCH_SIZES} if batch_size is None else {}
+    best = batch_size or max(sweep, key=sweep.get)
     end_to_end, model_only = measure(best, paths)
-    note = "batch sizes tried: " + ", ".join(f"{b}: {r:.1f}/s" for b, r in sweep.items())
+    note = "batch sizes tried: " + ", ".join(f"{b}: {r:.1f}/s" for b, r in sweep.items()) if sweep else ""
     return (
         Measurement(f"ceiling: plain process, batch {best}, end to end", end_to_end, note),
         Measurement(f"ceiling: model alone (get_image_features), batch {best}", model_only),
@@ -215,26 +213,6 @@ def launch_run(model: str, source: Path, out: Path) -> Launch:
                   step_starts=step_starts)
 
 
-class PeakMemory:
-    """Peak proportional set size (PSS: shared pages split fairly) of this process and all its descendants."""
-
-    def __init__(self, every_s: float = 0.25):
-        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> "PeakMemory":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.peak = max(self.peak, tree_pss())
-
-
 def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool) -> tuple[list[Measurement], Launch | None]:
     from doggos.plan import ResourcePlan
 
@@ -246,10 +224,16 @@ def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool
         source = make_photos(workdir / f"photos-{images}", images)
         paths = sorted(str(p) for p in source.glob("*/*.jpg"))[:images]
         print(f"ceiling: {len(paths)} images in one plain process ...", flush=True)
-        top, model_only, best = ceiling(str(model), paths)
-        results += [top, model_only]
+        before, model_only, best = ceiling(str(model), paths)
         print("doggos from launch to a finished run (`python -m doggos embed`, default settings) ...", flush=True)
         launch = launch_run(str(model), source, workdir / f"run-launch-{images}")
+        print("the ceiling again, after doggos' run ...", flush=True)
+        after = ceiling(str(model), paths, best)[0]
+        # This VM's speed drifts by 10-15 % within minutes: the ceiling brackets doggos' run, and the ratio uses the mean.
+        top = Measurement(f"ceiling: plain process, batch {best}, end to end (mean of before and after doggos' run)",
+                          (before.images_per_s + after.images_per_s) / 2,
+                          f"before {before.images_per_s:.2f}/s, after {after.images_per_s:.2f}/s; {before.note}")
+        results += [top, model_only]
         results += [
             Measurement("doggos defaults, steady state", launch.steady),
             Measurement("doggos defaults, launch → finished run with its map (imports, Ray, model, steps)",
@@ -299,128 +283,6 @@ def bench_model(workdir: Path) -> Path:
     return model
 
 
-def synthetic_run(folder: Path, rows: int, model: str, dim: int = 512, labels: int = 120, seed: int = 0,
-                  prompt_features: bool = False) -> Path:
-    """A finished run's embeddings without embedding anything: `labels` clusters of unit vectors, the Parquet columns the
-    steps read, and the model its text tower comes from. `prompt_features`: also the zero-shot prompts' features, as
-    the embedder actors leave them in a run (computed in a child process, so this one does not import torch)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from doggos.embedder import embedding_array
-    from doggos.rundir import write_json_atomic
-
-    folder = Path(folder)
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "embeddings").mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    label_of_row = np.arange(rows) % labels
-    vectors = rng.normal(size=(labels, dim)).astype(np.float32)[label_of_row]
-    vectors += rng.normal(0, 0.6, (rows, dim)).astype(np.float32)  # overlapping clusters, like real breeds
-    names = [f"breed-{i:03d}" for i in label_of_row]
-    pq.write_table(pa.table({
-        "path": [f"/data/{name}/{row:06d}.jpg" for row, name in enumerate(names)], "class": names,
-        "embedding": embedding_array(vectors), "content_hash": [f"{row:064x}" for row in range(rows)],
-    }), folder / "embeddings" / "part-0.parquet", row_group_size=1024)  # small row groups, like Ray's files of a block
-    write_json_atomic(folder / "config.json", {"model": model})
-    if prompt_features:
-        from doggos.processes import PROJECT_ROOT
-
-        subprocess.run([sys.executable, "-c", "import sys; from doggos.bench import embed_prompts; embed_prompts(sys.argv[1])",
-                        str(folder)], check=True, cwd=PROJECT_ROOT)
-    return folder
-
-
-def embed_prompts(folder: Path) -> None:
-    """Write a synthetic run's prompt features with its model's text tower, as its embedder actors would have."""
-    from doggos.encoders import TextEncoder
-    from doggos.pipeline import write_prompt_features
-    from doggos.quality import label_names, prompts
-    from doggos.quality_step import logit_scale, run_rows
-    from doggos.rundir import RunDir, read_json
-
-    run = RunDir(folder)
-    model = read_json(run.config)["model"]
-    texts = prompts(label_names(run_rows(run)[0]))
-    write_prompt_features(run, texts, TextEncoder(model).encode(texts), logit_scale=logit_scale(model))
-
-
-def step_figures(workdir: Path, rows_list: list[int]) -> list[tuple[str, str]]:
-    """Search latency, and the label-quality step's time and peak memory (neighbours on a local Ray), per size: on a
-    run as the pipeline leaves it (the zero-shot prompts embedded by its actors), then on an older run without them
-    (the step loads the model's text tower)."""
-    from doggos import search
-
-    workdir = Path(workdir).absolute()
-    model = str(bench_model(workdir))
-    figures = []
-    for rows in rows_list:
-        run = synthetic_run(workdir / f"steps-{rows}", rows, model, prompt_features=True)
-        index = search.load_index(run)
-        queries = iter(np.random.default_rng(1).normal(size=(SEARCH_REPEATS + 1, index.dim)).astype(np.float32))
-        times = [_timed(lambda: search.top_k(index, next(queries), k=10))[1] for _ in range(SEARCH_REPEATS + 1)]
-        median_ms = statistics.median(times[1:]) * 1000  # the first query warms caches: left out
-        figures.append((f"search: top-10 by vector, {rows:,} rows (warm median)", f"{median_ms:.1f} ms"))
-        del index
-        search.clear_cache()
-        figures += _quality_step_figures(run, rows, "a run's")
-    for rows in rows_list:  # last: loading the text tower imports torch into this process for good
-        run = synthetic_run(workdir / f"steps-{rows}", rows, model)
-        figures += _quality_step_figures(run, rows, "an older run's (text tower loaded)")
-    return figures
-
-
-def _quality_step_figures(run: Path, rows: int, which: str) -> list[tuple[str, str]]:
-    """The quality step's time, and its peak memory beyond what was there before it (this process and a fresh local
-    Ray, as a run's steps find it), also as a multiple of the embedding matrix (rows × 512 float32)."""
-    from doggos.cluster import ray_connection
-    from doggos.quality_step import DEFAULT_PARAMS, QUALITY
-
-    print(f"quality step on {which} {rows:,} rows ...", flush=True)
-    with ray_connection(None):
-        baseline = tree_pss()
-        with PeakMemory() as watch:
-            _, seconds = _timed(lambda: QUALITY.run(run, DEFAULT_PARAMS, force=True))
-    beyond = watch.peak - baseline
-    return [(f"quality step on {which} {rows:,} rows: time", f"{seconds:.1f} s"),
-            (f"quality step on {which} {rows:,} rows: peak memory beyond the baseline, all processes",
-             f"{beyond / 2**20:.0f} MiB = {beyond / (rows * 512 * 4):.2f}× the matrix")]
-
-
-def cluster_spread(workdir: Path, rows: int = SPREAD_ROWS) -> list[tuple[str, str]]:
-    """The quality step on a two-node test cluster (one CPU each): its time, and the CPU seconds of each node's workers."""
-    import psutil
-    import ray
-    from ray.cluster_utils import Cluster
-
-    from doggos.quality_step import DEFAULT_PARAMS, QUALITY
-
-    def cpu_seconds(node) -> float:  # of the processes the node's raylet started: its workers
-        children = psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True)
-        return sum(sum(child.cpu_times()[:2]) for child in children if child.is_running())
-
-    run = synthetic_run(Path(workdir).absolute() / f"steps-{rows}", rows, str(bench_model(Path(workdir).absolute())))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    try:
-        nodes = [cluster.head_node, cluster.add_node(num_cpus=1)]
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        before = [cpu_seconds(node) for node in nodes]
-        _, seconds = _timed(lambda: QUALITY.run(run, DEFAULT_PARAMS, force=True))
-        used = [cpu_seconds(node) - start for node, start in zip(nodes, before)]
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-    return [(f"quality step, {rows:,} rows, two-node cluster (1 CPU each): time", f"{seconds:.1f} s"),
-            ("... CPU seconds of the workers on the head / on the second node", " / ".join(f"{s:.1f}" for s in used))]
-
-
-def _timed(action):
-    started = time.perf_counter()
-    result = action()
-    return result, time.perf_counter() - started
-
-
 def format_table(results: list[Measurement]) -> str:
     reference = results[0].images_per_s
     lines = ["| measurement | images/s | × ceiling |", "|---|---:|---:|"]
@@ -454,7 +316,12 @@ def main(args) -> int:
     ray.data.DataContext.get_current().enable_progress_bars = False
     results, launch = run_benchmark(Path(args.workdir), args.images, args.tutorial_images, args.memory)
     steps = getattr(args, "steps", None) or []
-    figures = (step_figures(Path(args.workdir), steps) + cluster_spread(Path(args.workdir))) if steps else []
+    if steps:
+        from doggos.bench_steps import cluster_spread, step_figures
+
+        figures = step_figures(Path(args.workdir), steps) + cluster_spread(Path(args.workdir))
+    else:
+        figures = []
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.platform()}, "
           f"load average {os.getloadavg()[0]:.1f} at the end")
     if results:

@@ -21,7 +21,7 @@ from doggos.cluster import cluster_shape, dashboard_url, usable_gpus
 from doggos.config import RunConfig
 from doggos.plan import ResourcePlan, plan_resources
 from doggos.progress import hold, tracker_actor
-from doggos.records import Manifest, Progress, RayInfo
+from doggos.records import Manifest, RayInfo
 from doggos.rundir import RunDir, atomic_output, now_iso, write_json_atomic
 from doggos.sources import Listing, Source, label_of, list_images, open_source
 

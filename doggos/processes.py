@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import psutil
@@ -102,6 +103,26 @@ def return_free_memory() -> None:
             ctypes.CDLL("libc.so.6").malloc_trim(0)
         except (OSError, AttributeError):  # not glibc (musl): nothing to trim
             pass
+
+
+class PeakMemory:
+    """Peak proportional set size (PSS: shared pages split fairly) of this process and all its descendants."""
+
+    def __init__(self, every_s: float = 0.25):
+        self.every_s, self.peak, self._stop = every_s, 0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.peak = max(self.peak, tree_pss())
 
 
 def spawn_detached(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:

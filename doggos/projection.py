@@ -3,8 +3,8 @@
 `import umap` costs seconds (numba), so it happens only inside `project()`, never on import; umap's compiled code is
 kept on disk and reused by later maps (`_cache_compiled_code`). A UMAP map is reproducible: a fixed seed and a
 single-threaded layout. What keeps it quick (docs/performance.md has the figures): UMAP works on 50 principal
-components; above 4,096 rows, neighbours come from `_cell_neighbours` (matrix products on every core, nothing to
-compile) instead of umap's own search; above 50,000 rows the layout gets fewer epochs. Computing in the background,
+components; above 4,096 rows, neighbours come from `doggos.map_neighbours` (matrix products on every core, nothing
+to compile) instead of umap's own search; above 50,000 rows the layout gets fewer epochs. Computing in the background,
 status files and machine-wide slots are `doggos.steps`' job.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from doggos import map_neighbours
 from doggos.rundir import RunDir, atomic_output
 from doggos.steps import Step, slots_from_env
 
@@ -29,11 +30,6 @@ WARM_UP_ROWS = 64  # enough for every stage of a small map (spectral start inclu
 # UMAP runs on the first PCA_DIMS principal components (standard practice): a tenth of the neighbour search's work at
 # 512 dimensions, and what is dropped is the low-variance tail.
 PCA_DIMS = 50
-EXACT_NEIGHBOURS_BELOW = 4096  # fewer rows get exact neighbours (an n × n matrix: 64 MB at most), more approximate ones
-PROBE_CELLS = 8  # cells searched per cell: on 100,000 clustered rows, 1.4 s and every exact neighbour found (4: 0.98)
-KMEANS_ROUNDS = 6  # Lloyd rounds that shape the cells; well-shaped cells need fewer probes
-RECALL_SAMPLE = 256  # rows whose exact neighbours check the approximate ones (~0.1 s at 100,000 rows)
-MIN_RECALL = 0.9  # below this share of exact neighbours found, pynndescent searches instead
 # The layout is single-threaded (a seeded, reproducible map) and costs epochs × edges: umap's 200 epochs take ~14 s at
 # 50,000 rows here. Larger maps get fewer epochs, so the layout never costs more; measured on 100,000 clustered rows,
 # 100 epochs keep 93 % of 200's 2-D neighbourhood recall (0.264 against 0.285) in half the time.
@@ -153,7 +149,7 @@ def _umap(vectors: np.ndarray, n_neighbors: int, min_dist: float) -> np.ndarray:
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", "cannot cache" and friends: expected
         # Neighbours are found here: umap measures small sets' distances with a Python loop over every pair (4 s at
         # 2,880 rows), and searches large ones on one core (random_state), compiling anew in every process.
-        knn = _nearest_neighbours(reduced, n_neighbors)
+        knn = map_neighbours.knn_graph(reduced, n_neighbors, SEED)
         reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="euclidean", init=init,
                             random_state=SEED, n_jobs=1, n_components=2, precomputed_knn=knn,
                             n_epochs=layout_epochs(len(reduced)))
@@ -167,92 +163,6 @@ def layout_epochs(rows: int) -> int | None:
     if rows <= FULL_LAYOUT_ROWS:
         return None
     return max(MIN_EPOCHS, round(LARGE_EPOCHS * FULL_LAYOUT_ROWS / rows))
-
-
-def _nearest_neighbours(vectors: np.ndarray, k: int):
-    """(indices, distances, None): each row's k nearest rows (euclidean), itself first, as umap's precomputed_knn.
-
-    Exact below EXACT_NEIGHBOURS_BELOW rows. Above, by `_cell_neighbours` (matrix products, nothing to compile),
-    checked against exact neighbours for a sample of rows; data it misses too often (little structure, like pure
-    noise) goes to pynndescent instead, on every core: its result depends on its seed, not on its thread count.
-    """
-    if len(vectors) < EXACT_NEIGHBOURS_BELOW:
-        return (*_exact_neighbours(vectors, np.arange(len(vectors)), k), None)
-    indices, distances = _cell_neighbours(vectors, k)
-    if _recall(vectors, indices) >= MIN_RECALL:
-        return indices, distances, None
-    from umap.umap_ import nearest_neighbors
-
-    return nearest_neighbors(vectors, k, "euclidean", {}, False, np.random.RandomState(SEED), n_jobs=-1)
-
-
-def _exact_neighbours(vectors: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k nearest of all rows to each of `rows`, itself first: one (len(rows) × n) distance matrix."""
-    squares = np.einsum("ij,ij->i", vectors, vectors)
-    scores = squares[None, :] - 2 * (vectors[rows] @ vectors.T)  # the squared distance, less the row's own square
-    scores[np.arange(len(rows)), rows] = -np.inf
-    best, distances = _closest(scores, squares[rows], k)
-    return best, distances
-
-
-def _cell_neighbours(vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Approximate k nearest neighbours by cells: k-means cuts the rows into ~√n cells; a cell's rows are compared with
-    the rows of the PROBE_CELLS cells nearest to it (its own first). Seeded, so the same rows give the same answer.
-    """
-    rows = len(vectors)
-    squares = np.einsum("ij,ij->i", vectors, vectors)
-    cell, centroids = _kmeans(vectors, max(1, round(rows ** 0.5)))
-    order = np.argsort(cell, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=len(centroids)))])
-    centre_squares = np.einsum("ij,ij->i", centroids, centroids)
-    nearest_cells = np.argsort(centre_squares[:, None] - 2 * centroids @ centroids.T, axis=1, kind="stable")
-    indices, distances = np.empty((rows, k), np.int64), np.empty((rows, k), np.float32)
-    for c in range(len(centroids)):
-        members = order[bounds[c]:bounds[c + 1]]
-        if not len(members):
-            continue
-        probes = [c] + [p for p in nearest_cells[c] if p != c]
-        taken = np.cumsum([bounds[p + 1] - bounds[p] for p in probes])
-        probes = probes[:max(PROBE_CELLS, int(np.searchsorted(taken, k)) + 1)]  # enough cells for k candidates
-        candidates = np.concatenate([order[bounds[p]:bounds[p + 1]] for p in probes])
-        scores = squares[candidates][None, :] - 2 * (vectors[members] @ vectors[candidates].T)
-        scores[np.arange(len(members)), np.arange(len(members))] = -np.inf  # itself (its cell comes first)
-        best, distances[members] = _closest(scores, squares[members], k)
-        indices[members] = candidates[best]
-    return indices, distances
-
-
-def _closest(scores: np.ndarray, own_squares: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the columns of the k lowest scores, lowest first (itself, scored -inf, first), and their distances."""
-    best = np.argpartition(scores, k - 1, axis=1)[:, :k]
-    best = np.take_along_axis(best, np.argsort(np.take_along_axis(scores, best, 1), axis=1, kind="stable"), 1)
-    distances = np.sqrt(np.maximum(own_squares[:, None] + np.take_along_axis(scores, best, 1), 0)).astype(np.float32)
-    distances[:, 0] = 0.0
-    return best, distances
-
-
-def _kmeans(vectors: np.ndarray, cells: int) -> tuple[np.ndarray, np.ndarray]:
-    """(each row's cell, the cells' centres) after KMEANS_ROUNDS rounds of Lloyd's algorithm from seeded rows."""
-    rng = np.random.default_rng(SEED)
-    centroids = vectors[np.sort(rng.choice(len(vectors), cells, replace=False))].astype(np.float32)
-    for round_ in range(KMEANS_ROUNDS + 1):
-        centre_squares = np.einsum("ij,ij->i", centroids, centroids)
-        cell = np.concatenate([np.argmax(2 * block @ centroids.T - centre_squares, axis=1)
-                               for block in np.array_split(vectors, max(1, len(vectors) // PCA_BLOCK_ROWS))])
-        if round_ == KMEANS_ROUNDS:
-            return cell, centroids
-        counts = np.bincount(cell, minlength=cells)
-        sums = np.stack([np.bincount(cell, weights=column, minlength=cells) for column in vectors.T], axis=1)
-        filled = counts > 0  # an empty cell keeps its centre
-        centroids[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
-
-
-def _recall(vectors: np.ndarray, indices: np.ndarray) -> float:
-    """The share of exact nearest neighbours found, over RECALL_SAMPLE seeded rows."""
-    rows, k = indices.shape
-    sample = np.random.default_rng(SEED).choice(rows, min(rows, RECALL_SAMPLE), replace=False)
-    exact = _exact_neighbours(vectors, sample, k)[0]
-    return float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(exact, indices[sample])]))
 
 
 def _import_umap():

@@ -8,7 +8,9 @@ from PIL import Image
 
 from conftest import wait_for
 from doggos import store
-from doggos.bench import Launch, Measurement, PeakMemory, format_table, make_photos, steady_rate, synthetic_run
+from doggos.bench import Launch, Measurement, format_table, make_photos, steady_rate
+from doggos.bench_steps import synthetic_run
+from doggos.processes import PeakMemory
 
 
 def test_steady_rate_ignores_start_up_and_tail():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import wait_for
-from doggos import projection, store
+from doggos import map_neighbours, projection, store
 from doggos.projection import DEFAULT_PARAMS, MAP, ProjectionParams
 from _dashboard_fixtures import write_fake_run
 
@@ -121,15 +121,16 @@ def test_cell_neighbours_find_the_exact_ones_on_clustered_rows():
     rng = np.random.default_rng(0)
     for rows, k in ((600, 15), (40, 15)):  # 40 rows: ~6 per cell, so more cells are searched to find 15
         vectors = (rng.normal(size=(6, 10))[np.arange(rows) % 6] + rng.normal(0, 0.3, (rows, 10))).astype(np.float32)
-        indices, distances = projection._cell_neighbours(vectors, k)
+        indices, distances = map_neighbours.cell_neighbours(vectors, k, projection.SEED)
         exact = np.linalg.norm(vectors[:, None] - vectors[None], axis=2)
         assert np.array_equal(indices[:, 0], np.arange(rows)) and np.all(distances[:, 0] == 0)  # itself first
         assert np.allclose(distances, np.take_along_axis(exact, indices, 1), atol=1e-4)
         assert np.all(np.diff(distances, axis=1) >= 0)
-        assert projection._recall(vectors, indices) > 0.99
-        assert np.array_equal(projection._cell_neighbours(vectors, k)[0], indices)  # seeded: the same every time
+        assert map_neighbours.recall(vectors, indices, projection.SEED) > 0.99
+        assert np.array_equal(map_neighbours.cell_neighbours(vectors, k, projection.SEED)[0], indices)  # seeded: the same every time
     noise = rng.normal(size=(2000, 50)).astype(np.float32)  # no structure: cells miss most neighbours, and say so
-    assert projection._recall(noise, projection._cell_neighbours(noise, 15)[0]) < projection.MIN_RECALL
+    assert map_neighbours.recall(noise, map_neighbours.cell_neighbours(noise, 15, projection.SEED)[0], projection.SEED) < \
+        map_neighbours.MIN_RECALL
 
 
 def test_large_maps_get_fewer_layout_epochs_but_never_too_few():
@@ -261,10 +262,10 @@ def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_
     assert np.allclose(again, frame[["x", "y"]].to_numpy(), atol=1e-4)
     # Large maps find neighbours by cells, or, where cells miss, with pynndescent on every core: either way the
     # same map on one thread as on all of them.
-    monkeypatch.setattr(projection, "EXACT_NEIGHBOURS_BELOW", 10)
+    monkeypatch.setattr(map_neighbours, "EXACT_NEIGHBOURS_BELOW", 10)
     by_cells = projection.project(vectors, DEFAULT_PARAMS)[0]
     assert_three_clusters(by_cells, frame["label"].to_numpy())
-    monkeypatch.setattr(projection, "MIN_RECALL", 1.01)  # cells never do: pynndescent searches
+    monkeypatch.setattr(map_neighbours, "MIN_RECALL", 1.01)  # cells never do: pynndescent searches
     on_all = projection.project(vectors, DEFAULT_PARAMS)[0]
     threads = numba.get_num_threads()
     numba.set_num_threads(1)

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import wait_for
-from doggos import driver, pipeline
+from doggos import driver
 from doggos.config import RunConfig
 from doggos.rundir import RunDir
 from doggos.sources import SourceError, list_images, open_source

@@ -1,0 +1,151 @@
+"""The Run page through Streamlit's AppTest: the form and its checks, launching, the live run, cancel, the history."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from doggos.config import RunConfig
+from doggos.runs import RunManager
+from _dashboard_fixtures import button, open_page, unescape_markdown, write_failed_run, write_fake_run
+
+pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
+RUN_ID = "20250101-120000-0001"
+
+
+@pytest.fixture
+def recorded_starts(monkeypatch):
+    calls = []
+
+    def fake_start(self, config, check=True):
+        calls.append(config)
+        return "20990101-000000-beef"
+
+    monkeypatch.setattr(RunManager, "start", fake_start)
+    return calls
+
+
+def test_run_form_rejects_a_zero_batch_size_and_starts_nothing(runs_root, recorded_starts, image_tree, tiny_clip):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input(str(image_tree[0]))
+    at.text_input(key="form_model").input(tiny_clip)
+    at.text_input(key="form_batch_size").input("0")
+    button(at, "Launch run").click().run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "batch_size" in errors[0] and "at least 1" in errors[0]
+    assert recorded_starts == []
+    assert list(runs_root.iterdir()) == []
+
+
+def test_run_form_shows_every_field_error_at_once(runs_root, recorded_starts, image_tree, tiny_clip):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input(str(image_tree[0]))
+    at.text_input(key="form_model").input(tiny_clip)
+    at.text_input(key="form_batch_size").input("0")
+    at.text_input(key="form_concurrency").input("abc")
+    at.text_input(key="form_ray_address").input("127.0.0.1:1")
+    button(at, "Launch run").click().run()
+    errors = " | ".join(unescape_markdown(e.value) for e in at.error)
+    for field in ("batch_size", "concurrency", "ray_address"):
+        assert f"`{field}`" in errors, errors
+    assert "Under **Advanced**: Ray address needs a fix" in errors  # the expander may be closed: say where to look
+    assert recorded_starts == []
+
+
+def test_run_form_names_the_source_when_preflight_refuses_it(runs_root, tmp_path, tiny_clip):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input(str(tmp_path / "no such folder"))
+    at.text_input(key="form_model").input(tiny_clip)
+    button(at, "Launch run").click().run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "`source`" in errors[0] and "does not exist" in unescape_markdown(errors[0])
+    assert list(runs_root.iterdir()) == []  # the real RunManager.start refused before creating anything
+
+
+def test_run_launch_calls_the_run_manager_with_the_form_values(runs_root, recorded_starts, tmp_path):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input(str(tmp_path))
+    at.text_input(key="form_model").input("/models/clip")
+    at.radio(key="form_device").set_value("cpu")
+    at.text_input(key="form_batch_size").input("8")
+    at.text_input(key="form_limit").input(" 5 ")
+    button(at, "Launch run").click().run()
+    assert not at.error
+    assert recorded_starts == [RunConfig(source=str(tmp_path), model="/models/clip", device="cpu", batch_size=8, limit=5)]
+    assert at.session_state["watched_run"] == "20990101-000000-beef"
+
+
+def test_run_demo_kit_button_prepares_the_kit_beside_the_runs_root_and_fills_the_form(runs_root, monkeypatch):
+    from doggos import demo
+
+    folders = []
+
+    def fake_kit(folder, per_class=30):
+        folders.append(Path(folder))
+        return {"source": f"{folder}/digits", "model": f"{folder}/clip-random-weights-tiny"}
+
+    monkeypatch.setattr(demo, "make_demo_kit", fake_kit)
+    at = open_page("pages/run.py")
+    button(at, "Prepare demo kit").click().run()
+    assert folders == [runs_root.parent / "demo"]
+    assert at.text_input(key="form_source").value == f"{runs_root.parent / 'demo'}/digits"
+    assert at.text_input(key="form_model").value.endswith("clip-random-weights-tiny")
+    assert any("Demo kit ready" in s.value for s in at.success)
+
+
+def test_run_form_keeps_its_values_across_pages(runs_root, recorded_starts):
+    at = open_page("pages/run.py")
+    at.text_input(key="form_source").input("/data/my dogs")
+    at.text_input(key="form_batch_size").input("zero")
+    button(at, "Launch run").click().run()  # a form sends its values on submit; this one is refused
+    assert recorded_starts == []
+    at.switch_page("pages/browse.py").run()
+    at.switch_page("pages/run.py").run()
+    assert at.text_input(key="form_source").value == "/data/my dogs"
+
+
+def test_run_page_shows_a_live_run_and_cancels_it(runs_root):
+    """A 'driver' that is really `sleep`: the page must show its progress and log, and Cancel must stop it."""
+    from doggos.processes import process_start
+    from doggos.records import Progress, update_status
+    from doggos.rundir import RunDir
+
+    driver = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        run = RunDir(runs_root / "20250105-000000-live")
+        run.path.mkdir()
+        run.config.write_text(json.dumps(RunConfig(source="/data/dogs", model="m").to_dict()))
+        run.log.write_text("found 100 images\nplan: 1 embedder actor\n")
+        update_status(run, state="running", pid=driver.pid, pid_start=process_start(driver.pid),
+                      created_at="2025-01-05T00:00:00+00:00",
+                      progress=Progress(found=100, embedded=40, images_per_s=8.0, eta_s=7.5, phase="embedding"))
+        at = open_page("pages/run.py")
+        bars = at.get("progress")
+        assert len(bars) == 1 and bars[0].proto.value == 40
+        assert any("plan: 1 embedder actor" in c.value for c in at.code)
+        assert [m.value for m in at.metric][:2] == ["40 / 100", "8.0"]
+        at.button(key="cancel-20250105-000000-live").click().run()
+        assert driver.wait(timeout=10) is not None
+        assert RunManager().get("20250105-000000-live").state == "cancelled"
+        assert not at.get("progress")
+    finally:
+        driver.kill()
+        driver.wait()
+
+
+def test_run_history_lists_runs_and_deletes_one(runs_root):
+    write_fake_run(runs_root, RUN_ID)
+    write_failed_run(runs_root, "20250101-130000-0002", error="every image failed")
+    at = open_page("pages/run.py")
+    table = at.dataframe[0].value
+    assert list(table["id"]) == ["20250101-130000-0002", RUN_ID]
+    assert "failed" in table["state"][0] and table["error"][0] == "every image failed"
+    at.selectbox(key="delete_run_id").set_value("20250101-130000-0002")
+    at.button(key="delete_run_confirm").click().run()
+    assert not (runs_root / "20250101-130000-0002").exists() and (runs_root / RUN_ID).exists()
+    assert list(at.dataframe[0].value["id"]) == [RUN_ID]
+
+
