@@ -229,7 +229,7 @@ def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool
         launch = launch_run(str(model), source, workdir / f"run-launch-{images}")
         print("the ceiling again, after doggos' run ...", flush=True)
         after = ceiling(str(model), paths, best)[0]
-        # This VM's speed drifts by 10-15 % within minutes: the ceiling brackets doggos' run, and the ratio uses the mean.
+        # This VM's speed drifts by 10-20 % within minutes: the ceiling brackets doggos' run; the ratio uses the mean.
         top = Measurement(f"ceiling: plain process, batch {best}, end to end (mean of before and after doggos' run)",
                           (before.images_per_s + after.images_per_s) / 2,
                           f"before {before.images_per_s:.2f}/s, after {after.images_per_s:.2f}/s; {before.note}")

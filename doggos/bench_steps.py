@@ -1,4 +1,4 @@
-"""`python -m doggos bench --steps ROWS…`: search latency and the label-quality step's time and peak memory on synthetic
+"""`python -m doggos bench --steps ROWS…`: search latency, the label-quality step's time and peak memory on synthetic
 runs of ROWS rows, and how the step spreads over a two-node test cluster."""
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ def synthetic_run(folder: Path, rows: int, model: str, dim: int = 512, labels: i
     }), folder / "embeddings" / "part-0.parquet", row_group_size=1024)  # small row groups, like Ray's files of a block
     write_json_atomic(folder / "config.json", {"model": model})
     if prompt_features:
-        subprocess.run([sys.executable, "-c", "import sys; from doggos.bench_steps import embed_prompts; embed_prompts(sys.argv[1])",
-                        str(folder)], check=True, cwd=PROJECT_ROOT)
+        script = "import sys; from doggos.bench_steps import embed_prompts; embed_prompts(sys.argv[1])"
+        subprocess.run([sys.executable, "-c", script, str(folder)], check=True, cwd=PROJECT_ROOT)
     return folder
 
 

@@ -87,8 +87,9 @@ class Embedder:
         self.model_id, self.thumbnail_size = model, thumbnail_size
         if prompts and tracker is not None:
             # The label-quality step's zero-shot prompts, while the whole model is loaded here anyway: that step then
-            # needs no text tower of its own (~1 s and ~400 MB less after the images are embedded).
-            tracker.set_prompt_features.remote(prompts, *self.prompt_features(prompts), float(self.model.logit_scale.detach()))
+            # needs no text tower of its own (measured: ~1 s and ~340 MiB less after the images are embedded).
+            features, why = self.prompt_features(prompts)
+            tracker.set_prompt_features.remote(prompts, features, why, float(self.model.logit_scale.detach()))
         hold("loading model")
 
     def prompt_features(self, prompts: list[str]) -> tuple[np.ndarray | None, str | None]:

@@ -13,9 +13,10 @@ The row itself is never its own neighbour (an exact copy of it is, with similari
 
 On Ray, the normalised tiles are `ray.put` once each (`put_tiles`: the driver holds one tile at a time, so a caller
 that reads its matrix tile by tile, as the label-quality step does, never holds the whole of it), every task maps
-them read-only from the object store, tasks ask for one CPU and are spread over the cluster's nodes. The "numpy" backend runs the same blocks on a thread pool in this process (matrix products
-release the GIL). Both run `block_top_k` on the same blocks and tiles with single-threaded BLAS (a multi-threaded
-sgemm rounds some sums differently), so on one machine they give identical answers, bit for bit.
+them read-only from the object store, tasks ask for one CPU and are spread over the cluster's nodes. The "numpy"
+backend runs the same blocks on a thread pool in this process (matrix products release the GIL). Both run
+`block_top_k` on the same blocks and tiles with single-threaded BLAS (a multi-threaded sgemm rounds some sums
+differently), so on one machine they give identical answers, bit for bit.
 """
 
 from __future__ import annotations

@@ -208,9 +208,10 @@ def near_threshold(first_similarities: np.ndarray, fixed: float | None = None) -
                             f"({median:.3g}), clamped to [{NEAR_MIN_SIMILARITY:g}, {1 - NEAR_NOISE:g}]")
 
 
-def assess(vectors: np.ndarray, labels: Sequence[str], paths: Sequence[str], params: QualityParams = DEFAULT_PARAMS,
-           *, hashes: Sequence | None = None, zero_shot_result: ZeroShot | None = None,
-           zero_shot_labels: Sequence[str] | None = None, zero_shot_note: str | None = None,
+def assess(vectors: np.ndarray | StoredTiles, labels: Sequence[str], paths: Sequence[str],
+           params: QualityParams = DEFAULT_PARAMS, *, hashes: Sequence | None = None,
+           zero_shot_result: ZeroShot | None = None, zero_shot_labels: Sequence[str] | None = None,
+           zero_shot_note: str | None = None,
            neighbours: Neighbours | None = None, backend: str = "ray", ray_address: str | None = None,
            progress=None) -> QualityResults:
     """Label quality of a run's rows from their embeddings (see the module docstring for every measure).

@@ -93,11 +93,6 @@ def load_embeddings(run: str | os.PathLike | RunDir) -> tuple[np.ndarray, pd.Dat
     return vectors, meta
 
 
-def embedding_rows(run: str | os.PathLike | RunDir) -> int:
-    """How many rows the run's embeddings hold, from the Parquet footers (nothing else is read)."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in embedding_files(run))
-
-
 def embedding_chunks(run: str | os.PathLike | RunDir, rows_per_chunk: int) -> Iterator[np.ndarray]:
     """The embedding matrix in row-id order as float32 chunks of `rows_per_chunk` rows (the last may be shorter), read
     a record batch at a time: never the whole matrix in memory (a 100,000 × 512 run is 205 MB)."""
