@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from doggos import operators, ui
+from doggos import operator_notes, operators, ui
 
 TITLES = {"read": "Read", "label": "Label", "decode": "Decode", "embed": "Embed", "write": "Write", "map": "Map"}
 STALE_AFTER_S = 10.0  # a running pipeline's newest sample older than this: say how old (the driver may be stuck)
@@ -69,7 +69,7 @@ def live_operators(run) -> None:
         with card.container(border=True):
             _operator_card(operator, plan_total)
     if any(op.backpressured for op in snapshot.operators):
-        st.caption(operators.BACKPRESSURE_NOTE)
+        st.caption(operator_notes.BACKPRESSURE_NOTE)
     store = f"Object store in use: {size(snapshot.object_store_bytes)}"
     if snapshot.object_store_limit:
         store += f" of the {size(snapshot.object_store_limit)} Ray Data may use"
@@ -91,7 +91,7 @@ def _operator_card(operator: operators.OperatorSnapshot, total: int | None) -> N
     st.metric("Rows/s", "–" if operator.rows_per_s is None else f"{operator.rows_per_s:.1f}")
     st.markdown(f"{workers(operator)}  \nQueued: {operator.queued_blocks} blocks ({size(operator.queued_bytes)})  \n"
                 f"Object store: {size(operator.object_store_bytes)}")
-    st.caption(operators.explain(operator))
+    st.caption(operator_notes.explain(operator))
 
 
 def _nodes(snapshot: operators.PipelineSnapshot) -> None:

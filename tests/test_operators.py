@@ -9,7 +9,7 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from doggos import operators
+from doggos import operator_notes, operators
 from doggos.config import RunConfig
 from doggos.operators import NodeSnapshot, OperatorSnapshot, PipelineSnapshot
 
@@ -146,15 +146,15 @@ def test_executions_already_going_when_the_run_began_are_not_followed(tmp_path, 
 def test_a_fused_operator_is_named_by_what_it_is_for(name, kinds, kind):
     op = OperatorSnapshot(index=0, name=name, kinds=operators.kinds_of(name))
     assert op.kinds == kinds and op.kind == kind
-    text = operators.explain(op)
-    assert text.startswith(operators.EXPLANATIONS[kind])
+    text = operator_notes.explain(op)
+    assert text.startswith(operator_notes.EXPLANATIONS[kind])
     assert ("Ray fused" in text) == (len(set(kinds)) > 1)
 
 
 def test_every_kind_is_explained_and_the_explanations_say_why():
-    assert set(operators.EXPLANATIONS) == set(operators.KINDS)
-    assert "actor pool" in operators.EXPLANATIONS["embed"] and "batch size" in operators.EXPLANATIONS["embed"]
-    assert "tasks" in operators.EXPLANATIONS["read"] and "CPU free" in operators.EXPLANATIONS["read"]
+    assert set(operator_notes.EXPLANATIONS) == set(operators.KINDS)
+    assert "actor pool" in operator_notes.EXPLANATIONS["embed"] and "batch size" in operator_notes.EXPLANATIONS["embed"]
+    assert "tasks" in operator_notes.EXPLANATIONS["read"] and "CPU free" in operator_notes.EXPLANATIONS["read"]
 
 
 def test_a_write_counts_the_rows_it_was_given_not_the_files_it_made():
@@ -206,8 +206,8 @@ def test_the_live_view_shows_each_operator_its_workers_backpressure_and_the_node
     assert [m.label for m in at.metric] == ["Rows/s"] * 3 and [m.value for m in at.metric] == ["25.0", "17.5", "16.0"]
     assert "Actors: 2 of 2 up · batches in flight: 2" in text and "Tasks running: 1" in text
     assert "Queued: 2 blocks (3.0 MB)" in text and "Object store: 5.0 MB" in text
-    assert sum("backpressured" in e.value for e in at.markdown) == 1 and operators.BACKPRESSURE_NOTE in text
-    assert operators.EXPLANATIONS["embed"] in text and "Ray fused the label step into it" in text
+    assert sum("backpressured" in e.value for e in at.markdown) == 1 and operator_notes.BACKPRESSURE_NOTE in text
+    assert operator_notes.EXPLANATIONS["embed"] in text and "Ray fused the label step into it" in text
     nodes = at.dataframe[0].value
     assert list(nodes["node"]) == ["10.0.0.1 (aaaaaa)", "10.0.0.2 (bbbbbb)"]
     assert list(nodes["share"]) == [0.75, 0.25] and list(nodes["embedder actors"]) == [1, 1]
