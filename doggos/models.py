@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 from pathlib import Path
@@ -44,12 +45,13 @@ def check_available(model: str) -> None:
             raise ModelError(f"{model!r} is not a folder, and a Hugging Face id has the form 'org/name'", OFFLINE_HINT)
         if not (path / "config.json").exists():
             raise ModelError(f"{model} has no config.json: save the model there with save_pretrained")
-        _check_is_clip(str(path))
+        _check_is_clip(str(path), path / "config.json")
         return
     from huggingface_hub import try_to_load_from_cache
 
-    if isinstance(try_to_load_from_cache(model, "config.json"), str):
-        _check_is_clip(model)
+    cached = try_to_load_from_cache(model, "config.json")
+    if isinstance(cached, str):
+        _check_is_clip(model, Path(cached))
         return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") or not _hub_reachable():
         raise ModelError(f"{model!r} is not in the Hugging Face cache and the Hub cannot be reached (no network)", OFFLINE_HINT)
@@ -85,17 +87,26 @@ def _resolved(model: str) -> str:
     return str(Path(model).expanduser()) if is_local(model) else model
 
 
-def _check_is_clip(model: str) -> None:
-    from transformers import AutoConfig
+def _check_is_clip(model: str, config_file: Path | None = None) -> None:
+    """A CLIP model's config, or a ModelError. A config.json at hand (a folder's, or the Hub cache's) is read as plain
+    JSON: importing transformers to read it costs ~2 s at every launch. A hub id not cached yet goes to transformers."""
+    if config_file is not None:
+        try:
+            config = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ModelError(f"{model}: not a model config transformers can read ({error})") from None
+        model_type = config.get("model_type", "unknown") if isinstance(config, dict) else "unknown"
+    else:
+        from transformers import AutoConfig
 
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except OSError as error:
-        raise ModelError(*_load_message(model, error)) from None
-    except ValueError as error:
-        raise ModelError(f"{model}: not a model config transformers can read ({error})") from None
-    if getattr(config, "model_type", None) != "clip":
-        raise ModelError(f"{model} is a {getattr(config, 'model_type', 'unknown')!r} model; doggos needs a CLIP model (model_type 'clip')")
+        try:
+            model_type = getattr(AutoConfig.from_pretrained(model), "model_type", "unknown")
+        except OSError as error:
+            raise ModelError(*_load_message(model, error)) from None
+        except ValueError as error:
+            raise ModelError(f"{model}: not a model config transformers can read ({error})") from None
+    if model_type != "clip":
+        raise ModelError(f"{model} is a {model_type!r} model; doggos needs a CLIP model (model_type 'clip')")
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:

@@ -1,12 +1,17 @@
 """Model checks: a bad folder, a non-CLIP model and an offline miss are refused with a pointer to the demo kit."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from doggos import models
 from doggos.config import user_message
 from doggos.models import ModelError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_saved_clip_folder_is_available_and_flagged_random(tiny_clip):
@@ -51,3 +56,15 @@ def test_folders_without_a_model_or_with_another_model_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ModelError, match="needs a CLIP model"):
         models.check_available(str(tmp_path))
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not a model config"):
+        models.check_available(str(tmp_path))
+
+
+def test_checking_a_saved_model_does_not_import_transformers(tiny_clip):
+    """The check runs before every launch: reading config.json must not cost transformers' import (~2 s)."""
+    code = ("import sys; from doggos import models; models.check_available(sys.argv[1]); "
+            "print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", code, tiny_clip], capture_output=True, text=True, cwd=ROOT)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "[]"
