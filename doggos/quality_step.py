@@ -105,12 +105,11 @@ def stored_prompt_features(run: RunDir, texts: list[str]) -> tuple[np.ndarray | 
         return None, None
     table = pq.read_table(path)
     scale = (table.schema.metadata or {}).get(b"logit_scale")
-    column = table.column("features").combine_chunks()
-    matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(table.num_rows, column.type.list_size)
+    matrix = store.vector_matrix(table.column("features").combine_chunks())
     row_of = {prompt: row for row, prompt in enumerate(table.column("prompt").to_pylist())}
     if not all(text in row_of for text in texts):
         return None, None
-    return matrix[[row_of[text] for text in texts]].astype(np.float32), None if scale is None else float(scale)
+    return matrix[[row_of[text] for text in texts]], None if scale is None else float(scale)
 
 
 def logit_scale(model: str) -> float:

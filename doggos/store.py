@@ -83,14 +83,19 @@ def load_thumbnails(run: str | os.PathLike | RunDir, rows: Iterable[int] | None 
 def load_embeddings(run: str | os.PathLike | RunDir) -> tuple[np.ndarray, pd.DataFrame]:
     """The embedding matrix (rows × dim, float32) and the path/label of each row, in row-id order."""
     table = read_columns(run, ["path", "class", "embedding"])
-    column = table.column("embedding").combine_chunks()
+    vectors = vector_matrix(table.column("embedding").combine_chunks())
+    meta = pd.DataFrame({"path": table.column("path").to_pylist(), "label": table.column("class").to_pylist()})
+    return vectors, meta
+
+
+def vector_matrix(column: pa.Array) -> np.ndarray:
+    """A list column of equal-length vectors (fixed-size, or variable-size with one length) as rows × dim float32."""
+    rows = len(column)
     dim = column.type.list_size if pa.types.is_fixed_size_list(column.type) else None
     flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     if dim is None:  # a variable-size list: every row must still have the same length
-        dim = len(flat) // max(1, table.num_rows)
-    vectors = flat.reshape(table.num_rows, dim) if table.num_rows else np.zeros((0, dim or 0), np.float32)
-    meta = pd.DataFrame({"path": table.column("path").to_pylist(), "label": table.column("class").to_pylist()})
-    return vectors, meta
+        dim = len(flat) // max(1, rows)
+    return flat.reshape(rows, dim) if rows else np.zeros((0, dim or 0), np.float32)
 
 
 def embedding_chunks(run: str | os.PathLike | RunDir, rows_per_chunk: int) -> Iterator[np.ndarray]:
@@ -102,11 +107,8 @@ def embedding_chunks(run: str | os.PathLike | RunDir, rows_per_chunk: int) -> It
     for path in embedding_files(run):
         # pre_buffer would read the whole file's column first: at 100,000 rows in one file, +370 MB instead of +100.
         for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=rows_per_chunk, columns=["embedding"]):
-            column = batch.column(0)
-            dim = column.type.list_size if pa.types.is_fixed_size_list(column.type) else None
-            flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-            pending.append(flat.reshape(len(column), dim or len(flat) // max(1, len(column))))
-            held += len(column)
+            pending.append(vector_matrix(batch.column(0)))
+            held += batch.num_rows
             while held >= rows_per_chunk:
                 whole = np.concatenate(pending) if len(pending) > 1 else pending[0]
                 yield whole[:rows_per_chunk]
