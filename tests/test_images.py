@@ -73,3 +73,8 @@ def test_the_bomb_case_is_over_the_limit_and_a_big_photo_is_not():
 def test_thumbnail_is_a_small_jpeg():
     thumb = Image.open(io.BytesIO(thumbnail_jpeg(make_photo(3, (640, 480)), 64)))
     assert thumb.format == "JPEG" and max(thumb.size) == 64
+
+
+@pytest.mark.parametrize("shape, fitted", [((640, 480), (64, 48)), ((100, 1000), (6, 64)), ((40, 30), (40, 30))])
+def test_thumbnail_keeps_the_aspect_and_never_enlarges(shape, fitted):
+    assert Image.open(io.BytesIO(thumbnail_jpeg(make_photo(4, shape), 64))).size == fitted

@@ -22,10 +22,16 @@ def test_cpu_plans_always_leave_room_for_tasks(nodes, concurrency):
     assert plan.threads_per_actor >= 1
 
 
-def test_two_cores_get_one_actor_using_both_cores_for_torch():
+def test_two_cores_get_two_single_threaded_actors():
     plan = plan_resources(CONFIG, [2], gpus=0)
-    assert (plan.actors, plan.cpus_per_actor, plan.threads_per_actor, plan.task_cpus, plan.batch_size) == (1, 1.0, 2, 1.0, 16)
+    assert (plan.actors, plan.cpus_per_actor, plan.threads_per_actor, plan.task_cpus, plan.batch_size) == (2, 0.5, 1, 1.0, 16)
     assert plan.decode_in_actor  # on CPU, decode tasks beside the actors would oversubscribe the cores
+
+
+@pytest.mark.parametrize("cores, actors, threads", [(1, 1, 1), (3, 3, 1), (4, 1, 4), (8, 2, 4), (16, 4, 4)])
+def test_small_nodes_get_an_actor_per_core_bigger_ones_an_actor_per_four(cores, actors, threads):
+    plan = plan_resources(CONFIG, [cores], gpus=0)
+    assert (plan.actors, plan.threads_per_actor) == (actors, threads)
 
 
 def test_gpus_get_one_actor_each_and_bigger_batches():
