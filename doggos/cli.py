@@ -152,7 +152,9 @@ def _embed(args: argparse.Namespace) -> int:
     run_dir.cancel_request.unlink(missing_ok=True)  # an earlier cancelled run's request must not touch this one
     driver.cancel_on_sigterm()
     try:
-        manifest = driver.run(config, on_progress=printer, listing=listing)
+        # The summary as soon as the run has succeeded; the local Ray's shutdown (seconds) comes after it.
+        driver.run(config, on_progress=printer, listing=listing,
+                   on_finished=lambda manifest: print(summary(manifest), flush=True))
     except (driver.Cancelled, KeyboardInterrupt):
         print("\ncancelled; nothing was published", file=sys.stderr)
         return 130
@@ -164,7 +166,6 @@ def _embed(args: argparse.Namespace) -> int:
         message = str(error) if isinstance(error, pipeline.PipelineError) else f"{type(error).__name__}: {error}"
         print(f"\nerror: {message}", file=sys.stderr)
         return 1
-    print(summary(manifest))
     return 0
 
 

@@ -57,11 +57,13 @@ def post_run_steps(config: RunConfig) -> list[tuple[Step, object]]:
 
 
 def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None, plan: ResourcePlan | None = None,
-        steps: list[tuple[Step, object]] | None = None, listing: Listing | None = None) -> Manifest:
+        steps: list[tuple[Step, object]] | None = None, listing: Listing | None = None,
+        on_finished: Callable[[Manifest], None] | None = None) -> Manifest:
     """Run the whole thing in this process; status.json tracks it, manifest.json (last) records the result.
 
     `plan` overrides the derived resource plan; `steps` the post-run steps (default: `post_run_steps(config)`);
-    `listing` the source's listing when `doggos.preflight.check` just made it (and checked the model).
+    `listing` the source's listing when `doggos.preflight.check` just made it (and checked the model);
+    `on_finished` gets the manifest as soon as the run has succeeded, before Ray's shutdown.
     """
     if not config.output:
         raise pipeline.PipelineError("output: no output folder given")
@@ -81,10 +83,14 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     published = threading.Event()
     run_log = _log_to(run_dir)
     log.info("run %s: %s with %s", run_dir.id, config.source, config.model)
+    finished: dict[str, Manifest] = {}  # the manifest, once the run is recorded as succeeded
     try:
-        manifest = _run(config, run_dir, report, started, plan, post_run_steps(config) if steps is None else steps,
-                        published, listing)
+        return _run(config, run_dir, report, started, plan, post_run_steps(config) if steps is None else steps,
+                    published, listing, finished, on_finished)
     except BaseException as error:
+        if "manifest" in finished:  # only Ray's shutdown went wrong (or a cancel came too late): the run is complete
+            log.warning("Ray's shutdown after the finished run: %s", f"{type(error).__name__}: {error}".rstrip(": "))
+            return finished["manifest"]
         _unpublish(run_dir, published)
         _record_end(run_dir, error)
         if _is_cancel(run_dir, error) and not isinstance(error, (Cancelled, KeyboardInterrupt)):
@@ -93,11 +99,6 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     finally:
         logging.getLogger("doggos").removeHandler(run_log)
         run_log.close()
-    update_status(run_dir, state="succeeded", ended_at=manifest.ended_at, progress=manifest.progress,
-                  warnings=manifest.failed, step=None)
-    log_outcome(run_dir, f"run succeeded: {manifest.rows} images embedded, {manifest.labels} labels, "
-                         f"{manifest.duration_s:.1f} s in all")
-    return manifest
 
 
 def _is_cancel(run_dir: RunDir, error: BaseException) -> bool:
@@ -143,7 +144,8 @@ def log_outcome(run_dir: RunDir, line: str) -> None:
 
 
 def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,
-         steps: list[tuple[Step, object]], published: threading.Event, listing: Listing | None) -> Manifest:
+         steps: list[tuple[Step, object]], published: threading.Event, listing: Listing | None,
+         finished: dict[str, Manifest], on_finished: Callable[[Manifest], None] | None) -> Manifest:
     for step, _ in steps:  # e.g. umap's import and compiled code, loaded while the images embed
         if step.warm_up is not None:
             threading.Thread(target=_quietly, args=(step.warm_up,), name=f"warm-up-{step.name}", daemon=True).start()
@@ -165,9 +167,22 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             heartbeat.progress = final
             manifest = dataclasses.replace(manifest, steps=seconds, progress=final, ended_at=now_iso(),
                                            duration_s=round(time.time() - started, 2))
-            write_manifest(run_dir, manifest)  # before Ray shuts down: for its user the run is done now (~1 s sooner)
-    report(final)
+            write_manifest(run_dir, manifest)
+            report(final)
+            # Succeeded before Ray shuts down (2-9 s on 2 cores): for its user the run is done now, in the dashboard
+            # and in the CLI alike, and nothing the shutdown does can take the result back.
+            _record_success(run_dir, manifest)
+            finished["manifest"] = manifest
+            if on_finished:
+                on_finished(manifest)
     return manifest
+
+
+def _record_success(run_dir: RunDir, manifest: Manifest) -> None:
+    update_status(run_dir, state="succeeded", ended_at=manifest.ended_at, progress=manifest.progress,
+                  warnings=manifest.failed, step=None)
+    log_outcome(run_dir, f"run succeeded: {manifest.rows} images embedded, {manifest.labels} labels, "
+                         f"{manifest.duration_s:.1f} s in all")
 
 
 def _step_prompts(steps: list[tuple[Step, object]], paths: list[str]) -> list[str] | None:

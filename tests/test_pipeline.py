@@ -112,3 +112,26 @@ def test_a_cluster_that_cannot_place_the_embedders_fails_with_a_message_not_a_ha
     run_dir = RunDir(config.output)
     assert read_status(run_dir).state == "failed" and not run_dir.manifest.exists()
     assert ray_session.data.DataContext.get_current().wait_for_min_actors_s == -1  # the session's context untouched
+
+
+@pytest.mark.parametrize("late", [RuntimeError("raylet did not exit"), driver.Cancelled()])
+def test_the_run_is_succeeded_before_ray_shuts_down_and_stays_so(ray_session, image_tree, tiny_clip, tmp_path,
+                                                                  monkeypatch, late):
+    import contextlib
+
+    config = RunConfig(projection=False, quality=False, source=str(image_tree[0]), output=str(tmp_path / "run"),
+                       model=tiny_clip, batch_size=5)
+    run_dir = RunDir(config.output)
+    seen_at_shutdown, handed = [], []
+
+    @contextlib.contextmanager
+    def connection_whose_shutdown_fails(address):
+        yield  # the session's Ray is already connected
+        seen_at_shutdown.append((read_status(run_dir).state, run_dir.manifest.exists(), list(handed)))
+        raise late  # Ray's shutdown failing, or a cancel arriving while it runs
+
+    monkeypatch.setattr(driver, "ray_connection", connection_whose_shutdown_fails)
+    manifest = driver.run(config, on_finished=handed.append)
+    assert seen_at_shutdown == [("succeeded", True, [manifest])]  # done for its user before the shutdown began
+    assert read_status(run_dir).state == "succeeded" and run_dir.manifest.exists()
+    assert pq.read_table(run_dir.embeddings).num_rows == manifest.rows == len(image_tree[1])
