@@ -88,8 +88,9 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
         return _run(config, run_dir, report, started, plan, post_run_steps(config) if steps is None else steps,
                     published, listing, finished, on_finished)
     except BaseException as error:
-        if "manifest" in finished:  # only Ray's shutdown went wrong (or a cancel came too late): the run is complete
-            log.warning("Ray's shutdown after the finished run: %s", f"{type(error).__name__}: {error}".rstrip(": "))
+        if "manifest" in finished:  # e.g. Ray's shutdown failed, or a cancel came during it: the run is complete
+            log.warning("after the run had finished (its result stands): %s",
+                        f"{type(error).__name__}: {error}".rstrip(": "))
             return finished["manifest"]
         _unpublish(run_dir, published)
         _record_end(run_dir, error)

@@ -84,6 +84,14 @@ def _wait(ref) -> None:
         ray.get(ref)
 
 
+def _claimed(tracker) -> bool:
+    """Whether this actor is the first to claim the prompts (a stand-in tracker in unit tests answers directly)."""
+    import ray
+
+    answer = tracker.claim_prompts.remote()
+    return ray.get(answer) if isinstance(answer, ray.ObjectRef) else bool(answer)
+
+
 def _ray_node_id() -> str | None:
     import ray
 
@@ -108,9 +116,10 @@ class Embedder:
         self.node = _ray_node_id() if tracker is not None else None  # the run's manifest says where work ran
         self.model_id, self.thumbnail_size = model, thumbnail_size
         self.pool: ThreadPoolExecutor | None = None  # decodes files here, when the plan has the actors do it
-        if prompts and tracker is not None:
+        if prompts and tracker is not None and _claimed(tracker):
             # The label-quality step's zero-shot prompts, while the whole model is loaded here anyway: that step then
-            # needs no text tower of its own (measured: ~1 s and ~340 MiB less after the images are embedded).
+            # needs no text tower of its own (measured: ~1 s and ~340 MiB less after the images are embedded). One
+            # actor of the pool does it; should it die first, the step embeds them itself.
             features, why = self.prompt_features(prompts)
             tracker.set_prompt_features.remote(prompts, features, why, float(self.model.logit_scale.detach()))
         hold("loading model")

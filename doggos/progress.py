@@ -23,6 +23,7 @@ class ProgressCounter:
     embedded_by_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> rows its actors embedded
     # (prompts, their text features or None, why not, the model's logit scale): the first actor's answer
     prompts: tuple = (None, None, None, None)
+    prompts_claimed: bool = False  # an actor has taken on embedding the prompts
 
     def add_decoded(self, count: int, failures: list[tuple[str, str]] = ()) -> None:
         self.decoded += count
@@ -33,8 +34,13 @@ class ProgressCounter:
         if node is not None:
             self.embedded_by_node[node] = self.embedded_by_node.get(node, 0) + count
 
+    def claim_prompts(self) -> bool:
+        """True for the first actor that asks: it embeds the prompts, the others need not."""
+        claimed, self.prompts_claimed = self.prompts_claimed, True
+        return not claimed
+
     def set_prompt_features(self, prompts: list[str], features, why: str | None, logit_scale: float) -> None:
-        if self.prompts[0] is None:  # every actor computes the same; one answer is kept
+        if self.prompts[0] is None:  # one answer is kept
             self.prompts = (list(prompts), features, why, logit_scale)
 
     def prompt_features(self) -> tuple:

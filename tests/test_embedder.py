@@ -3,12 +3,14 @@
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from doggos.embedder import Embedder, embedding_array, prepare_images
+from doggos.progress import ProgressCounter
 from imagegen import make_photo
 from reference import cosine, reference_embeddings
 
@@ -106,11 +108,13 @@ def test_the_actor_embeds_the_zero_shot_prompts_as_the_text_tower_does(tiny_clip
     """Prompts given to the embedder are embedded once, in __init__, and reported: what the quality step would compute."""
     from doggos.encoders import TextEncoder
 
-    tracker = FakeTracker()
+    tracker, counter = FakeTracker(), ProgressCounter(found=3)
     tracker.set_prompt_features = tracker
+    tracker.claim_prompts = SimpleNamespace(remote=counter.claim_prompts)  # the run's tracker: the first actor wins
     prompts = ["a photo of a beagle.", "a photo of a pug.", "a photo of a border collie."]
     Embedder(model=tiny_clip, device="cpu", threads=1, tracker=tracker, prompts=prompts)
-    [(reported, features, why, logit_scale)] = tracker.calls
+    Embedder(model=tiny_clip, device="cpu", threads=1, tracker=tracker, prompts=prompts)  # a second actor of the pool
+    [(reported, features, why, logit_scale)] = tracker.calls  # embedded and reported once
     assert reported == prompts and why is None and features.dtype == np.float32
     assert logit_scale == pytest.approx(math.log(1 / 0.07), abs=1e-3)  # the saved model's own (CLIP's initial value)
     np.testing.assert_allclose(features, TextEncoder(tiny_clip).encode(prompts), atol=1e-5)

@@ -27,3 +27,8 @@ def test_counts_are_clamped_and_shared_out_by_node():
     assert counter.rows_by_node() == {"node-a": 3, "node-b": 3}
     counter.add_embedded(1)  # a stand-in tracker without a node counts in the total only
     assert counter.rows_by_node() == {"node-a": 3, "node-b": 3}
+
+
+def test_only_the_first_actor_to_ask_embeds_the_prompts():
+    counter = ProgressCounter(found=3)
+    assert [counter.claim_prompts() for _ in range(3)] == [True, False, False]
