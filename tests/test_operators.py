@@ -15,7 +15,7 @@ from doggos.operators import NodeSnapshot, OperatorSnapshot, PipelineSnapshot
 
 SAMPLE_EVERY_S = 0.2  # faster than the driver's 1 s, so the short test run still gives several samples
 
-EMBED = "Map(add_label)->MapBatches(Embedder)"  # the CPU plan's fused operator, as Ray Data names it
+EMBED = "Map(add_label)->MapBatches(Embedder)"  # the embed operator when the labelling is fused into the actors
 
 
 def _running(now: float) -> PipelineSnapshot:
