@@ -13,6 +13,7 @@ import psutil
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _children: list[subprocess.Popen] = []  # processes this one started; reaped so none lingers as a zombie that looks alive
+_exit_codes: dict[int, int] = {}  # pid -> returncode of those reaped: says how a driver ended
 
 
 def process_start(pid: int) -> float | None:
@@ -23,15 +24,27 @@ def process_start(pid: int) -> float | None:
         return None
 
 
-def alive(pid: int | None, start: float | None = None) -> bool:
-    """True while `pid` runs (and, given `start`, is still the process that started then); a zombie has exited."""
+# How far a process's start time may move between two looks. On Linux psutil adds /proc/stat's boot time, whole
+# seconds that step by one when NTP or a VM's clock moves the wall clock across a second, so a live driver can seem
+# to have started a second later. A reused pid cannot have started within seconds of the process that held it.
+START_SLACK_S = 5.0
+
+
+def alive(pid: int | None, start: float | None = None, environment: tuple[str, str] | None = None) -> bool:
+    """True while `pid` runs and is still the process meant; a zombie has exited.
+
+    Given `start`, the process must have started then (within START_SLACK_S). Given `environment` (name, value), a
+    process whose environment holds it is the one meant whatever its start time: that mark cannot drift.
+    """
     if not pid:
         return False
     try:
         process = psutil.Process(pid)
         if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
             return False
-        return start is None or abs(process.create_time() - start) < 0.01
+        if start is None or abs(process.create_time() - start) < START_SLACK_S:
+            return True
+        return environment is not None and process.environ().get(environment[0]) == environment[1]
     except psutil.NoSuchProcess:
         return False
     except psutil.AccessDenied:  # someone else's process: it exists
@@ -145,3 +158,17 @@ def reap() -> None:
     for child in list(_children):
         if child.poll() is not None:
             _children.remove(child)
+            _exit_codes[child.pid] = child.returncode
+
+
+def how_it_ended(pid: int | None) -> str | None:
+    """How a child started here ended ("killed by SIGKILL", "exit code 1"), once reaped; None for anyone else's."""
+    code = _exit_codes.get(pid) if pid else None
+    if code is None:
+        return None
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

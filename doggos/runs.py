@@ -14,7 +14,8 @@ from pathlib import Path
 
 from doggos import preflight
 from doggos.config import ConfigError, RunConfig
-from doggos.processes import PROJECT_ROOT, alive, kill_all, process_start, reap, signal_group, spawn_detached, with_environment
+from doggos.processes import (PROJECT_ROOT, alive, how_it_ended, kill_all, process_start, reap, signal_group,
+                              spawn_detached, with_environment)
 from doggos.records import (ACTIVE_STATES, Manifest, Progress, RecordError, RunStatus, read_manifest, read_status,
                             update_status)
 from doggos.rundir import RunDir, now_iso, read_json, run_dir_of, write_json_atomic
@@ -97,7 +98,7 @@ class RunManager:
         run_dir = self._dir(run_id)
         reap()
         status = read_status(run_dir)
-        if status.active and not alive(status.pid, status.pid_start):
+        if status.active and not _driver_alive(run_id, status):
             status = self._mark_dead(run_dir)
         return _info(run_dir, status)
 
@@ -124,13 +125,13 @@ class RunManager:
             return self.get(run_id)
         run_dir.cancel_request.touch()
         status = read_status(run_dir)
-        if alive(status.pid, status.pid_start):
+        if _driver_alive(run_id, status):
             signal_group(status.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
-            while time.monotonic() < deadline and alive(status.pid, status.pid_start):
+            while time.monotonic() < deadline and _driver_alive(run_id, status):
                 reap()
                 time.sleep(0.1)
-            if alive(status.pid, status.pid_start):
+            if _driver_alive(run_id, status):
                 signal_group(status.pid, signal.SIGKILL)
         _kill_run_processes(run_id)
         reap()
@@ -187,10 +188,15 @@ class RunManager:
         _remove_output(run_dir)
         if run_dir.cancel_request.exists():  # a cancel is killing it right now: that is not a crash
             return update_status(run_dir, state="cancelled", ended_at=now_iso())
-        return update_status(
-            run_dir, state="failed", ended_at=now_iso(),
-            error="the driver process exited unexpectedly (killed, or out of memory); see output.txt",
-        )
+        # Known when this process started the driver (the dashboard that launched it); else a guess at the usual cause.
+        how = how_it_ended(fresh.pid) or "killed, or out of memory"
+        return update_status(run_dir, state="failed", ended_at=now_iso(),
+                             error=f"the driver process exited unexpectedly ({how}); see output.txt")
+
+
+def _driver_alive(run_id: str, status: RunStatus) -> bool:
+    """Whether the run's driver still runs: its pid, started when recorded or marked with the run's id."""
+    return alive(status.pid, status.pid_start, environment=(RUN_ENV, run_id))
 
 
 def resolve_run(text: str, runs_root: str | os.PathLike | None = None, field: str = "run") -> RunDir:

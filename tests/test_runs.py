@@ -60,7 +60,8 @@ def test_cli_start_returns_at_once_and_a_new_manager_sees_it_finish(tmp_path, im
     assert info.progress.embedded == info.progress.found == len(labels)
     assert pq.read_table(RunDir(info.path).embeddings).num_rows == len(labels)
     assert [r.id for r in manager.list()] == [run_id]
-    wait_for(lambda: run_processes(run_id) == [], timeout_s=30)  # the driver exits right after its last write
+    # Succeeded is recorded before the local Ray shuts down; the driver exits once it has (seconds; more on a busy CI).
+    wait_for(lambda: run_processes(run_id) == [], timeout_s=90)
 
     status = subprocess.run([sys.executable, "-m", "doggos", "runs", "--runs-dir", str(tmp_path), "status", run_id],
                             capture_output=True, text=True, timeout=60)
@@ -103,7 +104,7 @@ def test_a_killed_driver_is_detected_and_its_run_marked_failed(tmp_path, big_tre
     wait_for(lambda: manager.get(run_id).progress.embedded > 0, timeout_s=120)
     os.kill(manager.get(run_id).status.pid, signal.SIGKILL)  # as the OOM killer would
     info = wait_for(lambda: (i := manager.get(run_id)).state != "running" and i, timeout_s=30)
-    assert info.state == "failed" and "exited unexpectedly" in info.error
+    assert info.state == "failed" and "exited unexpectedly (killed by SIGKILL)" in info.error  # we launched it
     wait_for(lambda: run_processes(run_id) == [], timeout_s=30)
     assert not is_finished(RunDir(info.path))
 

@@ -88,7 +88,22 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         _failed_dirs.add(folder)
         report.sections.append(("browser artifacts", f"screenshots of every step and the server's log: {folder}"))
+        _add_run_logs(report, item.funcargs.get("app"))
     return report
+
+
+def _add_run_logs(report, server) -> None:
+    """The tails of every run's log and output: CI's printed report may be all a reader of a red build gets."""
+    if server is None:
+        return
+    from doggos.runs import RunManager
+
+    manager = RunManager(server.runs_dir)
+    for run in manager.list():
+        for output in (False, True):
+            name = "output.txt" if output else "log.txt"
+            text = manager.log_tail(run.id, lines=25, output=output) or "(empty)"
+            report.sections.append((f"run {run.id} ({run.state}): {name}", text))
 
 
 def pytest_terminal_summary(terminalreporter):
