@@ -162,7 +162,8 @@ def reap() -> None:
 
 
 def how_it_ended(pid: int | None) -> str | None:
-    """How a child started here ended ("killed by SIGKILL", "exit code 1"), once reaped; None for anyone else's."""
+    """How a child started here ended ("killed by SIGKILL", "exit code 1"); None while it runs, or for anyone else's."""
+    reap()  # it may have died since the last reap: the caller has just seen it gone
     code = _exit_codes.get(pid) if pid else None
     if code is None:
         return None

@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 from doggos.config import RunConfig
-from doggos.processes import alive, process_start
+from conftest import wait_for
+from doggos.processes import alive, how_it_ended, process_start, spawn_detached
 from doggos.records import update_status
 from doggos.rundir import RunDir
 from doggos.runs import RUN_ENV, RunManager
@@ -51,6 +52,17 @@ def test_an_ended_process_is_not_alive(sleeper):
     sleeper.kill()
     sleeper.wait()
     assert not alive(sleeper.pid, start, environment=("DOGGOS_TEST_MARK", "this-one"))
+
+
+def test_a_child_started_here_says_how_it_ended_as_soon_as_it_is_seen_gone(tmp_path):
+    killed = spawn_detached(["-c", "import time; time.sleep(120)"], tmp_path / "killed.txt")
+    failed = spawn_detached(["-c", "raise SystemExit(3)"], tmp_path / "failed.txt")
+    assert how_it_ended(killed.pid) is None  # still running
+    killed.kill()  # as the OOM killer would
+    for child, ending in ((killed, "killed by SIGKILL"), (failed, "exit code 3")):
+        wait_for(lambda: not alive(child.pid), timeout_s=30)  # a zombie not yet reaped counts as gone
+        assert how_it_ended(child.pid) == ending
+    assert how_it_ended(os.getpid()) is None  # not a child of this process
 
 
 def test_a_live_driver_is_not_marked_failed_when_its_recorded_start_is_off(tmp_path):
