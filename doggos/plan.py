@@ -9,7 +9,7 @@ from doggos.config import ConfigError, RunConfig
 
 CPU_BATCH_SIZE = 16  # ViT-B/32 on 2 cores: batches of 4-32 all within 5% (batch 1: 30% slower); 16 keeps memory low
 GPU_BATCH_SIZE = 64  # enough to keep a GPU busy without crowding its memory
-THREADS_PER_CPU_ACTOR = 4  # torch threads per model copy on nodes of 4+ cores (one actor per 4); smaller nodes: 1 per core
+THREADS_PER_CPU_ACTOR = 4  # torch threads per actor on nodes of 4+ cores (one actor per 4); smaller: 1 per core
 
 @dataclass(frozen=True)
 class ResourcePlan:

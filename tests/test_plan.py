@@ -24,7 +24,8 @@ def test_cpu_plans_always_leave_room_for_tasks(nodes, concurrency):
 
 def test_two_cores_get_two_single_threaded_actors():
     plan = plan_resources(CONFIG, [2], gpus=0)
-    assert (plan.actors, plan.cpus_per_actor, plan.threads_per_actor, plan.task_cpus, plan.batch_size) == (2, 0.5, 1, 1.0, 16)
+    shape = (plan.actors, plan.cpus_per_actor, plan.threads_per_actor, plan.task_cpus, plan.batch_size)
+    assert shape == (2, 0.5, 1, 1.0, 16)
     assert plan.decode_in_actor  # on CPU, decode tasks beside the actors would oversubscribe the cores
 
 
