@@ -239,6 +239,9 @@ def run_benchmark(workdir: Path, images: int, tutorial_images: int, memory: bool
             Measurement("doggos defaults, launch → finished run with its map (imports, Ray, model, steps)",
                         launch.images / launch.finished, f"{launch.finished:.1f} s for {launch.images} images; "
                         f"the ceiling's compute: {launch.images / top.images_per_s:.1f} s"),
+            Measurement("doggos defaults, launch → the prompt back (the process's exit, as a user waits for it)",
+                        launch.images / launch.exited, f"{launch.exited:.1f} s: the manifest at "
+                        f"{launch.finished:.1f} s, then {launch.exited - launch.finished:.1f} s to the exit"),
         ]
     if tutorial_images:
         print(f"tutorial settings on {tutorial_images} images ...", flush=True)

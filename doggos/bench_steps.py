@@ -108,9 +108,9 @@ def _quality_step_figures(run: Path, rows: int, which: str) -> list[tuple[str, s
 def cluster_spread(workdir: Path, rows: int = SPREAD_ROWS) -> list[tuple[str, str]]:
     """The quality step on a two-node test cluster (one CPU each): its time, and the CPU seconds of each node's workers."""
     import psutil
-    import ray
     from ray.cluster_utils import Cluster
 
+    from doggos.cluster import ray_connection
     from doggos.quality_step import DEFAULT_PARAMS, QUALITY
 
     def cpu_seconds(node) -> float:  # of the processes the node's raylet started: its workers
@@ -122,12 +122,11 @@ def cluster_spread(workdir: Path, rows: int = SPREAD_ROWS) -> list[tuple[str, st
     try:
         nodes = [cluster.head_node, cluster.add_node(num_cpus=1)]
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        before = [cpu_seconds(node) for node in nodes]
-        _, seconds = _timed(lambda: QUALITY.run(run, DEFAULT_PARAMS, force=True))
-        used = [cpu_seconds(node) - start for node, start in zip(nodes, before)]
+        with ray_connection(cluster.address):
+            before = [cpu_seconds(node) for node in nodes]
+            _, seconds = _timed(lambda: QUALITY.run(run, DEFAULT_PARAMS, force=True))
+            used = [cpu_seconds(node) - start for node, start in zip(nodes, before)]
     finally:
-        ray.shutdown()
         cluster.shutdown()
     return [(f"quality step, {rows:,} rows, two-node cluster (1 CPU each): time", f"{seconds:.1f} s"),
             ("... CPU seconds of the workers on the head / on the second node", " / ".join(f"{s:.1f}" for s in used))]

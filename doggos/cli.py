@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from doggos import console
 from doggos.config import DEFAULT_MODEL, DEVICES, RunConfig, user_messages
 from doggos.progress import Progress, format_duration
 
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(embed)
     embed.add_argument("--out", required=True, help="folder for the Parquet, manifest, failures and log")
     embed.add_argument("--overwrite", action="store_true", help="replace a finished run already in --out")
+    embed.add_argument("--verbose", action="store_true",
+                       help="also show Ray's, its workers' and the libraries' output (always in <out>/output.txt)")
     embed.set_defaults(handler=_embed)
 
     kit = commands.add_parser("demo-kit", help="write offline demo data: digit images and a random-weights CLIP")
@@ -145,27 +148,29 @@ def _embed(args: argparse.Namespace) -> int:
         print(f"error: output: {run_dir.path} already holds a run; choose a new folder or pass --overwrite", file=sys.stderr)
         return 2
     listing = preflight.check(config)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    _quiet_ray()
-    print(f"embedding {len(listing.paths)} images from {config.source} into {run_dir.path}", file=sys.stderr)
-    printer = _ProgressPrinter()
-    run_dir.cancel_request.unlink(missing_ok=True)  # an earlier cancelled run's request must not touch this one
-    driver.cancel_on_sigterm()
-    try:
-        # The summary as soon as the run has succeeded; the local Ray's shutdown (seconds) comes after it.
-        driver.run(config, on_progress=printer, listing=listing,
-                   on_finished=lambda manifest: print(summary(manifest), flush=True))
-    except (driver.Cancelled, KeyboardInterrupt):
-        print("\ncancelled; nothing was published", file=sys.stderr)
-        return 130
-    except ValueError as error:  # a setting found wrong once the run started (e.g. a Ray address that let no one in)
-        for line in user_messages(error):
-            print(f"\nerror: {line}", file=sys.stderr)
-        return 2
-    except Exception as error:  # PipelineError, or Ray's own (an actor that died, a lost node): status.json has it
-        message = str(error) if isinstance(error, pipeline.PipelineError) else f"{type(error).__name__}: {error}"
-        print(f"\nerror: {message}", file=sys.stderr)
-        return 1
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    # Ray's, its workers' and the libraries' output goes to the run's output.txt; the terminal keeps doggos' lines.
+    with console.everything_else_to(run_dir.output, echo=args.verbose) as terminal:
+        _quiet_ray()
+        terminal.say(f"embedding {len(listing.paths)} images from {config.source} into {run_dir.path}")
+        printer = _ProgressPrinter(terminal.err)
+        run_dir.cancel_request.unlink(missing_ok=True)  # an earlier cancelled run's request must not touch this one
+        driver.cancel_on_sigterm()
+        try:
+            # The summary as soon as the run has succeeded; the local Ray's shutdown (seconds) comes after it.
+            driver.run(config, on_progress=printer, listing=listing,
+                       on_finished=lambda manifest: print(summary(manifest), file=terminal.out, flush=True))
+        except (driver.Cancelled, KeyboardInterrupt):
+            terminal.say("\ncancelled; nothing was published")
+            return 130
+        except ValueError as error:  # a setting found wrong once the run started (a Ray address that let no one in)
+            for line in user_messages(error):
+                terminal.say(f"\nerror: {line}")
+            return 2
+        except Exception as error:  # PipelineError, or Ray's own (an actor that died, a lost node): status.json has it
+            message = str(error) if isinstance(error, pipeline.PipelineError) else f"{type(error).__name__}: {error}"
+            terminal.say(f"\nerror: {message}")
+            return 1
     return 0
 
 
@@ -188,9 +193,10 @@ def summary(manifest) -> str:
 
 
 class _ProgressPrinter:
-    """One progress line at most every 2 s (and at the end): done/total, rate, ETA."""
+    """One progress line at most every 2 s (and at the end) on `stream`: done/total, rate, ETA."""
 
-    def __init__(self, every_s: float = 2.0):
+    def __init__(self, stream, every_s: float = 2.0):
+        self.stream = stream
         self.every_s = every_s
         self.last = 0.0
 
@@ -199,7 +205,7 @@ class _ProgressPrinter:
         if now - self.last < self.every_s and progress.phase != "done":
             return
         self.last = now
-        print(format_progress(progress), file=sys.stderr, flush=True)
+        print(format_progress(progress), file=self.stream, flush=True)
 
 
 def format_progress(progress: Progress) -> str:
@@ -308,8 +314,9 @@ def _quality(args: argparse.Namespace) -> int:
     params = quality.QualityParams(k=args.k, **({"template": args.template} if args.template is not None else {}))
     if not quality_step.QUALITY.result(run_dir, params).exists():
         print(f"checking labels of {manifest.rows:,} images (k={params.k}) ...", file=sys.stderr, flush=True)
-        _quiet_ray()
-        quality_step.QUALITY.run(run_dir, params)
+        with console.everything_else_to(quality_step.QUALITY.log_file(run_dir, params)):  # Ray's lines go there
+            _quiet_ray()
+            quality_step.QUALITY.run(run_dir, params)
     results = quality_step.read_results(run_dir.quality, params)
     report = quality_step.report_json(results, top=args.top)
     if manifest.random_weights:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def ray_connection(address: str | None):
     if ray.is_initialized():
         yield
         return
+    forbid_implicit_ray()
     address = resolve_address(address)
     options: dict = dict(logging_level=logging.WARNING, log_to_driver=True)
     with _sigterm_handler_kept():
@@ -65,6 +67,16 @@ def ray_connection(address: str | None):
         yield
     finally:
         ray.shutdown()
+
+
+def forbid_implicit_ray() -> None:
+    """Turn off Ray's auto-init in this process: `ray.get` and friends without a connection then raise, instead of
+    quietly starting a second local Ray (as a progress call that outlived the run's Ray once did, from a thread, leaving
+    a GCS the exiting process could not reach). Only `ray_connection` starts or joins Ray in doggos."""
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"  # read by Ray when it is imported: processes started from here
+    hook = sys.modules.get("ray._private.auto_init_hook")
+    if hook is not None:  # Ray read the variable at its import already (Ray 2.60's module-level flag)
+        hook.enable_auto_connect = False
 
 
 def _connect(address: str, options: dict) -> None:

@@ -160,17 +160,22 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
         heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
         hold("starting ray")
         with ray_connection(config.ray_address):
-            manifest = pipeline.embed(config, run_dir, source, listing, heartbeat, started, plan,
-                                      prompts=_step_prompts(steps, listing.paths))
-            published.set()
-            seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
-            final = dataclasses.replace(manifest.progress, phase="done")
-            heartbeat.progress = final
-            manifest = dataclasses.replace(manifest, steps=seconds, progress=final, ended_at=now_iso(),
-                                           duration_s=round(time.time() - started, 2))
-            write_manifest(run_dir, manifest)
+            try:
+                manifest = pipeline.embed(config, run_dir, source, listing, heartbeat, started, plan,
+                                          prompts=_step_prompts(steps, listing.paths))
+                published.set()
+                seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
+                final = dataclasses.replace(manifest.progress, phase="done")
+                heartbeat.progress = final
+                manifest = dataclasses.replace(manifest, steps=seconds, progress=final, ended_at=now_iso(),
+                                               duration_s=round(time.time() - started, 2))
+                write_manifest(run_dir, manifest)
+            finally:
+                # The heartbeat asks Ray for counts and the sampler reads Ray Data's executor: both stop, with their
+                # last sample, while Ray is still up. A beat after the shutdown would call into a Ray that is gone.
+                heartbeat.stop()
             report(final)
-            # Succeeded before Ray shuts down (2-9 s on 2 cores): for its user the run is done now, in the dashboard
+            # Succeeded before Ray shuts down (1-9 s on 2 cores): for its user the run is done now, in the dashboard
             # and in the CLI alike, and nothing the shutdown does can take the result back.
             _record_success(run_dir, manifest)
             finished["manifest"] = manifest
@@ -255,7 +260,7 @@ class _Heartbeat:
         self.progress = Progress(phase="listing")  # what to report while no tracker exists
         self.tracker = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread = threading.Thread(target=self._beat, name="doggos-heartbeat", daemon=True)
         self._started = time.monotonic()
 
     def __enter__(self) -> "_Heartbeat":
@@ -263,11 +268,18 @@ class _Heartbeat:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop beating and take the sampler's last sample; later calls do nothing. Call it before Ray shuts down."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
         if self.sampler is not None:
             self.sampler.close(self.rows_by_node)  # an execution that ended between two beats gets its last sample
+        self.tracker = None
 
     def _beat(self) -> None:
         while not self._stop.wait(PROGRESS_EVERY_S):

@@ -63,6 +63,12 @@ class Step:
     def result(self, run, params) -> Path:
         return self._file(run, params, self.suffix)
 
+    def log_file(self, run, params) -> Path:
+        """Where a computation's output goes (Ray's and the libraries'), its folder made."""
+        path = self._file(run, params, ".log")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     def run(self, run, params, force: bool = False) -> Path:
         """Compute now, in this process, unless the result exists (or `force`); returns the result's path."""
         run = run_dir_of(run)
@@ -121,7 +127,7 @@ class Step:
         with os.fdopen(fd, "w") as handle:
             json.dump({"created": time.time()}, handle)
         command = ["-m", "doggos.steps", self.name, str(run.path), json.dumps(params_dict(params))]
-        child = spawn_detached(command, self._file(run, params, ".log"))
+        child = spawn_detached(command, self.log_file(run, params))
         created = time.time()
         write_json_atomic(marker, {"created": created, "pid": child.pid})
         return StepStatus("running", self.result(run, params), started=created)
