@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-import frame
-from doggos import ui
-from doggos.runs import RunManager
+from dashboard import frame, ui
+from doggos.runs.manager import RunManager
 
 st.set_page_config(page_title="doggos", page_icon="🐶", layout="wide")
 

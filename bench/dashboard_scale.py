@@ -3,9 +3,9 @@
     python bench/dashboard_scale.py [--rows 100000] [--dim 512] [--workdir bench-data/dashboard] [--maps 2] [--cold]
 
 Writes a synthetic finished run (clustered random vectors, stored thumbnails), computes its default UMAP map the
-way the Map page does, in a fresh process (`python -m doggos.steps map`: imports and numba's cache load included),
-`--maps` times; with `--cold` the first of them starts from an empty numba cache, as on a machine that never drew a
-map. Then renders Browse, Map and Run summary with Streamlit's AppTest: once cold (filling the caches) and once in
+way the Map page does, in a fresh process (`python -m doggos.runs.steps` with the map's step: imports and numba's cache
+load included), `--maps` times; with `--cold` the first of them starts from an empty numba cache, as on a machine
+that never drew a map. Then renders Browse, Map and Run summary with Streamlit's AppTest: once cold (filling the caches) and once in
 a fresh session (what a second visitor, or a reload, gets).
 """
 
@@ -36,15 +36,16 @@ def timed(action):
 
 
 def map_seconds(run: Path, cold: bool) -> float:
-    """The default map computed as the Map page has it computed: `python -m doggos.steps map`, in a fresh process."""
-    from doggos import projection, steps
+    """The default map computed as the Map page has it computed: `python -m doggos.runs.steps` in a fresh process."""
+    from doggos.explore import projection
+    from doggos.runs import steps
 
     environment = dict(os.environ, PYTHONPATH=str(ROOT))
     with tempfile.TemporaryDirectory() as empty:
         if cold:
             environment["NUMBA_CACHE_DIR"] = empty  # numba looks there first: nothing compiled is found
         params = json.dumps(steps.params_dict(projection.DEFAULT_PARAMS))
-        command = [sys.executable, "-m", "doggos.steps", "map", str(run), params, "--force"]
+        command = [sys.executable, "-m", "doggos.runs.steps", projection.MAP.home, str(run), params, "--force"]
         _, seconds = timed(lambda: subprocess.run(command, env=environment, check=True, capture_output=True))
     return seconds
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -44,7 +44,7 @@ def measure_load(run: str) -> dict:
     """Load the index cold in this (fresh) process: seconds, and resident memory growth in MB."""
     import psutil
 
-    from doggos import search
+    from doggos.explore import search
 
     process = psutil.Process()
     gc.collect()
@@ -68,7 +68,7 @@ def main() -> int:
 
     import numpy as np
 
-    from doggos import search
+    from doggos.explore import search
 
     workdir = Path(args.workdir).absolute()
     runs = workdir / "runs"
@@ -102,8 +102,8 @@ def main() -> int:
         ("top-10 by row", f"{median_ms(lambda: search.by_row(index, int(rng.integers(rows)), k=10)):.1f} ms", ""),
     ]
     if not args.no_text:
-        from doggos import encoders
-        from doggos.demo import save_random_clip
+        from doggos.pipeline import encoders
+        from doggos.pipeline.demo import save_random_clip
 
         model = workdir / "clip-vit-b-32-full-random"
         if not (model / "tokenizer.json").exists():

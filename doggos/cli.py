@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from doggos import console
-from doggos.config import DEFAULT_MODEL, DEVICES, RunConfig, user_messages
-from doggos.progress import Progress, format_duration
+from doggos.base import console
+from doggos.base.config import DEFAULT_MODEL, DEVICES, RunConfig, user_messages
+from doggos.pipeline.progress import Progress, format_duration
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,12 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--runs-dir", help="runs root for a run id (default: $DOGGOS_RUNS_DIR or ./runs in the project)")
     quality.set_defaults(handler=_quality)
 
-    from doggos import compare  # light: its heavy imports wait until a comparison runs
+    from doggos.explore import compare  # light: its heavy imports wait until a comparison runs
 
     compare.add_parser(commands)
 
     bench = commands.add_parser("bench", help="measure images/s: plain-process ceiling, doggos defaults, tutorial settings")
-    from doggos.bench import add_arguments as add_bench_arguments  # one list of the benchmark's options (~0.1 s)
+    from doggos.bench.command import (
+        add_arguments as add_bench_arguments,  # one list of the benchmark's options (~0.1 s)
+    )
 
     add_bench_arguments(bench)
     bench.set_defaults(handler=_bench)
@@ -139,8 +141,10 @@ def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from doggos import driver, pipeline, preflight
-    from doggos.rundir import RunDir
+    from doggos.base.rundir import RunDir
+    from doggos.explore.post_run import steps_for
+    from doggos.pipeline import dataset, preflight
+    from doggos.runs import driver
 
     config = config_from_args(args, args.out).with_absolute_paths()
     run_dir = RunDir(args.out)
@@ -158,7 +162,7 @@ def _embed(args: argparse.Namespace) -> int:
         driver.cancel_on_sigterm()
         try:
             # The summary as soon as the run has succeeded; the local Ray's shutdown (seconds) comes after it.
-            driver.run(config, on_progress=printer, listing=listing,
+            driver.run(config, on_progress=printer, listing=listing, steps=steps_for(config),
                        on_finished=lambda manifest: print(summary(manifest), file=terminal.out, flush=True))
         except (driver.Cancelled, KeyboardInterrupt):
             terminal.say("\ncancelled; nothing was published")
@@ -168,14 +172,14 @@ def _embed(args: argparse.Namespace) -> int:
                 terminal.say(f"\nerror: {line}")
             return 2
         except Exception as error:  # PipelineError, or Ray's own (an actor that died, a lost node): status.json has it
-            message = str(error) if isinstance(error, pipeline.PipelineError) else f"{type(error).__name__}: {error}"
+            message = str(error) if isinstance(error, dataset.PipelineError) else f"{type(error).__name__}: {error}"
             terminal.say(f"\nerror: {message}")
             return 1
     return 0
 
 
 def summary(manifest) -> str:
-    """What a finished run produced, in a few lines (`manifest` is a doggos.records.Manifest)."""
+    """What a finished run produced, in a few lines (`manifest` is a doggos.base.records.Manifest)."""
     lines = [
         f"done: {manifest.rows} images embedded in {format_duration(manifest.duration_s)} "
         f"({manifest.images_per_s:.1f} images/s while embedding), {manifest.labels} labels",
@@ -216,7 +220,7 @@ def format_progress(progress: Progress) -> str:
 
 
 def _demo_kit(args: argparse.Namespace) -> int:
-    from doggos.demo import make_demo_kit
+    from doggos.pipeline.demo import make_demo_kit
 
     kit = make_demo_kit(args.folder, per_class=args.per_class)
     print(f"images: {kit['source']}\nmodel:  {kit['model']}  (RANDOM WEIGHTS: shows the mechanics, not semantic quality)")
@@ -225,7 +229,7 @@ def _demo_kit(args: argparse.Namespace) -> int:
 
 
 def _manager(args: argparse.Namespace):
-    from doggos.runs import RunManager
+    from doggos.runs.manager import RunManager
 
     return RunManager(args.runs_dir)
 
@@ -274,8 +278,9 @@ def _runs_delete(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     import json
 
-    from doggos import encoders, search
-    from doggos.runs import finished_manifest, resolve_run
+    from doggos.explore import search
+    from doggos.pipeline import encoders
+    from doggos.runs.manager import finished_manifest, resolve_run
 
     run_dir = resolve_run(args.run, args.runs_dir)
     manifest = finished_manifest(run_dir)
@@ -306,8 +311,8 @@ def _search(args: argparse.Namespace) -> int:
 def _quality(args: argparse.Namespace) -> int:
     import json
 
-    from doggos import quality, quality_step
-    from doggos.runs import finished_manifest, resolve_run
+    from doggos.explore import quality, quality_step
+    from doggos.runs.manager import finished_manifest, resolve_run
 
     run_dir = resolve_run(args.run, args.runs_dir)
     manifest = finished_manifest(run_dir)
@@ -354,18 +359,19 @@ def quality_text(report: dict) -> str:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from doggos.bench import main as bench_main
+    from doggos.bench.command import main as bench_main
 
     logging.basicConfig(level=logging.WARNING)
     return bench_main(args)
 
 
 def _drive(run_dir: str) -> int:
-    from doggos.runs import drive
+    from doggos.explore.post_run import steps_for
+    from doggos.runs.manager import drive
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     _quiet_ray()
-    return drive(run_dir)
+    return drive(run_dir, steps_for)
 
 
 def _quiet_ray() -> None:

@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-import frame
-from doggos import store, ui
+from dashboard import frame, ui
+from doggos.base import store
 
 run = frame.start_page(__file__, "Browse")
 index = frame.run_index(run)

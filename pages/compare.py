@@ -4,10 +4,11 @@ embeddings agree on the images both embedded (neighbour overlap, label purity in
 import pandas as pd
 import streamlit as st
 
-import frame
-from doggos import compare, store, ui
-from doggos.config import ConfigError, user_message
-from doggos.runs import RunManager
+from dashboard import frame, ui
+from doggos.base import store
+from doggos.base.config import ConfigError, user_message
+from doggos.explore import compare
+from doggos.runs.manager import RunManager
 
 DIFFERS_STYLE = "background-color: rgba(255, 189, 69, 0.35)"  # Streamlit's amber, see-through: readable in both themes
 

@@ -3,15 +3,16 @@
 import functools
 
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 import streamlit as st
+from plotly.colors import qualitative
 
-import frame
-from doggos import projection, quality_view, search, store, ui
-from doggos.projection import MAP
-from doggos.quality import DEFAULT_PARAMS as QUALITY_DEFAULTS
-from doggos.quality_step import QUALITY
-from doggos.rundir import run_dir_of
+from dashboard import frame, quality_view, ui
+from doggos.base import store
+from doggos.base.rundir import run_dir_of
+from doggos.explore import projection, search
+from doggos.explore.projection import MAP
+from doggos.explore.quality import DEFAULT_PARAMS as QUALITY_DEFAULTS
+from doggos.explore.quality_step import QUALITY
 
 PALETTE = qualitative.Dark24 + qualitative.Light24  # 48 distinct colours before any repeats
 SELECTION_PAGE_SIZE = 36

@@ -1,16 +1,15 @@
-"""Quality page: which labels hold together, which images look misfiled, which are duplicates (doggos.quality)."""
+"""Quality page: which labels hold together, which images look misfiled, which are duplicates (doggos.explore.quality)."""
 
 import functools
 
 import streamlit as st
 
-import frame
-from doggos import quality_view, ui
-from doggos.neighbours import check_k
-from doggos.quality import DEFAULT_PARAMS, QualityParams
-from doggos.quality_step import QUALITY, read_results
-from doggos.rundir import run_dir_of
-from doggos.store import file_name
+from dashboard import frame, quality_view, ui
+from doggos.base.rundir import run_dir_of
+from doggos.base.store import file_name
+from doggos.explore.neighbours import check_k
+from doggos.explore.quality import DEFAULT_PARAMS, QualityParams
+from doggos.explore.quality_step import QUALITY, read_results
 
 GRID_PAGE_SIZE = 24  # suspects or cell images per page: two screens of thumbnails
 PAIRS_PAGE_SIZE = 8  # duplicate pairs per page, each a row of two images

@@ -4,11 +4,9 @@ import time
 
 import streamlit as st
 
-import frame
-import workshop
-from doggos import ui
-from doggos.config import DEFAULT_MODEL, DEVICES
-from doggos.runs import RunManager
+from dashboard import frame, ui, workshop
+from doggos.base.config import DEFAULT_MODEL, DEVICES
+from doggos.runs.manager import RunManager
 
 manager = RunManager()
 machine = ui.machine_summary()
@@ -100,7 +98,7 @@ with st.container(border=True):
     )
     left.caption(f"Written to {ui.markdown_literal(demo_folder)} (the folder beside the runs folder).")
     if right.button("Prepare demo kit", icon=":material/download:", width="stretch"):
-        from doggos import demo
+        from doggos.pipeline import demo
 
         with st.spinner("Writing digit images and a random-weights CLIP…"):
             try:

@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-import frame
-from doggos import encoders, search, store, ui
+from dashboard import frame, ui
+from doggos.base import store
+from doggos.explore import search
+from doggos.pipeline import encoders
 
 MODES = {"text": "Words", "upload": "An image file", "row": "An image of this run"}
 FIELDS = {"text": "Words", "image": "Image file", "row": "Row of the run", "k": "Results", "labels": "Only these labels"}
@@ -11,7 +13,7 @@ FIELDS = {"text": "Words", "image": "Image file", "row": "Row of the run", "k": 
 run = frame.start_page(__file__, "Search")
 frame.random_weights_warning(run, "the ranking")
 model = run.manifest.model
-index = search.load_index(run.path)  # cached per run version, in doggos.search
+index = search.load_index(run.path)  # cached per run version, in doggos.explore.search
 paths = frame.run_index(run)
 
 

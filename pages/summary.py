@@ -3,9 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-import frame
-import workshop
-from doggos import store, ui
+from dashboard import frame, ui, workshop
+from doggos.base import store
 
 run = frame.start_page(__file__, "Run summary")
 manifest = run.manifest

@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from doggos.config import RunConfig
-from doggos.plan import ResourcePlan
-from doggos.records import Manifest, Progress, RayInfo, write_manifest
-from doggos.rundir import RunDir
+from doggos.base.config import RunConfig
+from doggos.base.plan import ResourcePlan
+from doggos.base.records import Manifest, Progress, RayInfo, write_manifest
+from doggos.base.rundir import RunDir
 
 if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest
@@ -165,7 +165,8 @@ def array_length(value) -> int:
 
 def precompute_map(run: Path, params=None) -> Path:
     """Store a PCA map under `params`' file name: the Map page then draws at once, and umap is never imported."""
-    from doggos import projection, store
+    from doggos.base import store
+    from doggos.explore import projection
 
     vectors, meta = store.load_embeddings(run)
     return projection.write(run, params or projection.DEFAULT_PARAMS, projection.pca_2d(vectors), meta["path"].tolist(),
@@ -191,9 +192,9 @@ def button(at: AppTest, label: str):
 
 def precompute_quality(run: Path, params=None) -> Path:
     """Store label-quality results (numpy neighbours, no zero-shot): the Quality page then draws at once, without Ray."""
-    from doggos import store
-    from doggos.quality import DEFAULT_PARAMS, assess
-    from doggos.quality_step import write_results
+    from doggos.base import store
+    from doggos.explore.quality import DEFAULT_PARAMS, assess
+    from doggos.explore.quality_step import write_results
 
     params = params or DEFAULT_PARAMS
     vectors, meta = store.load_embeddings(run)

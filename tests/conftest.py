@@ -6,7 +6,6 @@ import os
 import time
 
 import pytest
-
 from imagegen import write_image_tree
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub; this makes a miss fail at once
@@ -17,7 +16,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A randomly initialized CLIP (and its image processor) saved with save_pretrained, as a local folder."""
-    from doggos.demo import save_random_clip
+    from doggos.pipeline.demo import save_random_clip
 
     return str(save_random_clip(tmp_path_factory.mktemp("models") / "tiny-clip", preset="tiny"))
 

@@ -4,13 +4,13 @@ import math
 
 import numpy as np
 import pytest
+from conftest import wait_for
 from PIL import Image
 
-from conftest import wait_for
-from doggos import store
-from doggos.bench import Launch, Measurement, format_table, make_photos, steady_rate
-from doggos.bench_steps import synthetic_run
-from doggos.processes import PeakMemory
+from doggos.base import store
+from doggos.base.processes import PeakMemory
+from doggos.bench.launch import Launch, Measurement, format_table, make_photos, steady_rate
+from doggos.bench.steps import synthetic_run
 
 
 def test_steady_rate_ignores_start_up_and_tail():
@@ -70,9 +70,9 @@ def test_synthetic_runs_read_like_finished_ones(tmp_path):
 
 @pytest.mark.slow
 def test_synthetic_runs_can_carry_the_prompt_features_a_runs_actors_leave(tmp_path, tiny_clip):
-    from doggos.encoders import TextEncoder
-    from doggos.quality import label_names, prompts
-    from doggos.quality_step import stored_prompt_features
+    from doggos.explore.quality import label_names, prompts
+    from doggos.explore.quality_step import stored_prompt_features
+    from doggos.pipeline.encoders import TextEncoder
 
     run = synthetic_run(tmp_path / "run", rows=30, model=tiny_clip, dim=32, labels=3, prompt_features=True)
     texts = prompts(label_names(store.load_embeddings(run)[1]["label"]))

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from doggos.cli import build_parser, config_from_args, format_progress, main
-from doggos.progress import Progress
+from doggos.pipeline.progress import Progress
 
 
 def doggos(*args, timeout=240):

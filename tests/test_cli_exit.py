@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from doggos.base.processes import PROJECT_ROOT
+from doggos.base.records import read_manifest
+from doggos.base.rundir import RunDir
 from doggos.cli import summary
-from doggos.records import read_manifest
-from doggos.processes import PROJECT_ROOT
-from doggos.rundir import RunDir
 
 SUMMARY_TO_EXIT_S = 3.0  # the issue's bound on this 2-core machine; measured 1.4-1.6 s (Ray's shutdown is ~1.4 s)
 PROGRESS_LINE = re.compile(r"^  (\S[^·]* · )?\d+/\d+ images embedded")  # doggos' progress line (cli.format_progress)
@@ -86,8 +86,8 @@ def test_nothing_asks_ray_for_progress_once_its_shutdown_begins(tmp_path, image_
     script = textwrap.dedent(f"""
         import json, threading
         import ray
-        from doggos import driver
-        from doggos.config import RunConfig
+        from doggos.runs import driver
+        from doggos.base.config import RunConfig
 
         seen = {{}}
         shut_down = ray.shutdown
@@ -111,7 +111,7 @@ def test_a_stray_ray_call_fails_instead_of_starting_a_ray(tmp_path):
     """Once doggos connects, Ray's auto-init is off in that process: a call without a connection raises."""
     script = textwrap.dedent("""
         import ray
-        from doggos.cluster import forbid_implicit_ray
+        from doggos.pipeline.cluster import forbid_implicit_ray
         forbid_implicit_ray()
         try:
             ray.put(1)

@@ -3,11 +3,11 @@
 import re
 
 import pytest
-
-from doggos.config import RunConfig
-from doggos.rundir import RunDir
-from doggos.runs import RunManager
 from imagegen import LABELS, make_photo
+
+from doggos.base.config import RunConfig
+from doggos.base.rundir import RunDir
+from doggos.runs.manager import RunManager
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Comparing two runs (doggos.compare): settings, speed, neighbour overlap and label purity; the command; the page."""
+"""Comparing two runs (doggos.explore.compare): settings, speed, neighbour overlap and label purity; the command; the page."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from doggos import compare, quality, store
-from doggos.records import read_manifest, update_status, write_manifest
-from doggos.rundir import RunDir
 from _dashboard_fixtures import LABELS, NASTY_LABEL, open_page, write_failed_run, write_fake_run
+
+from doggos.base import store
+from doggos.base.records import read_manifest, update_status, write_manifest
+from doggos.base.rundir import RunDir
+from doggos.explore import compare, quality
 
 RUN_A = "20250101-120000-0001"
 RUN_B = "20250102-120000-0002"
@@ -181,10 +182,11 @@ def test_compare_command_exits_2_naming_each_bad_argument(runs_root, capsys):
 @pytest.fixture(scope="module")
 def real_runs(ray_session, tiny_clip, tmp_path_factory):
     """A photo tree embedded three times: batch size 2 and 7 with the same tiny CLIP, and batch 7 with another one."""
-    from doggos import driver
-    from doggos.config import RunConfig
-    from doggos.demo import save_random_clip
     from imagegen import write_image_tree
+
+    from doggos.base.config import RunConfig
+    from doggos.pipeline.demo import save_random_clip
+    from doggos.runs import driver
 
     base = tmp_path_factory.mktemp("compare")
     write_image_tree(base / "photos", per_label=8)  # 24 images: k = 10 leaves 13 non-neighbours to disagree on

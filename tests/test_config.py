@@ -4,8 +4,8 @@ import pickle
 
 import pytest
 
-from doggos.config import (DEFAULT_MODEL, ConfigError, ConfigErrors, RunConfig, split_ray_address, user_message,
-                           user_messages, validate)
+from doggos.base.config import (DEFAULT_MODEL, ConfigError, ConfigErrors, RunConfig, split_ray_address, user_message,
+                                user_messages, validate)
 
 
 def test_defaults_are_valid_and_documented_values():
@@ -109,8 +109,8 @@ def test_advice_is_worded_for_each_surface_and_given_once():
 
 
 def test_errors_survive_pickling_as_ray_ships_them():
-    from doggos.models import ModelError
-    from doggos.sources import SourceError
+    from doggos.pipeline.models import ModelError
+    from doggos.pipeline.sources import SourceError
 
     for error in (ModelError("offline", "demo_kit"), SourceError("gone"), ConfigError("limit", "bad"),
                   ConfigErrors([ConfigError("limit", "bad"), SourceError("gone", "demo_kit")])):

@@ -8,11 +8,11 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from doggos.embedder import Embedder, embedding_array, prepare_images
-from doggos.progress import ProgressCounter
 from imagegen import make_photo
 from reference import cosine, reference_embeddings
+
+from doggos.pipeline.embedder import Embedder, embedding_array, prepare_images
+from doggos.pipeline.progress import ProgressCounter
 
 
 def file_batch(tmp_path, count=5, extra=()):
@@ -106,7 +106,7 @@ def test_embedding_array_is_fixed_size_float32():
 
 def test_the_actor_embeds_the_zero_shot_prompts_as_the_text_tower_does(tiny_clip):
     """Prompts given to the embedder are embedded once, in __init__, and reported: what the quality step would compute."""
-    from doggos.encoders import TextEncoder
+    from doggos.pipeline.encoders import TextEncoder
 
     tracker, counter = FakeTracker(), ProgressCounter(found=3)
     tracker.set_prompt_features = tracker

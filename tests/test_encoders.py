@@ -7,14 +7,14 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from doggos import demo, encoders
-from doggos.encoders import EncoderUnavailable, ImageEncoder, TextEncoder
-from doggos.images import MAX_PIXELS
-from doggos.search import SearchError
 from imagegen import make_photo
+from PIL import Image
 from reference import cosine, reference_embeddings
+
+from doggos.base.images import MAX_PIXELS
+from doggos.explore.search import SearchError
+from doggos.pipeline import demo, encoders
+from doggos.pipeline.encoders import EncoderUnavailable, ImageEncoder, TextEncoder
 
 TEXTS = ["a photo of a dog", "Beagle", "zwei Hunde 🐶 im Schnee, très calmes!", "7"]
 

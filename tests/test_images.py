@@ -4,11 +4,10 @@ import io
 
 import numpy as np
 import pytest
+from imagegen import make_photo
 from PIL import Image
 
-from doggos.images import MAX_PIXELS, ImageError, decode, thumbnail_jpeg
-
-from imagegen import make_photo
+from doggos.base.images import MAX_PIXELS, ImageError, decode, thumbnail_jpeg
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

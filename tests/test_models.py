@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from doggos import models
-from doggos.config import user_message
-from doggos.models import ModelError
+from doggos.base.config import user_message
+from doggos.pipeline import models
+from doggos.pipeline.models import ModelError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def test_folders_without_a_model_or_with_another_model_are_refused(tmp_path):
 
 def test_checking_a_saved_model_does_not_import_transformers(tiny_clip):
     """The check runs before every launch: reading config.json must not cost transformers' import (~2 s)."""
-    code = ("import sys; from doggos import models; models.check_available(sys.argv[1]); "
+    code = ("import sys; from doggos.pipeline import models; models.check_available(sys.argv[1]); "
             "print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))")
     found = subprocess.run([sys.executable, "-c", code, tiny_clip], capture_output=True, text=True, cwd=ROOT)
     assert found.returncode == 0, found.stderr

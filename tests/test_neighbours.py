@@ -1,4 +1,4 @@
-"""doggos.neighbours: blocked k nearest neighbours (numpy threads and Ray tasks) against the plain n × n reference."""
+"""doggos.explore.neighbours: blocked k nearest neighbours (numpy threads and Ray tasks) against the plain n × n reference."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from doggos import neighbours as nb
+from doggos.explore import neighbours as nb
 
 
 def random_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -9,9 +9,10 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from doggos import operator_notes, operators
-from doggos.config import RunConfig
-from doggos.operators import NodeSnapshot, OperatorSnapshot, PipelineSnapshot
+from dashboard import operator_notes
+from doggos.base.config import RunConfig
+from doggos.pipeline import operators
+from doggos.pipeline.operators import NodeSnapshot, OperatorSnapshot, PipelineSnapshot
 
 SAMPLE_EVERY_S = 0.2  # faster than the driver's 1 s, so the short test run still gives several samples
 
@@ -47,7 +48,7 @@ def _write_samples(run, snapshots) -> None:
 
 @pytest.mark.ray
 def test_a_real_run_saves_its_operators_over_time_up_to_every_image(ray_session, image_tree, tiny_clip, tmp_path):
-    from doggos import driver
+    from doggos.runs import driver
 
     root, images = image_tree
     watch = tmp_path / "watch"  # the sampler's own folder: the driver may keep one of its own in the run folder
@@ -185,13 +186,13 @@ def test_latest_and_timeline_skip_a_line_being_written_and_keys_they_do_not_know
 # ---- the live view and the replay (AppTest) -----------------------------------------------------------------------
 
 def _draw_live(run_path: str) -> None:
-    import workshop
+    from dashboard import workshop
 
     workshop.live_operators(run_path)
 
 
 def _draw_timeline(run_path: str) -> None:
-    import workshop
+    from dashboard import workshop
 
     workshop.timeline_chart(run_path)
 
@@ -216,8 +217,10 @@ def test_the_live_view_shows_each_operator_its_workers_backpressure_and_the_node
 
 
 def test_the_live_view_says_what_it_waits_for_and_when_it_cannot_read_ray(tmp_path):
+    from dashboard import workshop
+
     at = AppTest.from_function(_draw_live, args=(str(tmp_path),), default_timeout=30).run()
-    assert [c.value for c in at.caption] == [__import__("workshop").NOT_YET] and not at.metric
+    assert [c.value for c in at.caption] == [workshop.NOT_YET] and not at.metric
     _write_samples(tmp_path, [PipelineSnapshot(time=1.0, elapsed_s=0.0, dataset="", state="unavailable",
                                                note="Ray 9.0's execution state could not be read")])
     at.run()
@@ -225,7 +228,7 @@ def test_the_live_view_says_what_it_waits_for_and_when_it_cannot_read_ray(tmp_pa
 
 
 def test_the_saved_timeline_replays_rows_per_second_per_operator(tmp_path):
-    import workshop
+    from dashboard import workshop
 
     samples = []
     for second in range(4):

@@ -1,5 +1,5 @@
 """The dashboard, page by page, through Streamlit's AppTest (the Run page: test_run_page.py; the page helpers in
-doggos.ui: test_ui.py)."""
+dashboard.ui: test_ui.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
+from _dashboard_fixtures import (APP, NASTY_LABEL, array_length, button, markdown_bodies, open_page, plotly_spec,
+                                 precompute_map, precompute_quality, unescape_markdown, write_failed_run,
+                                 write_fake_run)
+from conftest import wait_for
 from streamlit.testing.v1 import AppTest
 
-from conftest import wait_for
-from doggos import projection, store, ui
-from doggos.runs import RunManager
-from _dashboard_fixtures import (APP, NASTY_LABEL, array_length, button, markdown_bodies, open_page, plotly_spec,
-                                 precompute_map, precompute_quality, unescape_markdown, write_failed_run, write_fake_run)
+from dashboard import ui
+from doggos.base import store
+from doggos.explore import projection
+from doggos.runs.manager import RunManager
 
 pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,13 +7,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from doggos import driver, pipeline, store
-from doggos.config import RunConfig
-from doggos.records import read_status
-from doggos.rundir import RunDir, read_json
 from imagegen import write_image_tree
 from reference import cosine, reference_embeddings
+
+from doggos.base import store
+from doggos.base.config import RunConfig
+from doggos.base.records import read_status
+from doggos.base.rundir import RunDir, read_json
+from doggos.pipeline import dataset
+from doggos.runs import driver
 
 pytestmark = pytest.mark.ray
 
@@ -74,7 +76,7 @@ def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tin
     (tmp_path / "src" / "pug").mkdir(parents=True)
     (tmp_path / "src" / "pug" / "a.jpg").write_bytes(b"garbage")
     config = RunConfig(projection=False, quality=False, source=str(tmp_path / "src"), output=str(tmp_path / "run"), model=tiny_clip)
-    with pytest.raises(pipeline.PipelineError, match="every one of the 1 images failed.*a.jpg: not an image"):
+    with pytest.raises(dataset.PipelineError, match="every one of the 1 images failed.*a.jpg: not an image"):
         driver.run(config)
     run_dir = RunDir(config.output)
     assert read_status(run_dir).state == "failed" and "a.jpg" in read_status(run_dir).error
@@ -98,16 +100,16 @@ def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image
 
 def test_a_cluster_that_cannot_place_the_embedders_fails_with_a_message_not_a_hang(
         ray_session, image_tree, tiny_clip, tmp_path, monkeypatch):
-    from doggos.plan import ResourcePlan
+    from doggos.base.plan import ResourcePlan
 
-    monkeypatch.setattr(pipeline, "ACTOR_START_TIMEOUT_S", 2)
+    monkeypatch.setattr(dataset, "ACTOR_START_TIMEOUT_S", 2)
     address = ray_session.get_runtime_context().gcs_address  # "a cluster": the session's Ray, by its address
     root, _ = image_tree
     config = RunConfig(projection=False, quality=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip,
                        ray_address=address)
     too_big = ResourcePlan(device="cpu", actors=1, cpus_per_actor=64, gpus_per_actor=0, threads_per_actor=1,
                            batch_size=4, task_cpus=1, decode_in_actor=True)  # no node has 64 CPUs
-    with pytest.raises(pipeline.PipelineError, match=r"did not start 1 embedder actor\(s\) within 2 s \(each needs 64 CPU"):
+    with pytest.raises(dataset.PipelineError, match=r"did not start 1 embedder actor\(s\) within 2 s \(each needs 64 CPU"):
         driver.run(config, plan=too_big)
     run_dir = RunDir(config.output)
     assert read_status(run_dir).state == "failed" and not run_dir.manifest.exists()

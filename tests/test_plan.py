@@ -1,10 +1,9 @@
-"""doggos.plan: whatever the cluster, actors leave CPUs for the read/decode tasks, so defaults never deadlock."""
+"""doggos.base.plan: whatever the cluster, actors leave CPUs for the read/decode tasks, so defaults never deadlock."""
 
 import pytest
 
-from doggos.config import RunConfig
-from doggos.config import ConfigError
-from doggos.plan import plan_resources
+from doggos.base.config import ConfigError, RunConfig
+from doggos.base.plan import plan_resources
 
 CONFIG = RunConfig(source="x", output="o")
 

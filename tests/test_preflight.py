@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from doggos import preflight
-from doggos.config import ConfigErrors, RunConfig, validate
+from doggos.base.config import ConfigErrors, RunConfig, validate
+from doggos.pipeline import preflight
 
 
 def refused(config: RunConfig) -> ValueError:

@@ -7,13 +7,13 @@ import sys
 
 import psutil
 import pytest
-
-from doggos.config import RunConfig
 from conftest import wait_for
-from doggos.processes import alive, how_it_ended, process_start, spawn_detached
-from doggos.records import update_status
-from doggos.rundir import RunDir
-from doggos.runs import RUN_ENV, RunManager
+
+from doggos.base.config import RunConfig
+from doggos.base.processes import alive, how_it_ended, process_start, spawn_detached
+from doggos.base.records import update_status
+from doggos.base.rundir import RunDir
+from doggos.runs.manager import RUN_ENV, RunManager
 
 HOUR_S = 3600.0
 

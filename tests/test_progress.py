@@ -1,6 +1,6 @@
-"""doggos.progress: the tracker's counts, per-node shares, rate and phase, without Ray."""
+"""doggos.pipeline.progress: the tracker's counts, per-node shares, rate and phase, without Ray."""
 
-from doggos.progress import ProgressCounter
+from doggos.pipeline.progress import ProgressCounter
 
 
 def test_phase_says_loading_model_until_the_first_image_is_through():

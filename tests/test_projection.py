@@ -1,4 +1,4 @@
-"""doggos.projection: 2-D maps, their fallbacks and their cache; MAP through doggos.steps (the mechanism: test_steps.py)."""
+"""doggos.explore.projection: 2-D maps, their fallbacks and their cache; MAP through doggos.runs.steps (the mechanism: test_steps.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import wait_for
-from doggos import map_neighbours, projection, store
-from doggos.projection import DEFAULT_PARAMS, MAP, ProjectionParams
 from _dashboard_fixtures import write_fake_run
+from conftest import wait_for
+
+from doggos.base import store
+from doggos.explore import map_neighbours, projection
+from doggos.explore.projection import DEFAULT_PARAMS, MAP, ProjectionParams
 
 PCA = ProjectionParams(method="pca")
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,7 +190,7 @@ def test_compute_writes_a_cached_file_aligned_with_the_run_rows(run, no_umap):
 
 
 def test_compute_accepts_a_path_string_or_a_rundir(run, no_umap):
-    from doggos.rundir import RunDir
+    from doggos.base.rundir import RunDir
 
     assert MAP.run(str(run), PCA) == MAP.run(RunDir(run), PCA)
 
@@ -230,16 +231,20 @@ def test_a_computation_that_died_is_reported(run):
 
 
 def test_command_line_entry_point(run, no_umap, capsys):
-    from doggos import steps
+    from doggos.runs import steps
 
-    assert steps.main(["map", str(run), '{"method": "pca", "metric": "euclidean"}']) == 0
+    assert MAP.home == "doggos.explore.projection:MAP"  # what the background process is told to import
+    assert steps.main([MAP.home, str(run), '{"method": "pca", "metric": "euclidean"}']) == 0
     assert (run / "projections" / "pca-euclidean.parquet").exists()
-    assert steps.main(["map", str(run), '{"n_neighbors": 1}']) == 1
+    assert steps.main([MAP.home, str(run), '{"n_neighbors": 1}']) == 1
     assert "n_neighbors" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # not a step: refused by the command line, exit 2
+        steps.main(["doggos.explore.projection:DEFAULT_PARAMS", str(run), "{}"])
+    assert refused.value.code == 2 and "is not a post-run step" in capsys.readouterr().err
 
 
 def test_importing_projection_does_not_import_umap():
-    code = "import sys, doggos.projection, doggos.store, doggos.ui; print('umap' in sys.modules, 'numba' in sys.modules)"
+    code = "import sys, doggos.explore.projection, doggos.base.store, dashboard.ui; print('umap' in sys.modules, 'numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr
@@ -294,7 +299,7 @@ def assert_three_clusters(coords: np.ndarray, labels: np.ndarray) -> None:
 def test_umaps_beyond_the_machines_slots_wait_their_turn(run, monkeypatch):
     monkeypatch.setenv("DOGGOS_MAP_SLOTS", "1")  # the background process inherits it
     params = ProjectionParams(n_neighbors=5)
-    from doggos.steps import machine_slot
+    from doggos.runs.steps import machine_slot
 
     with machine_slot("map-slots", 1):  # this test holds the only slot, as another session's UMAP would
         assert MAP.start(run, params).state == "running"

@@ -1,4 +1,4 @@
-"""doggos.quality: agreement, suggestions, suspects, duplicates, zero-shot, and the files, on planted dirty labels."""
+"""doggos.explore.quality: agreement, suggestions, suspects, duplicates, zero-shot, and the files, on planted dirty labels."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from doggos import quality, quality_step, store
-from doggos.neighbours import Neighbours, brute_force
-from doggos.quality import QualityParams, ZeroShot
 from _dashboard_fixtures import write_fake_run
+
+from doggos.base import store
+from doggos.explore import quality, quality_step
+from doggos.explore.neighbours import Neighbours, brute_force
+from doggos.explore.quality import QualityParams, ZeroShot
 
 LABELS = ["beagle", "border_collie", "pug", "husky"]
 PER_LABEL = 30
@@ -259,7 +260,7 @@ def test_the_quality_step_scores_zero_shot_with_the_runs_text_tower_or_says_why_
     import torch
     from transformers import AutoTokenizer, CLIPModel
 
-    from doggos.rundir import RunDir
+    from doggos.base.rundir import RunDir
 
     params = QualityParams(k=4)
     here = RunDir(write_fake_run(tmp_path / "a", labels={"beagle": 6, "pug": 6}, dim=32, model=tiny_clip))
@@ -282,7 +283,7 @@ def test_the_quality_step_scores_zero_shot_with_the_runs_text_tower_or_says_why_
     assert missing.images["agreement"].notna().all() and len(missing.labels) == 2
 
     # A run whose embedder actors embedded the prompts: the step uses those, and needs no text tower at all.
-    from doggos.pipeline import write_prompt_features
+    from doggos.pipeline.dataset import write_prompt_features
 
     stored = RunDir(write_fake_run(tmp_path / "c", labels={"beagle": 6, "pug": 6}, dim=32, model=str(tmp_path / "gone")))
     vectors, meta = store.load_embeddings(stored)

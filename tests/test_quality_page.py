@@ -1,4 +1,4 @@
-"""The Quality page and the Map's "label agreement" colour (AppTest), and doggos.quality_view, on fake runs whose quality
+"""The Quality page and the Map's "label agreement" colour (AppTest), and dashboard.quality_view, on fake runs whose quality
 results are computed here with the numpy backend (no Ray)."""
 
 from __future__ import annotations
@@ -16,13 +16,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from doggos import quality_view, store
-from doggos.quality import DEFAULT_PARAMS, QualityParams, ZeroShot, assess, label_names
-from doggos.quality_step import QUALITY, write_results
-from doggos.rundir import RunDir
 from _dashboard_fixtures import (NASTY_LABEL, array_length, button, markdown_bodies, open_page, plotly_spec,
                                  precompute_map, unescape_markdown, write_fake_run)
+
+from dashboard import quality_view
+from doggos.base import store
+from doggos.base.rundir import RunDir
+from doggos.explore.quality import DEFAULT_PARAMS, QualityParams, ZeroShot, assess, label_names
+from doggos.explore.quality_step import QUALITY, write_results
 
 RUN_ID = "20250101-120000-0001"
 MISFILED = {3: "border collie", 4: "border collie"}  # beagle images (their embeddings say so) filed under another label
@@ -83,7 +84,7 @@ def quality_run(runs_root):
 def recorded_quality_starts(monkeypatch):
     """QUALITY.start without the background process (it would start Ray): it records the call and leaves a live
     computation's marker (this test process's pid), so the page sees "running" as it would."""
-    from doggos.steps import Step
+    from doggos.runs.steps import Step
 
     calls = []
     real_start = Step.start
@@ -112,7 +113,7 @@ def shown_captions(at) -> list[str]:
     return [unescape_markdown(c) for image in at.image for c in image.captions]
 
 
-# ---- doggos.quality_view -----------------------------------------------------------------------------------------
+# ---- dashboard.quality_view -----------------------------------------------------------------------------------------
 
 def test_quality_view_label_table_puts_the_least_pure_label_first(quality_run):
     _, results = quality_run

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from doggos import cluster, preflight
-from doggos.config import ConfigError, RunConfig
+from doggos.base.config import ConfigError, RunConfig
+from doggos.pipeline import cluster, preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 NOT_RAY_HOST = "127.0.0.2"  # loopback too, and Ray dials it as given (127.0.0.1 it swaps for this machine's own IP)
@@ -91,8 +91,8 @@ def test_no_address_checks_nothing(no_ray_address_env):
 
 CONNECT = """
 import sys
-from doggos import cluster
-from doggos.config import ConfigError
+from doggos.pipeline import cluster
+from doggos.base.config import ConfigError
 cluster.RAY_CONNECT_TIMEOUT_S = int(sys.argv[2])
 try:
     with cluster.ray_connection(sys.argv[1]):
@@ -113,8 +113,8 @@ def test_an_address_that_is_not_ray_fails_the_connection_within_the_timeout(not_
 
 CANCEL = """
 import logging, sys
-from doggos import cluster
-from doggos.driver import Cancelled, cancel_on_sigterm
+from doggos.pipeline import cluster
+from doggos.runs.driver import Cancelled, cancel_on_sigterm
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 cluster.RAY_CONNECT_TIMEOUT_S = 600
 cancel_on_sigterm()
@@ -147,7 +147,7 @@ def test_a_cancel_is_handled_while_the_connection_waits(not_ray, no_ray_address_
 PRIVATE_THEN_AUTO = """
 import json, signal
 import ray
-from doggos import cluster
+from doggos.pipeline import cluster
 def handler(signum, frame):
     pass
 signal.signal(signal.SIGTERM, handler)

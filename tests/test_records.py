@@ -1,13 +1,13 @@
-"""doggos.records: typed status and manifest, read back as written; older records open; newer or damaged ones say why."""
+"""doggos.base.records: typed status and manifest, read back as written; older records open; newer or damaged ones say why."""
 
 import json
 
 import pytest
-
-from doggos.records import (SCHEMA_VERSION, Manifest, Progress, RayInfo, RecordError, read_manifest, read_status,
-                            update_status)
-from doggos.rundir import RunDir
 from _dashboard_fixtures import write_fake_run
+
+from doggos.base.records import (SCHEMA_VERSION, Manifest, Progress, RayInfo, RecordError, read_manifest, read_status,
+                                 update_status)
+from doggos.base.rundir import RunDir
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_newer_or_damaged_manifests_say_why(run):
 
 
 def test_a_run_that_cannot_be_opened_shows_why_in_the_history(run):
-    from doggos.runs import RunManager
+    from doggos.runs.manager import RunManager
 
     run.manifest.write_text(json.dumps({"schema": 99}))
     info = RunManager(run.path.parent).get(run.id)

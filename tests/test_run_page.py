@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from doggos.config import RunConfig
-from doggos.runs import RunManager
 from _dashboard_fixtures import button, open_page, unescape_markdown, write_failed_run, write_fake_run
+
+from doggos.base.config import RunConfig
+from doggos.runs.manager import RunManager
 
 pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
 RUN_ID = "20250101-120000-0001"
@@ -79,7 +79,7 @@ def test_run_launch_calls_the_run_manager_with_the_form_values(runs_root, record
 
 
 def test_run_demo_kit_button_prepares_the_kit_beside_the_runs_root_and_fills_the_form(runs_root, monkeypatch):
-    from doggos import demo
+    from doggos.pipeline import demo
 
     folders = []
 
@@ -109,9 +109,9 @@ def test_run_form_keeps_its_values_across_pages(runs_root, recorded_starts):
 
 def test_run_page_shows_a_live_run_and_cancels_it(runs_root):
     """A 'driver' that is really `sleep`: the page must show its progress and log, and Cancel must stop it."""
-    from doggos.processes import process_start
-    from doggos.records import Progress, update_status
-    from doggos.rundir import RunDir
+    from doggos.base.processes import process_start
+    from doggos.base.records import Progress, update_status
+    from doggos.base.rundir import RunDir
 
     driver = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:

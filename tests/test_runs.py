@@ -7,13 +7,13 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import wait_for
-from doggos.config import RunConfig
-from doggos.records import is_finished
-from doggos.rundir import RunDir
-from doggos.runs import RunManager, run_processes
 from imagegen import write_image_tree
+
+from doggos.base.config import RunConfig
+from doggos.base.records import is_finished
+from doggos.base.rundir import RunDir
+from doggos.runs.manager import RunManager, run_processes
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RUN_TIMEOUT_S = 180
@@ -29,7 +29,7 @@ def big_tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_clip(tmp_path_factory):
-    from doggos.demo import save_random_clip
+    from doggos.pipeline.demo import save_random_clip
 
     return str(save_random_clip(tmp_path_factory.mktemp("models") / "vit-b-32", preset="vit-b-32"))
 

@@ -7,13 +7,13 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import wait_for
-from doggos import driver
-from doggos.config import RunConfig
-from doggos.rundir import RunDir
-from doggos.sources import SourceError, list_images, open_source
 from imagegen import make_photo
+
+from doggos.base.config import RunConfig
+from doggos.base.rundir import RunDir
+from doggos.pipeline.sources import SourceError, list_images, open_source
+from doggos.runs import driver
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 

@@ -9,12 +9,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from doggos import encoders, search
-from doggos.embedder import Embedder, embedding_array, prepare_images
-from doggos.search import Hit, SearchError
 from _dashboard_fixtures import NASTY_LABEL, write_fake_run
 from imagegen import write_image_tree
+
+from doggos.explore import search
+from doggos.explore.search import Hit, SearchError
+from doggos.pipeline import encoders
+from doggos.pipeline.embedder import Embedder, embedding_array, prepare_images
 
 LABELS = {"beagle": 12, "border collie": 9, NASTY_LABEL: 6}
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from _dashboard_fixtures import open_page, unescape_markdown, write_fake_run
 from PIL import Image
 
-import frame
-
-from _dashboard_fixtures import open_page, unescape_markdown, write_fake_run
+from dashboard import frame
 
 pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
 RUN_ID = "20250101-120000-0001"

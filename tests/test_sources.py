@@ -2,7 +2,7 @@
 
 import pytest
 
-from doggos.sources import SourceError, is_image_name, label_of, list_images, open_source
+from doggos.pipeline.sources import SourceError, is_image_name, label_of, list_images, open_source
 
 
 @pytest.mark.parametrize(

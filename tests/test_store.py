@@ -1,4 +1,4 @@
-"""doggos.store: reading a finished run (rows, labels, thumbnails, embeddings, failures, Ray statistics)."""
+"""doggos.base.store: reading a finished run (rows, labels, thumbnails, embeddings, failures, Ray statistics)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from _dashboard_fixtures import NASTY_LABEL, RAY_STATS, write_fake_run
 from PIL import Image
 
-from doggos import store
-from _dashboard_fixtures import NASTY_LABEL, RAY_STATS, write_fake_run
+from doggos.base import store
 
 LABELS = {"beagle": 5, "border collie": 4, NASTY_LABEL: 3}
 

@@ -1,12 +1,13 @@
-"""doggos.ui: the pages' non-drawing helpers (escaping, form errors, paging, selections, history rows), without Streamlit."""
+"""dashboard.ui: the pages' non-drawing helpers (escaping, form errors, paging, selections, history rows), without Streamlit."""
 
 from __future__ import annotations
 
 import os
 
-from doggos import ui
-from doggos.runs import RunManager
 from _dashboard_fixtures import unescape_markdown, write_failed_run, write_fake_run
+
+from dashboard import ui
+from doggos.runs.manager import RunManager
 
 RUN_ID = "20250101-120000-0001"
 
@@ -55,9 +56,9 @@ class _Manager:
 
 
 def test_launch_maps_every_error_to_its_form_field(image_tree, tiny_clip):
-    from doggos.config import ConfigError
-    from doggos.models import ModelError
-    from doggos.sources import SourceError
+    from doggos.base.config import ConfigError
+    from doggos.pipeline.models import ModelError
+    from doggos.pipeline.sources import SourceError
 
     good = {"source": str(image_tree[0]), "model": tiny_clip}
     assert ui.launch(_Manager(), {**good, "source": ""}).errors == {"source": "is required (got an empty value)"}
@@ -88,8 +89,8 @@ def test_launch_runs_the_checks_a_bad_setting_does_not_touch(tmp_path, monkeypat
 
 
 def test_launch_gathers_every_problem_the_run_manager_finds(image_tree, tiny_clip):
-    from doggos.config import ConfigError, ConfigErrors
-    from doggos.sources import SourceError
+    from doggos.base.config import ConfigError, ConfigErrors
+    from doggos.pipeline.sources import SourceError
 
     refusal = ConfigErrors([SourceError("gone"), ConfigError("ray_address", "nothing listens"), ConfigError("output", "read-only")])
     errors = ui.launch(_Manager(refusal), {"source": str(image_tree[0]), "model": tiny_clip}).errors
@@ -150,7 +151,7 @@ def test_machine_summary_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys; from doggos import ui; ui.machine_summary(); print('torch' in sys.modules)"
+    code = "import sys; from dashboard import ui; ui.machine_summary(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 

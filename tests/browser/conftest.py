@@ -33,7 +33,7 @@ def app(tmp_path_factory, artifacts):
     try:
         yield server
     finally:
-        from doggos.runs import RunManager
+        from doggos.runs.manager import RunManager
 
         manager = RunManager(server.runs_dir)
         for run in manager.list():
@@ -96,7 +96,7 @@ def _add_run_logs(report, server) -> None:
     """The tails of every run's log and output: CI's printed report may be all a reader of a red build gets."""
     if server is None:
         return
-    from doggos.runs import RunManager
+    from doggos.runs.manager import RunManager
 
     manager = RunManager(server.runs_dir)
     for run in manager.list():

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from .page_tools import (SETTLE_MS, VIEWPORT, assert_healthy, draw_lasso, full_page_screenshot, open_from_sidebar,
-                        page_title, settle, sidebar_link, watch)
+                         page_title, settle, sidebar_link, watch)
 
 pytestmark = pytest.mark.browser
 

@@ -1,0 +1,171 @@
+"""The dashboard's shared page frame (the Streamlit side of dashboard.ui): session keys, the page start, cached run data,
+the thumbnail grid with paging, the image dialog and the random-weights warning. Pages only draw with these."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import ui
+from doggos.base import store
+
+APP_DIR = Path(__file__).resolve().parents[1]  # where app.py and pages/ are
+
+# Session-state keys that app.py and the pages share.
+RUNS_ROOT = "runs_root"  # the runs folder; its presence means app.py has drawn the frame in this session
+CURRENT_RUN = "current_run"  # RunInfo of the run Browse, Map, Search, Quality and Summary show (None: no finished run)
+CURRENT_RUN_ID = "current_run_id"  # the sidebar picker's value
+REQUEST_CURRENT_RUN = "request_current_run"  # a page asks app.py to make this run current (the picker is drawn first)
+DEEP_LINK = "deep_link"  # the page a first request by URL asked for, while app.py draws the frame
+WATCHED_RUN = "watched_run"  # the run launched from this session's Run page
+SEARCH_REQUEST = "search_request"  # {"run": id, "row": n}: "More like this" from Browse or Map, read by Search
+QUALITY_PARAMS = "quality_params"  # the Quality page's applied QualityParams; the Map's "label agreement" reads them
+
+
+def start_page(script: str, title: str, needs_run: bool = True):
+    """Begin a page: send a first request by URL through app.py, draw the title, return the current run.
+
+    A server's very first request for /browse runs pages/browse.py without app.py (Streamlit's pages/ folder quirk):
+    remember the page, let app.py draw the frame, and it comes back here. A page that `needs_run` stops after saying
+    so when there is no finished run yet.
+    """
+    if RUNS_ROOT not in st.session_state:
+        st.session_state[DEEP_LINK] = Path(script).resolve().relative_to(APP_DIR).as_posix()
+        st.switch_page("app.py")
+    st.title(title)
+    run = st.session_state.get(CURRENT_RUN)
+    if needs_run and run is None:
+        st.info("No finished run yet. Start one on the Run page (the demo kit works offline).")
+        st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
+        st.stop()
+    return run
+
+
+def ready_step(step, run, params, what: str, working: str, units: tuple[str, str]):
+    """The ready result of a post-run step (a map, a label check) for this page; otherwise draw why not and stop.
+
+    Missing: started in a background process, so the page never waits on it. Running: said, with the time so far,
+    polled every second (queued behind others for a machine-wide slot: said too). Failed: why, with **Try again**.
+    `what` names the result ("UMAP (…)"), `working` is the running message ("{elapsed}" marks where the time goes),
+    `units` the queued message's singular and plural ("UMAP computes", "UMAPs compute").
+    """
+    state = step.status(run.path, params)
+    if state.state == "missing":
+        state = step.start(run.path, params)
+    if state.state == "running":
+
+        @st.fragment(run_every=1.0)
+        def wait() -> None:
+            now = step.status(run.path, params)
+            if now.state != "running":
+                st.rerun(scope="app")
+            elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
+            if now.waiting:
+                slots = step.slots()
+                st.info(f"{what} is queued{elapsed}: at most {slots} {units[slots > 1]} at once on this machine, and "
+                        "this one starts when another finishes. This page updates by itself.", icon=":material/pending:")
+            else:
+                st.info(working.replace("{elapsed}", elapsed), icon=":material/hourglass_top:")
+
+        wait()
+        st.stop()
+    if state.state == "failed":
+        st.error(f"{what} failed: {ui.markdown_literal(state.error or 'unknown error')}")
+        if st.button("Try again", icon=":material/refresh:", key=f"{step.name}-try-again"):
+            step.start(run.path, params)
+            st.rerun()
+        st.stop()
+    return state
+
+
+def random_weights_warning(run, what: str) -> None:
+    """Say that `what` carries no meaning when the run's model has random weights (the demo kit's)."""
+    if run.manifest and run.manifest.random_weights:
+        st.warning(f"This run's model has **random weights** (the demo kit's): {what} shows the mechanics, but carries "
+                   "no meaning. Use a trained CLIP for real results.", icon=":material/casino:")
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the run's table…")
+def _index(run_path: str, version: int) -> pd.DataFrame:
+    return store.load_index(run_path)
+
+
+def run_index(run) -> pd.DataFrame:
+    """One row per image of the run (row, path, label, name, width, height), cached per run version."""
+    return _index(str(run.path), store.run_version(run.path))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _thumbnails(run_path: str, version: int, rows: tuple[int, ...]) -> dict[int, bytes]:
+    return dict(zip(rows, store.load_thumbnails(run_path, rows)))
+
+
+def thumbnails(run, rows) -> dict[int, bytes]:
+    """Stored JPEG thumbnails of these rows only (a page's worth), cached per run version."""
+    return _thumbnails(str(run.path), store.run_version(run.path), tuple(int(r) for r in rows))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _detail(path: str, thumbnail: bytes) -> tuple[bytes, str, tuple[int, int]]:
+    return store.detail_image(path, thumbnail)
+
+
+def page_window(total: int, key: str, page_size: int) -> slice:
+    """The rows of the page the pager under `key` shows (back to the first when a filter change left it too high)."""
+    if st.session_state.get(key, 1) > ui.page_count(total, page_size):
+        first_page(key)
+    return ui.page_slice(total, st.session_state.get(key, 1), page_size)
+
+
+def first_page(key: str) -> None:
+    """Send the pager under `key` back to page 1. Removing its value, rather than setting it, lets the widget take its
+    default: a widget given a value both ways makes Streamlit print a warning."""
+    st.session_state.pop(key, None)
+
+
+def pager(total: int, key: str, page_size: int) -> None:
+    if ui.page_count(total, page_size) > 1:
+        st.pagination(ui.page_count(total, page_size), key=key, max_visible_pages=9)
+
+
+def thumbnail_grid(run, items: pd.DataFrame, captions: list[str] | None = None,
+                   on_view: Callable[[int], None] | None = None, key: str = "grid") -> None:
+    """Thumbnails of `items` (columns row, label, path) in a responsive grid, each captioned (default: label · file
+    name) and, given `on_view`, with a View button that calls it with the row."""
+    shown = thumbnails(run, items["row"])
+    if captions is None:
+        captions = [ui.caption_for(label, store.file_name(path)) for label, path in zip(items["label"], items["path"])]
+    gallery = st.grid(columns="auto", min_column_width=130, gap="small", border=True)
+    for row, caption in zip(items["row"], captions):
+        with gallery.cell():
+            st.image(shown[int(row)], caption=caption, width="stretch")
+            if on_view is not None and st.button("View", key=f"{key}-view-{row}", type="tertiary",
+                                                 icon=":material/zoom_in:"):
+                on_view(int(row))
+
+
+def more_like_this(run, row: int) -> None:
+    """Open Search with this run's image as the query."""
+    st.session_state[SEARCH_REQUEST] = {"run": run.id, "row": int(row)}
+    st.switch_page("pages/search.py")
+
+
+@st.dialog("Image", width="large")
+def image_dialog(run, row: int) -> None:
+    """One image larger, with its label and full path: a local original when it is still there, else the thumbnail."""
+    item = run_index(run).iloc[row]
+    image, origin, size = _detail(item["path"], thumbnails(run, (row,))[row])
+    picture, facts = st.columns(2, gap="medium")
+    picture.image(image, width=ui.detail_width(size))
+    with facts:
+        st.markdown("**Label**")
+        st.text(item["label"])
+        st.markdown("**Full path**")
+        st.code(item["path"], language=None, wrap_lines=True)
+        st.caption(f"Original size {item['width']} × {item['height']} px · shown: {origin}")
+        if st.button("More like this", icon=":material/image_search:", key="dialog-more-like-this"):
+            more_like_this(run, row)

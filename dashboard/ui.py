@@ -1,0 +1,323 @@
+"""Small helpers the dashboard pages share: safe text, the launch form's logic, paging, map selections.
+
+Importable without Streamlit, so every decision a page makes can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable
+
+from doggos.base.config import ConfigError, RunConfig
+from doggos.pipeline.progress import format_duration  # noqa: F401  (pages call ui.format_duration)
+
+FORM_FIELDS = {  # RunConfig field → the label the form shows for it
+    "source": "Source",
+    "model": "Model",
+    "device": "Device",
+    "batch_size": "Batch size",
+    "concurrency": "Concurrency",
+    "limit": "Image limit",
+    "ray_address": "Ray address",
+    "s3_endpoint": "S3 endpoint",
+    "fp16": "Half precision (fp16)",
+    "projection": "Default map",
+    "quality": "Label quality",
+}
+ADVANCED_FIELDS = ("ray_address", "s3_endpoint", "fp16", "projection", "quality")  # under the form's Advanced expander
+STATE_ICONS = {"queued": "⏳", "starting": "🚀", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
+PAGE_SIZES = (24, 48, 96)
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes Ray's workers put in the log
+_SHORTCODE = re.compile(r":[A-Za-z][\w/+-]*:")  # :dog:, :material/home: (times like 12:44:56 do not match)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~=:$&\"'])")
+
+
+def markdown_literal(text: Any) -> str:
+    """Text that Streamlit's Markdown (captions, st.markdown, st.error...) shows exactly as written.
+
+    Every Markdown, HTML and directive character is backslash-escaped (so `:red[...]` is no colour directive). An
+    emoji shortcode such as `:dog:` is expanded even so: a zero-width space goes inside those alone, so times
+    (12:44:56), paths and messages copy exactly as shown.
+    """
+    text = _SHORTCODE.sub(lambda m: ":\u200b" + m.group(0)[1:], " ".join(str(text).splitlines()))
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def plotly_literal(text: Any) -> str:
+    """Text for Plotly labels, which read a subset of HTML (<b>, <br>...): escape it so it shows as written."""
+    return html.escape(str(text), quote=False)
+
+
+def plain_log(text: str) -> str:
+    """Log text without terminal colour codes, which a code block would show as garbage."""
+    return _ANSI_ESCAPE.sub("", text)
+
+
+def machine_summary(gpu_folder: Path = Path("/proc/driver/nvidia/gpus"), torch_version: str | None = None) -> dict[str, Any]:
+    """What this machine offers the pipeline, found without importing torch (which takes seconds).
+
+    GPUs come from the NVIDIA driver's entries under `gpu_folder`; whether torch can use them, from its version
+    (`torch_version`, default: the installed one): a "+cpu" build cannot.
+    """
+    gpus = _nvidia_gpus(gpu_folder)
+    if torch_version is None:
+        try:
+            torch_version = version("torch")
+        except PackageNotFoundError:
+            torch_version = None
+    cpu_only_torch = bool(torch_version and "+cpu" in torch_version)
+    cuda_usable = bool(gpus) and bool(torch_version) and not cpu_only_torch
+    parts = [f"{os.cpu_count() or '?'} CPU cores"]
+    if gpus:
+        parts.append(f"{len(gpus)} NVIDIA GPU{'s' if len(gpus) > 1 else ''}" + (": " + ", ".join(gpus) if gpus[0] else ""))
+    else:
+        parts.append("no CUDA GPU")
+    if torch_version:
+        parts.append(f"torch {torch_version}" + (" (CPU-only build)" if cpu_only_torch else ""))
+    return {"cpus": os.cpu_count() or 0, "gpus": len(gpus), "cuda_usable": cuda_usable, "text": " · ".join(parts)}
+
+
+def _nvidia_gpus(folder: Path) -> list[str]:
+    """GPU model names from the NVIDIA driver's entries ('' where the name is unreadable)."""
+    if not folder.is_dir():
+        return []
+    names = []
+    for entry in sorted(folder.iterdir()):
+        try:
+            info = (entry / "information").read_text()
+            names.append(next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("Model")), ""))
+        except OSError:
+            names.append("")
+    return names
+
+
+def demo_kit_folder(runs_root: str | os.PathLike) -> Path:
+    """Where the Run page writes the offline demo kit: `demo/` beside the runs root (runs/ → demo/)."""
+    return Path(runs_root).expanduser().absolute().parent / "demo"
+
+
+class FieldMessage(str):
+    """A form error's message (plain text: escaped when shown) carrying its `advice`, Markdown in the dashboard's own
+    words ("press **Prepare demo kit** above"), which `field_error_text` shows as written. Compares as the message."""
+
+    advice: str = ""
+
+    def __new__(cls, message: str, advice: str = "") -> "FieldMessage":
+        text = super().__new__(cls, message)
+        text.advice = advice
+        return text
+
+
+@dataclass
+class LaunchResult:
+    """A launch's outcome: a run id, or every problem to show, keyed by form field ('' for those without one).
+
+    Each message is a FieldMessage, whose advice `field_error_text` adds.
+    """
+
+    run_id: str | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _form_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The form's raw values (text, mostly) as RunConfig settings, not validated yet."""
+    return dict(
+        source=values.get("source") or "",
+        model=values.get("model") or "",
+        device=values.get("device") or "auto",
+        batch_size=values.get("batch_size"),
+        concurrency=values.get("concurrency"),
+        limit=values.get("limit"),
+        ray_address=values.get("ray_address"),
+        s3_endpoint=values.get("s3_endpoint"),
+        fp16=bool(values.get("fp16", False)),
+        projection=bool(values.get("projection", True)),
+        quality=bool(values.get("quality", True)),
+    )
+
+
+def config_from_form(values: dict[str, Any]) -> RunConfig:
+    """The form's raw values into a RunConfig, whose own validation names every bad field (ConfigErrors for several)."""
+    return RunConfig(**_form_settings(values))
+
+
+def launch(manager, values: dict[str, Any]) -> LaunchResult:
+    """Validate the form and start a background run; every mistake comes back at once, each on its field."""
+    from doggos.base.config import problems_of, validate
+    from doggos.pipeline import preflight
+
+    settings, problems = validate(_form_settings(values))
+    if problems:
+        # The checks whose settings are valid run too, so a bad batch size and a missing source show together.
+        return LaunchResult(errors=_form_errors(problems + preflight.problems(settings)))
+    try:
+        return LaunchResult(run_id=manager.start(RunConfig(**settings)))  # which runs every preflight check
+    except ValueError as error:  # ConfigError(s), SourceError, ModelError: each carries the field to blame
+        return LaunchResult(errors=_form_errors(problems_of(error)) or {"": FieldMessage(str(error))})
+    except OSError as error:  # the runs folder cannot be written, the driver cannot be spawned...
+        return LaunchResult(errors={"": FieldMessage(f"the run could not be started: {error}")})
+
+
+def _form_errors(problems: list[ConfigError]) -> dict[str, str]:
+    """Problems keyed by form field ('' for settings the form lacks), with the dashboard's advice, each given once."""
+    texts: dict[str, list[str]] = {}
+    advice: dict[str, list[str]] = {}
+    for problem in problems:
+        name = problem.field if problem.field in FORM_FIELDS else ""
+        texts.setdefault(name, []).append(problem.message if name else f"{problem.field}: {problem.message}")
+        words = problem.advice("ui")
+        if words and not any(words in given for given in advice.values()):
+            advice.setdefault(name, []).append(words)
+    return {name: FieldMessage("; ".join(parts), " ".join(advice.get(name, []))) for name, parts in texts.items()}
+
+
+def field_error_text(field_name: str, message: str) -> str:
+    """Markdown for an error under a form field: the label, the field's name as the CLI spells it, the reason (escaped),
+    then the message's advice, if it is a FieldMessage (our own Markdown, shown as written)."""
+    from doggos.base.config import add_advice
+
+    label = FORM_FIELDS.get(field_name)
+    head = f"**{label}** (`{field_name}`): " if label else ""
+    return head + add_advice(markdown_literal(message), getattr(message, "advice", ""))
+
+
+def form_values_of(config: RunConfig) -> dict[str, Any]:
+    """The Run form's widget values (session-state keys `form_<field>`) that would launch `config` again."""
+    values = {}
+    for name in FORM_FIELDS:
+        value = getattr(config, name)
+        values[f"form_{name}"] = value if isinstance(value, bool) or name == "device" else ("" if value is None else str(value))
+    return values
+
+
+def settings_rows(record) -> list[dict[str, str]]:
+    """A dataclass record (a resource plan, a cluster) as setting/value rows for a two-column table."""
+    from dataclasses import fields
+
+    return [{"setting": f.name, "value": str(getattr(record, f.name))} for f in fields(record)]
+
+
+def history_rows(runs: Iterable) -> list[dict[str, Any]]:
+    """The runs table: one plain dict per run, newest first, ready for st.dataframe ("" where a value does not apply)."""
+    rows = []
+    for run in runs:
+        progress, manifest, config = run.progress, run.manifest, run.config
+        rows.append({
+            "run": run_name(run),
+            "state": f"{STATE_ICONS.get(run.state, '•')} {run.state}",
+            "images": manifest.rows if manifest else progress.embedded,
+            "found": manifest.found if manifest else progress.found,
+            "failed": run.failed_files,
+            "labels": str(manifest.labels) if manifest else "",  # text: one type per column, and no "None"
+            "duration": format_duration(run.duration_s),
+            "images/s": f"{manifest.images_per_s:.1f}" if manifest else "",
+            "source": config.source if config else "",
+            "model": config.model if config else "",
+            "error": " ".join((run.error or "").split()),
+            "id": run.id,
+        })
+    return rows
+
+
+def run_name(run) -> str:
+    """A readable name for a run: its source folder and when it was created, e.g. 'digits · 27 Nov 12:57:21'."""
+    source = (run.config.source if run.config else "").rstrip("/")
+    short = source.rsplit("/", 1)[-1] or source or "?"
+    when = _created(run.id)
+    return f"{short} · {when}" if when else f"{short} · {run.id}"
+
+
+def _created(run_id: str) -> str:
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").strftime("%d %b %H:%M:%S").lstrip("0")
+    except ValueError:
+        return ""
+
+
+def run_choice_label(run) -> str:
+    """How the sidebar names a run: source folder, time, image count."""
+    rows = run.manifest.rows if run.manifest else None
+    return run_name(run) + (f" · {rows:,} images" if rows is not None else "")
+
+
+def progress_caption(progress, step_elapsed_s: float | None = None) -> str:
+    """One line about a live run: phase, counts, rate, ETA; for a post-run step, how long it has been going."""
+    parts = [progress.phase]
+    if progress.found:
+        parts.append(f"{progress.embedded:,}/{progress.found:,} images embedded")
+    if progress.failed:
+        parts.append(f"{progress.failed:,} failed")
+    if progress.images_per_s and progress.phase in ("loading model", "embedding", "writing"):
+        parts.append(f"{progress.images_per_s:.1f} images/s")
+    if progress.eta_s is not None and progress.phase == "embedding":
+        parts.append(f"ETA {format_duration(progress.eta_s)}")
+    if step_elapsed_s is not None:
+        parts.append(f"{format_duration(step_elapsed_s)} so far")
+    return " · ".join(parts)
+
+
+def selection_csv(points) -> str:
+    """A map selection (rows with path and label) as CSV: path,label, in the selection's order."""
+    return points[["path", "label"]].to_csv(index=False)
+
+
+def page_count(total: int, page_size: int) -> int:
+    return max(1, math.ceil(total / page_size))
+
+
+def page_slice(total: int, page: int, page_size: int) -> slice:
+    """Rows of 1-based `page`, clamped into range (a filter change can leave the old page number too high)."""
+    page = min(max(1, page), page_count(total, page_size))
+    return slice((page - 1) * page_size, min(total, page * page_size))
+
+
+def detail_width(size: tuple[int, int], target: int = 320, max_zoom: float = 3.0) -> int | str:
+    """Display width for the larger view: small images are enlarged up to `max_zoom` to about `target` pixels on
+    their longest side, big ones are shown at their own size (the page narrows them to fit)."""
+    width, height = size
+    if width <= 0 or height <= 0:
+        return "content"
+    zoom = min(max_zoom, max(1.0, target / max(width, height)))
+    return round(width * zoom)
+
+
+def caption_for(label: str, name: str) -> str:
+    return markdown_literal(f"{label} · {name}")
+
+
+def selected_row_ids(points: Iterable[dict], trace_rows: list[list[int]] | None = None) -> list[int]:
+    """Row ids of the points a Plotly box/lasso selection returned, in order, without repeats.
+
+    Each point carries its row id as `customdata`; where it does not, (curve_number, point_index) is looked up in
+    `trace_rows` (the row ids drawn by each trace, in trace order).
+    """
+    found: dict[int, None] = {}
+    for point in points or []:
+        row = _row_from_customdata(point.get("customdata"))
+        if row is None and trace_rows is not None:
+            curve, index = point.get("curve_number"), point.get("point_index", point.get("point_number"))
+            if isinstance(curve, int) and isinstance(index, int) and 0 <= curve < len(trace_rows) and 0 <= index < len(trace_rows[curve]):
+                row = int(trace_rows[curve][index])
+        if row is not None:
+            found.setdefault(row, None)
+    return list(found)
+
+
+def _row_from_customdata(value: Any) -> int | None:
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and number >= 0 else None

@@ -1,0 +1,103 @@
+"""Live counts of a running pipeline, gathered by a tiny Ray actor that the pipeline's tasks and actors report to."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from doggos.base.records import Progress  # noqa: F401  (the record; re-exported for the pipeline and CLI)
+
+HOLD_ENV = "DOGGOS_TEST_HOLD"  # tests only: "phase=path" holds a run at that phase until `path` exists
+
+
+@dataclass
+class ProgressCounter:
+    """Plain counters with the rate/ETA arithmetic; the Ray actor below wraps one."""
+
+    found: int
+    started: float = field(default_factory=time.monotonic)
+    decoded: int = 0
+    embedded: int = 0
+    failures: dict[str, str] = field(default_factory=dict)  # path -> reason; keyed so a retried task counts once
+    embedded_by_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> rows its actors embedded
+    # (prompts, their text features or None, why not, the model's logit scale): the first actor's answer
+    prompts: tuple = (None, None, None, None)
+    prompts_claimed: bool = False  # an actor has taken on embedding the prompts
+
+    def add_decoded(self, count: int, failures: list[tuple[str, str]] = ()) -> None:
+        self.decoded += count
+        self.failures.update(failures)
+
+    def add_embedded(self, count: int, node: str | None = None) -> None:
+        self.embedded += count
+        if node is not None:
+            self.embedded_by_node[node] = self.embedded_by_node.get(node, 0) + count
+
+    def claim_prompts(self) -> bool:
+        """True for the first actor that asks: it embeds the prompts, the others need not."""
+        claimed, self.prompts_claimed = self.prompts_claimed, True
+        return not claimed
+
+    def set_prompt_features(self, prompts: list[str], features, why: str | None, logit_scale: float) -> None:
+        if self.prompts[0] is None:  # one answer is kept
+            self.prompts = (list(prompts), features, why, logit_scale)
+
+    def prompt_features(self) -> tuple:
+        return self.prompts
+
+    def rows_by_node(self) -> dict[str, int]:
+        return dict(self.embedded_by_node)
+
+    def snapshot(self, phase: str = "embedding") -> Progress:
+        # Clamp: a retried Ray task may report its batch twice; progress must never pass the total.
+        failed = min(len(self.failures), self.found)
+        embedded = min(self.embedded, self.found - failed)
+        elapsed = time.monotonic() - self.started
+        rate = embedded / elapsed if elapsed > 0 else 0.0
+        remaining = self.found - embedded - failed
+        eta = remaining / rate if rate > 0 else None
+        return Progress(
+            found=self.found,
+            decoded=min(self.decoded, self.found),
+            embedded=embedded,
+            failed=failed,
+            elapsed_s=round(elapsed, 2),
+            images_per_s=round(rate, 2),
+            eta_s=None if eta is None else round(eta, 1),
+            # Nothing through yet: Ray is starting workers and they are loading the model (minutes for a first
+            # download on a fresh cluster node); say so rather than show "embedding 0/N".
+            phase="loading model" if phase == "embedding" and not (self.decoded or self.embedded or failed) else phase,
+        )
+
+    def failure_list(self) -> list[dict[str, str]]:
+        return [{"path": path, "reason": reason} for path, reason in sorted(self.failures.items())]
+
+
+def tracker_actor(found: int):
+    """Start the tracker as a Ray actor that takes no CPU, so it can never starve the pipeline."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=0)(ProgressCounter).remote(found)
+
+
+def format_duration(seconds: float | None) -> str:
+    """Seconds as people read them: 4 s, 1 min 15 s, 1 h 02 min; a dash when unknown."""
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def hold(phase: str) -> None:
+    """Tests only: with DOGGOS_TEST_HOLD=phase=path, wait at `phase` until `path` exists, so a cancel lands there for sure.
+
+    Called by the driver between phases and by the embedder actors (which inherit the driver's environment)."""
+    wanted, _, release = os.environ.get(HOLD_ENV, "").partition("=")
+    if wanted != phase or not release:
+        return
+    while not os.path.exists(release):
+        time.sleep(0.05)

@@ -1,0 +1,285 @@
+"""A run from start to finish: status.json kept current, the pipeline, the post-run steps, the manifest written last.
+
+Used by `embed` (foreground) and by the detached driver of a background run. A cancelled or failed run publishes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from typing import Callable, Sequence
+
+from doggos.base.config import RunConfig, user_message
+from doggos.base.plan import ResourcePlan
+from doggos.base.records import Manifest, Progress, update_status, write_manifest
+from doggos.base.rundir import RunDir, now_iso, write_json_atomic
+from doggos.pipeline import dataset, models
+from doggos.pipeline.cluster import ray_connection
+from doggos.pipeline.operators import Sampler, operators_path
+from doggos.pipeline.progress import hold
+from doggos.pipeline.sources import Listing
+from doggos.runs.steps import Step
+
+PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
+
+log = logging.getLogger("doggos")
+
+
+class Cancelled(BaseException):
+    """Raised in the driver when the run is cancelled (SIGTERM); BaseException so no `except Exception` swallows it."""
+
+
+def cancel_on_sigterm() -> None:
+    """Make SIGTERM (how a run is cancelled) raise Cancelled in this process's main thread, once."""
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; let the cleanup finish
+        raise Cancelled()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None, plan: ResourcePlan | None = None,
+        steps: Sequence[tuple[Step, object]] = (), listing: Listing | None = None,
+        on_finished: Callable[[Manifest], None] | None = None) -> Manifest:
+    """Run the whole thing in this process; status.json tracks it, manifest.json (last) records the result.
+
+    `plan` overrides the derived resource plan; `steps` are the post-run steps with their parameters, computed in
+    order once the embeddings are published (the caller's: `doggos.explore.post_run.steps_for(config)` is what the
+    config asks for; the driver knows no step by name);
+    `listing` the source's listing when `doggos.pipeline.preflight.check` just made it (and checked the model);
+    `on_finished` gets the manifest as soon as the run has succeeded, before Ray's shutdown.
+    """
+    if not config.output:
+        raise dataset.PipelineError("output: no output folder given")
+    run_dir = RunDir(config.output)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    # A rerun into the same folder first unpublishes the old result: from here on nothing reads as complete until the
+    # new manifest is written, and no map or report of the old rows survives to mislabel the new ones.
+    run_dir.manifest.unlink(missing_ok=True)
+    for folder in (run_dir.projections, run_dir.quality):
+        shutil.rmtree(folder, ignore_errors=True)
+    operators_path(run_dir).unlink(missing_ok=True)  # the live view and the timeline are this run's alone
+    write_json_atomic(run_dir.config, config.to_dict())
+    started = time.time()
+    update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(), error=None,
+                  progress=Progress(phase="listing"))
+    report = _reporter(run_dir, on_progress)
+    published = threading.Event()
+    run_log = _log_to(run_dir)
+    log.info("run %s: %s with %s", run_dir.id, config.source, config.model)
+    finished: dict[str, Manifest] = {}  # the manifest, once the run is recorded as succeeded
+    try:
+        return _run(config, run_dir, report, started, plan, list(steps), published, listing, finished, on_finished)
+    except BaseException as error:
+        if "manifest" in finished:  # e.g. Ray's shutdown failed, or a cancel came during it: the run is complete
+            log.warning("after the run had finished (its result stands): %s",
+                        f"{type(error).__name__}: {error}".rstrip(": "))
+            return finished["manifest"]
+        _unpublish(run_dir, published)
+        _record_end(run_dir, error)
+        if _is_cancel(run_dir, error) and not isinstance(error, (Cancelled, KeyboardInterrupt)):
+            raise Cancelled() from None
+        raise
+    finally:
+        logging.getLogger("doggos").removeHandler(run_log)
+        run_log.close()
+
+
+def _is_cancel(run_dir: RunDir, error: BaseException) -> bool:
+    """Our SIGTERM handler, Ctrl-C, the sys.exit(15) of the SIGTERM handler ray.init installs, or anything at all
+    once a cancel was requested (Ray's errors as its workers are killed are the cancel's echo)."""
+    if isinstance(error, (Cancelled, KeyboardInterrupt)):
+        return True
+    if isinstance(error, SystemExit) and error.code in (signal.SIGTERM, -signal.SIGTERM):
+        return True
+    return run_dir.cancel_request.exists()
+
+
+def _record_end(run_dir: RunDir, error: BaseException) -> None:
+    if _is_cancel(run_dir, error):
+        update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
+        log_outcome(run_dir, "run cancelled; nothing was published")
+        return
+    if isinstance(error, ValueError):
+        message = user_message(error, surface=None)  # status.json is read by the CLI and the dashboard alike
+    elif isinstance(error, dataset.PipelineError):
+        message = str(error)
+    else:
+        message = f"{type(error).__name__}: {error}"
+    update_status(run_dir, state="failed", error=message, ended_at=now_iso(), step=None)
+    log_outcome(run_dir, f"run failed: {message}")
+
+
+def _log_to(run_dir: RunDir) -> logging.Handler:
+    """Copy doggos' own log lines (not Ray's) into the run's log.txt for as long as the run goes."""
+    handler = logging.FileHandler(run_dir.log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("doggos")
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    logger.addHandler(handler)
+    return handler
+
+
+def log_outcome(run_dir: RunDir, line: str) -> None:
+    """The run's last log line: how it ended (written after the driver let go of the log)."""
+    with open(run_dir.log, "a", encoding="utf-8") as handle:
+        handle.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+
+def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,
+         steps: list[tuple[Step, object]], published: threading.Event, listing: Listing | None,
+         finished: dict[str, Manifest], on_finished: Callable[[Manifest], None] | None) -> Manifest:
+    for step, _ in steps:  # e.g. umap's import and compiled code, loaded while the images embed
+        if step.warm_up is not None:
+            threading.Thread(target=_quietly, args=(step.warm_up,), name=f"warm-up-{step.name}", daemon=True).start()
+    with _Heartbeat(report, Sampler(run_dir.path)) as heartbeat:
+        hold("listing")
+        if listing is None:
+            source, listing = dataset.list_source(config)
+            models.check_available(config.model)
+        else:  # listed and checked by the caller's preflight a moment ago
+            source, listing = dataset.list_source(config, listing)
+        heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
+        hold("starting ray")
+        with ray_connection(config.ray_address):
+            try:
+                manifest = dataset.embed(config, run_dir, source, listing, heartbeat, started, plan,
+                                          prompts=_step_prompts(steps, listing.paths))
+                published.set()
+                seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
+                final = dataclasses.replace(manifest.progress, phase="done")
+                heartbeat.progress = final
+                manifest = dataclasses.replace(manifest, steps=seconds, progress=final, ended_at=now_iso(),
+                                               duration_s=round(time.time() - started, 2))
+                write_manifest(run_dir, manifest)
+            finally:
+                # The heartbeat asks Ray for counts and the sampler reads Ray Data's executor: both stop, with their
+                # last sample, while Ray is still up. A beat after the shutdown would call into a Ray that is gone.
+                heartbeat.stop()
+            report(final)
+            # Succeeded before Ray shuts down (1-9 s on 2 cores): for its user the run is done now, in the dashboard
+            # and in the CLI alike, and nothing the shutdown does can take the result back.
+            _record_success(run_dir, manifest)
+            finished["manifest"] = manifest
+            if on_finished:
+                on_finished(manifest)
+    return manifest
+
+
+def _record_success(run_dir: RunDir, manifest: Manifest) -> None:
+    update_status(run_dir, state="succeeded", ended_at=manifest.ended_at, progress=manifest.progress,
+                  warnings=manifest.failed, step=None)
+    log_outcome(run_dir, f"run succeeded: {manifest.rows} images embedded, {manifest.labels} labels, "
+                         f"{manifest.duration_s:.1f} s in all")
+
+
+def _step_prompts(steps: list[tuple[Step, object]], paths: list[str]) -> list[str] | None:
+    """The texts a step wants embedded by the run's actors (the label-quality step's zero-shot prompts), if any."""
+    for step, params in steps:
+        if step.prompts is not None:
+            return step.prompts(paths, params)
+    return None
+
+
+def _quietly(warm_up) -> None:
+    try:
+        warm_up()
+    except Exception as error:  # a warm-up only saves time; the step itself will say what is wrong
+        log.debug("warm-up failed: %s", error)
+
+
+def _run_step(step: Step, params, run_dir: RunDir, heartbeat: "_Heartbeat") -> float | None:
+    """One post-run step, now; a failure here fails nothing (the dashboard can compute it again later)."""
+    heartbeat.progress = dataclasses.replace(heartbeat.progress, phase=step.phase)
+    begun = time.time()
+    update_status(run_dir, step=step.name, step_started=begun)
+    hold(step.phase)
+    try:
+        step.run(run_dir, params, force=True)
+    except Exception as error:
+        log.warning("%s step: %s could not be computed (the dashboard can retry): %s", step.name,
+                    params.describe(), error)
+        return None
+    log.info("%s step: %s done in %.1f s", step.name, params.describe(), time.time() - begun)
+    return round(time.time() - begun, 2)
+
+
+def _unpublish(run_dir: RunDir, published: threading.Event) -> None:
+    """Remove what this run wrote: the staged Parquet always, and everything it published once it had."""
+    dataset.discard_staging(run_dir)
+    if published.is_set():
+        for folder in (run_dir.embeddings, run_dir.projections, run_dir.quality):
+            shutil.rmtree(folder, ignore_errors=True)
+        run_dir.manifest.unlink(missing_ok=True)  # written before Ray's shutdown, which could still fail
+
+
+def _reporter(run_dir: RunDir, on_progress):
+    best = {"processed": -1}
+    lock = threading.Lock()  # the heartbeat thread and the driver both report; status.json is read-merge-written
+
+    def report(progress: Progress) -> None:
+        with lock:
+            # Counts only grow: a stale snapshot arriving late is dropped rather than shown as a step back.
+            if progress.processed < best["processed"] and progress.phase in ("loading model", "embedding"):
+                return
+            best["processed"] = progress.processed
+            update_status(run_dir, progress=progress)
+            if on_progress:
+                on_progress(progress)
+
+    return report
+
+
+class _Heartbeat:
+    """Reports progress every PROGRESS_EVERY_S from the run's start: the phase while Ray starts, live counts after."""
+
+    def __init__(self, report, sampler: Sampler | None = None):
+        self.report = report
+        self.sampler = sampler  # Ray Data's per-operator state → operators.jsonl (the live view); None: not sampled
+        self.rows_by_node = None  # images each node's actors embedded, from the tracker
+        self.progress = Progress(phase="listing")  # what to report while no tracker exists
+        self.tracker = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="doggos-heartbeat", daemon=True)
+        self._started = time.monotonic()
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop beating and take the sampler's last sample; later calls do nothing. Call it before Ray shuts down."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+        if self.sampler is not None:
+            self.sampler.close(self.rows_by_node)  # an execution that ended between two beats gets its last sample
+        self.tracker = None
+
+    def _beat(self) -> None:
+        while not self._stop.wait(PROGRESS_EVERY_S):
+            try:
+                if self.tracker is None:
+                    self.progress.elapsed_s = round(time.monotonic() - self._started, 2)
+                    self.report(self.progress)
+                else:
+                    import ray
+
+                    self.report(ray.get(self.tracker.snapshot.remote(), timeout=10))
+                    self.rows_by_node = ray.get(self.tracker.rows_by_node.remote(), timeout=10)
+            except Exception as error:  # progress is best effort; the run itself goes on
+                log.debug("progress report failed: %s", error)
+            if self.sampler is not None:
+                self.sampler.sample(self.rows_by_node)  # never raises

@@ -1,0 +1,331 @@
+"""Background runs: start a detached driver per run, track it on disk, cancel it, list and delete past runs."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Sequence
+
+from doggos.base.config import ConfigError, RunConfig
+from doggos.base.processes import (PROJECT_ROOT, alive, how_it_ended, kill_all, process_start, reap, signal_group,
+                                   spawn_detached, with_environment)
+from doggos.base.records import (ACTIVE_STATES, Manifest, Progress, RecordError, RunStatus, read_manifest, read_status,
+                                 update_status)
+from doggos.base.rundir import RunDir, now_iso, read_json, run_dir_of, write_json_atomic
+from doggos.pipeline import preflight
+from doggos.runs.steps import Step
+
+CANCEL_GRACE_S = 6.0  # SIGTERM lets the driver shut Ray down cleanly; after this, SIGKILL
+RUN_ENV = "DOGGOS_RUN_ID"  # set in each driver's environment; its Ray processes inherit it, so they can be found
+
+
+def default_root() -> Path:
+    """Where runs live: $DOGGOS_RUNS_DIR, else runs/ in the project folder."""
+    return Path(os.environ.get("DOGGOS_RUNS_DIR") or PROJECT_ROOT / "runs").expanduser().absolute()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One run as the history shows it: its settings, its status and, once it succeeded, its manifest."""
+
+    id: str
+    path: Path
+    config: RunConfig | None  # None when config.json cannot be read as settings (see problem)
+    status: RunStatus
+    manifest: Manifest | None
+    problem: str | None = None  # why a run folder cannot be opened (a damaged or newer record)
+
+    state = property(lambda self: self.status.state)
+    progress = property(lambda self: self.status.progress)
+    error = property(lambda self: self.status.error or self.problem)
+    created_at = property(lambda self: self.status.created_at)
+    started_at = property(lambda self: self.status.started_at)
+    ended_at = property(lambda self: self.status.ended_at)
+
+    @property
+    def active(self) -> bool:
+        return self.status.active
+
+    @property
+    def failed_files(self) -> int:
+        return self.manifest.failed if self.manifest else self.progress.failed
+
+    @property
+    def duration_s(self) -> float | None:
+        start = self.started_at or self.created_at
+        if not start:
+            return None
+        end = datetime.fromisoformat(self.ended_at) if self.ended_at else datetime.now().astimezone()
+        return max(0.0, (end - datetime.fromisoformat(start)).total_seconds())
+
+
+class RunNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no run {self.args[0]!r}"
+
+
+class RunManager:
+    """Runs under one root folder. Every method reads the truth from disk, so any process can use it at any time."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root).expanduser().absolute() if root else default_root()
+
+    def start(self, config: RunConfig, check: bool = True) -> str:
+        """Validate, create the run's folder, launch its driver detached, and return the run id at once.
+
+        Runs of one root are queued: each driver waits for the root's lock, so two runs never fight over the CPUs.
+        """
+        run_id = _new_run_id()
+        run_dir = RunDir(self.root / run_id)
+        config = config.with_absolute_paths().replace(output=str(run_dir.path))  # the driver runs elsewhere
+        if check:
+            preflight.check(config)
+        run_dir.path.mkdir(parents=True)
+        write_json_atomic(run_dir.config, config.to_dict())
+        # Its own process group, so cancel signals all of it; RUN_ENV marks every process the run starts.
+        child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path)], run_dir.output, env={RUN_ENV: run_id})
+        # One write with the pid: a reader never sees an active run without a process to check.
+        update_status(run_dir, state="queued", created_at=now_iso(), pid=child.pid, pid_start=process_start(child.pid),
+                      progress=Progress(phase="queued"))
+        return run_id
+
+    def get(self, run_id: str) -> RunInfo:
+        run_dir = self._dir(run_id)
+        reap()
+        status = read_status(run_dir)
+        if status.active and not _driver_alive(run_id, status):
+            status = self._mark_dead(run_dir)
+        return _info(run_dir, status)
+
+    def list(self) -> list[RunInfo]:
+        """Every run, newest first."""
+        if not self.root.is_dir():
+            return []
+        ids = sorted((p.name for p in self.root.iterdir() if (p / "config.json").exists()), reverse=True)
+        runs = []
+        for run_id in ids:
+            try:
+                runs.append(self.get(run_id))
+            except RunNotFound:  # deleted meanwhile
+                continue
+        return runs
+
+    def cancel(self, run_id: str, grace_s: float = CANCEL_GRACE_S) -> RunInfo:
+        """Stop a queued or running run: SIGTERM its driver, SIGKILL whatever remains after `grace_s`.
+
+        The request is written first, so whatever the driver (or anyone checking on it) sees next ends as cancelled.
+        """
+        run_dir = self._dir(run_id)
+        if not self.get(run_id).active:
+            return self.get(run_id)
+        run_dir.cancel_request.touch()
+        status = read_status(run_dir)
+        if _driver_alive(run_id, status):
+            signal_group(status.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and _driver_alive(run_id, status):
+                reap()
+                time.sleep(0.1)
+            if _driver_alive(run_id, status):
+                signal_group(status.pid, signal.SIGKILL)
+        _kill_run_processes(run_id)
+        reap()
+        if read_status(run_dir).active:  # the driver was killed before it could say so itself
+            update_status(run_dir, state="cancelled", ended_at=now_iso())
+        if read_status(run_dir).state == "cancelled":  # partial output is never presented as a result
+            _remove_output(run_dir)
+        return self.get(run_id)
+
+    def delete(self, run_id: str) -> None:
+        info = self.get(run_id)
+        if info.active:
+            raise ValueError(f"run {run_id} is {info.state}; cancel it before deleting it")
+        shutil.rmtree(info.path)
+
+    def wait(self, run_id: str, timeout_s: float, poll_s: float = 0.2) -> RunInfo:
+        """Block until the run leaves the active states (or the timeout passes); returns its last state."""
+        deadline = time.monotonic() + timeout_s
+        info = self.get(run_id)
+        while info.active and time.monotonic() < deadline:
+            time.sleep(poll_s)
+            info = self.get(run_id)
+        return info
+
+    def log_tail(self, run_id: str, lines: int = 40, output: bool = False) -> str:
+        """The last lines of the run's log (what doggos did), or with `output` of the driver's own output (Ray's)."""
+        run_dir = self._dir(run_id)
+        path = run_dir.output if output else run_dir.log
+        if not path.exists():
+            return ""
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64_000))
+            text = handle.read().decode("utf-8", errors="replace")
+        return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+    def queue_lock_path(self) -> Path:
+        return self.root / ".queue.lock"
+
+    def _dir(self, run_id: str) -> RunDir:
+        if not run_id or "/" in run_id or run_id.startswith("."):
+            raise RunNotFound(run_id)
+        run_dir = RunDir(self.root / run_id)
+        if not run_dir.config.exists():
+            raise RunNotFound(run_id)
+        return run_dir
+
+    def _mark_dead(self, run_dir: RunDir) -> RunStatus:
+        # Re-read: the driver may have finished between our read and the liveness check.
+        fresh = read_status(run_dir)
+        if not fresh.active:
+            return fresh
+        _kill_run_processes(run_dir.id)
+        _remove_output(run_dir)
+        if run_dir.cancel_request.exists():  # a cancel is killing it right now: that is not a crash
+            return update_status(run_dir, state="cancelled", ended_at=now_iso())
+        # Known when this process started the driver (the dashboard that launched it); else a guess at the usual cause.
+        how = how_it_ended(fresh.pid) or "killed, or out of memory"
+        return update_status(run_dir, state="failed", ended_at=now_iso(),
+                             error=f"the driver process exited unexpectedly ({how}); see output.txt")
+
+
+def _driver_alive(run_id: str, status: RunStatus) -> bool:
+    """Whether the run's driver still runs: its pid, started when recorded or marked with the run's id."""
+    return alive(status.pid, status.pid_start, environment=(RUN_ENV, run_id))
+
+
+def resolve_run(text: str, runs_root: str | os.PathLike | None = None, field: str = "run") -> RunDir:
+    """The finished run that `text` names: a run folder (as `embed --out` writes), else a run id under `runs_root`.
+
+    Raises ConfigError (a ValueError) naming `field` when there is no such run, or the run has not succeeded.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(field, "is required: give a run folder or a run id")
+    text = text.strip()
+    root = Path(runs_root).expanduser().absolute() if runs_root else default_root()
+    folder = Path(text).expanduser()
+    candidates = [folder]
+    if "/" not in text and os.sep not in text and not text.startswith((".", "~")):
+        candidates.append(root / text)  # a bare name may be a run id
+    for candidate in candidates:
+        if candidate.is_dir() and _holds_a_run(RunDir(candidate)):
+            run_dir = RunDir(candidate)
+            finished_manifest(run_dir, field)
+            return run_dir
+    if folder.is_dir():
+        raise ConfigError(field, f"{folder.absolute()} is a folder but holds no run (no manifest.json, status.json "
+                                 "or config.json)")
+    if len(candidates) > 1:
+        raise ConfigError(field, f"no run {text!r}: not a run folder, and not a run id under {root} "
+                                 "(`python -m doggos runs list` lists the ids; --runs-dir picks another root)")
+    raise ConfigError(field, f"no run folder {str(folder.absolute())!r}")
+
+
+def _holds_a_run(run_dir: RunDir) -> bool:
+    return any(path.exists() for path in (run_dir.manifest, run_dir.status, run_dir.config))
+
+
+def finished_manifest(run, field: str = "run") -> Manifest:
+    """The manifest of a run that succeeded and whose Parquet is in place; else ConfigError naming `field` and why."""
+    run_dir = run_dir_of(run)
+    try:
+        manifest = read_manifest(run_dir)
+    except RecordError as error:
+        raise ConfigError(field, str(error)) from None
+    if manifest is None:
+        state = read_status(run_dir).state
+        if state in ACTIVE_STATES:
+            why = f"is still {state}: compare it once it has succeeded"
+        elif state in ("failed", "cancelled"):
+            why = f"{state}: only a run that succeeded has embeddings to compare"
+        else:
+            why = "is not finished (it has no manifest.json)"
+        raise ConfigError(field, f"run {run_dir.id} {why}")
+    from doggos.base import store
+
+    if not store.embedding_files(run_dir):
+        raise ConfigError(field, f"run {run_dir.id} has no Parquet files under {run_dir.embeddings}")
+    return manifest
+
+
+def drive(run_path: str, steps_for: Callable[[RunConfig], Sequence[tuple[Step, object]]] = lambda config: ()) -> int:
+    """The detached driver's body: wait for the queue, then run with the post-run steps `steps_for` its config (the
+    caller's: `doggos.explore.post_run.steps_for`); status.json tells the outcome."""
+    from doggos.runs import driver
+
+    run_dir = RunDir(run_path)
+    driver.cancel_on_sigterm()
+    config = RunConfig.from_dict(read_json(run_dir.config))
+    manager = RunManager(run_dir.path.parent)
+    with open(manager.queue_lock_path(), "a") as lock:
+        try:
+            _wait_for_turn(manager, run_dir.id, lock)
+            update_status(run_dir, state="starting", started_at=now_iso())
+            driver.run(config, steps=steps_for(config))
+        except driver.Cancelled:
+            if read_status(run_dir).state != "cancelled":  # cancelled while queued: driver.run never started
+                update_status(run_dir, state="cancelled", ended_at=now_iso())
+                driver.log_outcome(run_dir, "run cancelled while queued")
+            return 130
+        except Exception:  # driver.run recorded it in status.json and log.txt
+            return 1
+    return 0
+
+
+def _wait_for_turn(manager: RunManager, run_id: str, lock) -> None:
+    """The queue: one run at a time per runs root, first come first served (flock alone promises no order)."""
+    while True:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        older = [r for r in manager.list() if r.id < run_id and r.state == "queued"]
+        if not older:
+            return
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        time.sleep(0.2)
+
+
+def _info(run_dir: RunDir, status: RunStatus) -> RunInfo:
+    problem = None
+    manifest = None
+    if status.state == "succeeded":
+        try:
+            manifest = read_manifest(run_dir)
+        except RecordError as error:
+            problem = str(error)
+    config = read_json(run_dir.config, {}) or {}
+    try:
+        settings = RunConfig.from_dict({k: v for k, v in config.items() if k in RunConfig.__dataclass_fields__})
+    except (ValueError, TypeError) as error:
+        settings, problem = None, problem or f"run {run_dir.id} cannot be opened: its config.json is invalid ({error})"
+    return RunInfo(id=run_dir.id, path=run_dir.path, config=settings, status=status, manifest=manifest, problem=problem)
+
+
+def _new_run_id() -> str:
+    # Microseconds keep ids in launch order (the queue and the history sort by id); the suffix avoids clashes.
+    return datetime.now().strftime("%Y%m%d-%H%M%S-%f-") + secrets.token_hex(1)
+
+
+def run_processes(run_id: str) -> list[int]:
+    """Processes that carry this run's id in their environment: its driver and the local Ray it started."""
+    return with_environment(RUN_ENV, run_id)
+
+
+def _kill_run_processes(run_id: str, timeout_s: float = 3.0) -> None:
+    """SIGKILL the run's leftovers until none remain: a dying raylet may still be spawning a worker."""
+    deadline = time.monotonic() + timeout_s
+    while (pids := run_processes(run_id)) and time.monotonic() < deadline:
+        kill_all(pids)
+        time.sleep(0.05)
+
+
+def _remove_output(run_dir: RunDir) -> None:
+    """A run that did not succeed leaves no result: no staged or published Parquet, no maps, no reports, no manifest."""
+    for folder in (run_dir.staging, run_dir.embeddings, run_dir.projections, run_dir.quality):
+        shutil.rmtree(folder, ignore_errors=True)
+    run_dir.manifest.unlink(missing_ok=True)
