@@ -3,8 +3,10 @@
 import streamlit as st
 
 from dashboard import frame, ui
+from doggos.pipeline.cluster import forbid_implicit_ray
 from doggos.runs.manager import RunManager
 
+forbid_implicit_ray()  # runs and steps have processes of their own: a Ray call here is a bug, never a new local Ray
 st.set_page_config(page_title="doggos", page_icon="🐶", layout="wide")
 
 PAGES = [

@@ -317,9 +317,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     """The `compare` command: 0 with the comparison on stdout; 2 with `error: …` on stderr for input to fix."""
-    from doggos.runs.manager import (
-        default_root,  # here: doggos.runs.manager pulls in the launcher, which the rest never needs
-    )
+    from doggos.runs.manager import default_root  # here: it pulls in the launcher, which the rest never needs
 
     root = Path(args.runs_dir).expanduser() if args.runs_dir else default_root()
     try:
