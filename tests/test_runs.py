@@ -43,6 +43,7 @@ def test_cli_start_returns_at_once_and_a_new_manager_sees_it_finish(tmp_path, im
     )
     assert result.returncode == 0, result.stderr
     run_id = result.stdout.strip()
+    assert result.stdout == f"{run_id}\n" and result.stderr == ""  # the id alone: nothing of Ray's on the terminal
     manager = RunManager(tmp_path)  # the launching process is gone: everything comes from disk
     assert manager.get(run_id).active  # it returned while the run goes on
     seen = []
@@ -66,6 +67,9 @@ def test_cli_start_returns_at_once_and_a_new_manager_sees_it_finish(tmp_path, im
     status = subprocess.run([sys.executable, "-m", "doggos", "runs", "--runs-dir", str(tmp_path), "status", run_id],
                             capture_output=True, text=True, timeout=60)
     assert "succeeded" in status.stdout and f"{len(labels)}/{len(labels)}" in status.stdout
+    assert status.stderr == "" and not any(mark in status.stdout for mark in ("INFO", "WARNING", "pid="))
+    output = RunDir(info.path).output.read_text(errors="replace")  # the background driver's own output
+    assert "Started a local Ray" not in output and "Can't find actor" not in output, output
     manager.delete(run_id)
     assert manager.list() == []
 
