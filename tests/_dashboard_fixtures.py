@@ -200,3 +200,14 @@ def precompute_quality(run: Path, params=None) -> Path:
     vectors, meta = store.load_embeddings(run)
     results = assess(vectors, meta["label"].tolist(), meta["path"].tolist(), params, backend="numpy")
     return write_results(RunDir(run).quality, params, results)
+
+
+def damage_thumbnails(run, damaged: dict[int, bytes | None]) -> None:
+    """Overwrite some rows' stored thumbnails (by row id, in a run written as one file) with bad bytes or a null."""
+    (path,) = sorted((run / "embeddings").glob("*.parquet"))
+    table = pq.read_table(path)
+    thumbnails = table.column("thumbnail").to_pylist()
+    for row, data in damaged.items():
+        thumbnails[row] = data
+    pq.write_table(table.set_column(table.schema.get_field_index("thumbnail"), "thumbnail",
+                                    pa.array(thumbnails, pa.binary())), path)

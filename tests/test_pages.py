@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from _dashboard_fixtures import (APP, NASTY_LABEL, array_length, button, markdown_bodies, open_page, plotly_spec,
-                                 precompute_map, precompute_quality, unescape_markdown, write_failed_run,
+from _dashboard_fixtures import (APP, NASTY_LABEL, array_length, button, damage_thumbnails, markdown_bodies, open_page,
+                                 plotly_spec, precompute_map, precompute_quality, unescape_markdown, write_failed_run,
                                  write_fake_run)
 from conftest import wait_for
 from streamlit.testing.v1 import AppTest
@@ -133,6 +133,15 @@ def test_browse_view_shows_the_image_larger_with_its_full_path(runs_root):
     assert not at.exception
     assert "s3://bucket/dogs/beagle/beagle-0003.jpg" in [c.value for c in at.code]
     assert any("stored thumbnail" in c.value for c in at.caption)  # an s3 original is never downloaded
+
+
+def test_browse_draws_placeholders_for_thumbnails_that_are_missing_or_damaged(runs_root):
+    run = write_fake_run(runs_root, RUN_ID, labels={"beagle": 4, "border collie": 4}, files=1)
+    damage_thumbnails(run, {0: b"", 1: b"not a jpeg", 2: None})
+    at = open_page("pages/browse.py")
+    assert not at.exception and len(at.image) == 8  # every image drawn: three of them as grey squares
+    at.button(key="browse-view-1").click().run()  # the larger view of a damaged one opens too
+    assert not at.exception
 
 
 def test_browse_renders_a_2880_image_run_one_page_at_a_time(runs_root):

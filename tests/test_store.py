@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from _dashboard_fixtures import NASTY_LABEL, RAY_STATS, write_fake_run
+from _dashboard_fixtures import NASTY_LABEL, RAY_STATS, damage_thumbnails, write_fake_run
 from PIL import Image
 
 from doggos.base import store
@@ -163,3 +163,14 @@ def test_embedding_chunks_are_the_matrix_in_row_order_across_files(tmp_path):
         np.testing.assert_array_equal(np.concatenate(chunks), vectors)
     with pytest.raises(ValueError, match="rows_per_chunk: must be at least 1"):
         next(store.embedding_chunks(run, 0))
+
+
+def test_a_missing_or_damaged_thumbnail_reads_as_the_grey_placeholder(tmp_path):
+    run = write_fake_run(tmp_path, labels=LABELS, files=1)
+    good = store.load_thumbnails(run)
+    damage_thumbnails(run, {1: b"", 2: b"not a jpeg", 3: None, 4: good[4][:10]})
+    placeholder = store.placeholder()
+    assert Image.open(io.BytesIO(placeholder)).size == (224, 224)
+    assert store.load_thumbnails(run, [0, 1, 2, 3, 4, 5]) == [good[0]] + [placeholder] * 4 + [good[5]]
+    assert store.load_thumbnails(run)[1:5] == [placeholder] * 4 and store.load_thumbnails(run)[6:] == good[6:]
+

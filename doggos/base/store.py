@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import posixpath
@@ -67,9 +68,10 @@ def load_index(run: str | os.PathLike | RunDir) -> pd.DataFrame:
 
 def load_thumbnails(run: str | os.PathLike | RunDir, rows: Iterable[int] | None = None) -> list[bytes]:
     """Stored JPEG thumbnails by row id (all, or just `rows`, in that order): pages show these, never the originals
-    (which may be on S3). Reading only a page's rows keeps a 100,000-image run from loading ~1 GB of JPEGs."""
+    (which may be on S3). Reading only a page's rows keeps a 100,000-image run from loading ~1 GB of JPEGs.
+    A thumbnail that is missing or not an image comes back as the grey `placeholder()` (see `usable_thumbnail`)."""
     if rows is None:
-        return read_columns(run, ["thumbnail"]).column("thumbnail").to_pylist()
+        return [usable_thumbnail(t) for t in read_columns(run, ["thumbnail"]).column("thumbnail").to_pylist()]
     import pyarrow.dataset as pads
 
     files = embedding_files(run)
@@ -77,7 +79,32 @@ def load_thumbnails(run: str | os.PathLike | RunDir, rows: Iterable[int] | None 
         raise FileNotFoundError(f"{run_dir_of(run).embeddings} holds no Parquet files")
     wanted = pa.array(list(rows), pa.int64())
     # The dataset keeps the files in the order given: the same row ids as read_columns.
-    return pads.dataset([str(f) for f in files], format="parquet").take(wanted, columns=["thumbnail"]).column("thumbnail").to_pylist()
+    column = pads.dataset([str(f) for f in files], format="parquet").take(wanted, columns=["thumbnail"]).column(0)
+    return [usable_thumbnail(t) for t in column.to_pylist()]
+
+
+@functools.cache
+def placeholder() -> bytes:
+    """A plain grey 224 px JPEG, shown where a row's stored thumbnail cannot be."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (224, 224), (214, 214, 214)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def usable_thumbnail(data: bytes | None) -> bytes:
+    """`data` when Pillow can open it as an image (what every page's image element needs), else the placeholder: a
+    damaged or empty thumbnail in a run's Parquet draws a grey square, never an exception on the page."""
+    from PIL import Image, UnidentifiedImageError
+
+    if data:
+        try:
+            with Image.open(io.BytesIO(data)):
+                return data
+        except (UnidentifiedImageError, OSError, ValueError):  # not an image, or a header Pillow cannot read
+            pass
+    return placeholder()
 
 
 def load_embeddings(run: str | os.PathLike | RunDir) -> tuple[np.ndarray, pd.DataFrame]:
