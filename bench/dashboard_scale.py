@@ -5,8 +5,8 @@
 Writes a synthetic finished run (clustered random vectors, stored thumbnails), computes its default UMAP map the
 way the Map page does, in a fresh process (`python -m doggos.runs.steps` with the map's step: imports and numba's cache
 load included), `--maps` times; with `--cold` the first of them starts from an empty numba cache, as on a machine
-that never drew a map. Then renders Browse, Map and Run summary with Streamlit's AppTest: once cold (filling the caches) and once in
-a fresh session (what a second visitor, or a reload, gets).
+that never drew a map. Then renders Browse, Map and Run summary with Streamlit's AppTest: once cold (filling the
+caches) and once in a fresh session (what a second visitor, or a reload, gets).
 """
 
 from __future__ import annotations

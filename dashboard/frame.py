@@ -1,5 +1,5 @@
-"""The dashboard's shared page frame (the Streamlit side of dashboard.ui): session keys, the page start, cached run data,
-the thumbnail grid with paging, the image dialog and the random-weights warning. Pages only draw with these."""
+"""The dashboard's shared page frame (the Streamlit side of dashboard.ui): session keys, the page start, cached run
+data, the thumbnail grid with paging, the image dialog and the random-weights warning. Pages only draw with these."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """What the Quality page and the Map's "label agreement" colour show from a run's label-quality results (no Streamlit).
 
-Tables, captions and CSV worklists come from a `doggos.explore.quality.QualityResults`; the figures are plain Plotly, so every
-decision the pages make can be tested without a browser. Text here is plain: the pages escape it where they show it.
+Tables, captions and CSV worklists come from a `doggos.explore.quality.QualityResults`; the figures are plain
+Plotly, so every decision the pages make can be tested without a browser. Text here is plain: the pages escape it
+where they show it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Workshop mode (the Streamlit side of doggos.pipeline.operators): Ray Data's plan drawn live per operator, and its timeline."""
+"""Workshop mode (the Streamlit side of doggos.pipeline.operators): Ray Data's plan live per operator, its timeline."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_parser(commands)
 
     bench = commands.add_parser("bench", help="measure images/s: plain-process ceiling, doggos defaults, tutorial settings")
-    from doggos.bench.command import add_arguments as add_bench_arguments  # one list of the benchmark's options (~0.1 s)
+    from doggos.bench.command import add_arguments as add_bench_arguments  # one list of the bench's options (~0.1 s)
 
     add_bench_arguments(bench)
     bench.set_defaults(handler=_bench)

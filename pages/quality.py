@@ -1,4 +1,4 @@
-"""Quality page: which labels hold together, which images look misfiled, which are duplicates (doggos.explore.quality)."""
+"""Quality page: which labels hold together, which images look misfiled, which are duplicates (explore.quality)."""
 
 import functools
 

@@ -11,7 +11,7 @@ from imagegen import write_image_tree
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub; this makes a miss fail at once
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"  # a Ray call without ray_session (or a run's own Ray) fails, never starts one
+os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"  # a Ray call without ray_session (or a run's Ray) fails, never starts one
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Comparing two runs (doggos.explore.compare): settings, speed, neighbour overlap and label purity; the command; the page."""
+"""Comparing two runs (explore.compare): settings, speed, neighbour overlap, label purity; the command; the page."""
 
 from __future__ import annotations
 

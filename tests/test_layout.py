@@ -131,7 +131,8 @@ def test_the_checks_catch_an_upward_arrow_and_a_cycle(tmp_path):
         (tmp_path / name).write_text(text)
     graph = import_graph(tmp_path)
     assert upward_arrows(graph, ("base", "runs")) == [
-        "doggos.base.records (base) imports doggos.runs.driver, a wing above it", "doggos.runs.manager imports streamlit"]
+        "doggos.base.records (base) imports doggos.runs.driver, a wing above it",
+        "doggos.runs.manager imports streamlit"]
     assert sorted(cycles(graph)) == [["doggos.base.records", "doggos.runs.driver"],
                                      ["doggos.runs.manager", "doggos.runs.steps"]]
 

@@ -1,4 +1,4 @@
-"""doggos.explore.neighbours: blocked k nearest neighbours (numpy threads and Ray tasks) against the plain n × n reference."""
+"""explore.neighbours: blocked k nearest neighbours (numpy threads, Ray tasks) against the plain n × n reference."""
 
 from __future__ import annotations
 

@@ -109,7 +109,8 @@ def test_a_cluster_that_cannot_place_the_embedders_fails_with_a_message_not_a_ha
                        ray_address=address)
     too_big = ResourcePlan(device="cpu", actors=1, cpus_per_actor=64, gpus_per_actor=0, threads_per_actor=1,
                            batch_size=4, task_cpus=1, decode_in_actor=True)  # no node has 64 CPUs
-    with pytest.raises(dataset.PipelineError, match=r"did not start 1 embedder actor\(s\) within 2 s \(each needs 64 CPU"):
+    with pytest.raises(dataset.PipelineError,
+                       match=r"did not start 1 embedder actor\(s\) within 2 s \(each needs 64 CPU"):
         driver.run(config, plan=too_big)
     run_dir = RunDir(config.output)
     assert read_status(run_dir).state == "failed" and not run_dir.manifest.exists()

@@ -1,4 +1,4 @@
-"""doggos.explore.projection: 2-D maps, their fallbacks and their cache; MAP through doggos.runs.steps (the mechanism: test_steps.py)."""
+"""explore.projection: 2-D maps, their fallbacks and their cache; MAP through doggos.runs.steps (its mechanism)."""
 
 from __future__ import annotations
 
@@ -244,7 +244,8 @@ def test_command_line_entry_point(run, no_umap, capsys):
 
 
 def test_importing_projection_does_not_import_umap():
-    code = "import sys, doggos.explore.projection, doggos.base.store, dashboard.ui; print('umap' in sys.modules, 'numba' in sys.modules)"
+    code = ("import sys, doggos.explore.projection, doggos.base.store, dashboard.ui; "
+            "print('umap' in sys.modules, 'numba' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
     assert out.stdout.split() == ["False", "False"], out.stderr

@@ -1,4 +1,4 @@
-"""doggos.explore.quality: agreement, suggestions, suspects, duplicates, zero-shot, and the files, on planted dirty labels."""
+"""explore.quality: agreement, suggestions, suspects, duplicates, zero-shot, the files, on planted dirty labels."""
 
 from __future__ import annotations
 

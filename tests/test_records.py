@@ -1,4 +1,4 @@
-"""doggos.base.records: typed status and manifest, read back as written; older records open; newer or damaged ones say why."""
+"""base.records: typed status and manifest, read back as written; older records open; newer or damaged ones say why."""
 
 import json
 

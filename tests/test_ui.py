@@ -1,4 +1,4 @@
-"""dashboard.ui: the pages' non-drawing helpers (escaping, form errors, paging, selections, history rows), without Streamlit."""
+"""dashboard.ui: the pages' non-drawing helpers (escaping, form errors, paging, selections, history), no Streamlit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`python -m doggos bench` (and `python -m doggos.bench`): the benchmark's options, its parts run in order, the tables."""
+"""`python -m doggos bench` (and `python -m doggos.bench`): the benchmark's options, its parts in order, the tables."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ about the other). In each run, each shared image's k nearest shared images are f
 
 - `neighbour_overlap`: the mean, over the shared images, of |neighbours in A ∩ neighbours in B| / k. 1.0 when the two
   runs see the same neighbourhoods (identical embeddings give exactly 1.0); near 0 when they have nothing in common.
-- label purity, per run: as `doggos.explore.quality` defines it, an image's agreement is the share of its k neighbours filed
-  under its own label, and a label's purity is the mean agreement of its images; `overall` is the mean over all the
-  shared images. Both runs are scored on the same images with the same k, so their purities compare fairly.
+- label purity, per run: as `doggos.explore.quality` defines it, an image's agreement is the share of its k neighbours
+  filed under its own label, and a label's purity is the mean agreement of its images; `overall` is the mean over all
+  the shared images. Both runs are scored on the same images with the same k, so their purities compare fairly.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from doggos.base.plan import ResourcePlan
 from doggos.base.records import Manifest
 from doggos.base.rundir import RunDir, run_dir_of
 from doggos.pipeline.progress import format_duration
-from doggos.runs.manager import finished_manifest, resolve_run  # noqa: F401  (compare.resolve_run: the CLI's and tests')
+from doggos.runs.manager import finished_manifest, resolve_run  # noqa: F401  (compare.resolve_run: the CLI's, tests')
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-# numpy, pandas and pyarrow (doggos.base.store) are imported where they are used: cli.build_parser imports this module for
-# add_parser, and every other command would otherwise pay about a second to load them.
+# numpy, pandas and pyarrow (doggos.base.store) are imported where they are used: cli.build_parser imports this module
+# for add_parser, and every other command would otherwise pay about a second to load them.
 
 K = 10  # neighbours per image for the overlap: a screenful, as doggos.explore.quality uses
 SIDES = ("a", "b")

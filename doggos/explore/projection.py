@@ -3,9 +3,9 @@
 `import umap` costs seconds (numba), so it happens only inside `project()`, never on import; umap's compiled code is
 kept on disk and reused by later maps (`_cache_compiled_code`). A UMAP map is reproducible: a fixed seed and a
 single-threaded layout. What keeps it quick (docs/performance.md has the figures): UMAP works on 50 principal
-components; above 4,096 rows, neighbours come from `doggos.explore.map_neighbours` (matrix products on every core, nothing
-to compile) instead of umap's own search; above 50,000 rows the layout gets fewer epochs. Computing in the background,
-status files and machine-wide slots are `doggos.runs.steps`' job.
+components; above 4,096 rows, neighbours come from `doggos.explore.map_neighbours` (matrix products on every core,
+nothing to compile) instead of umap's own search; above 50,000 rows the layout gets fewer epochs. Computing in the
+background, status files and machine-wide slots are `doggos.runs.steps`' job.
 """
 
 from __future__ import annotations

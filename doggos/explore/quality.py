@@ -220,8 +220,8 @@ def assess(vectors: np.ndarray | StoredTiles, labels: Sequence[str], paths: Sequ
     hashes: a content hash per row (None, or None entries: exact duplicates not checked). zero_shot_result: from
     `zero_shot`, with `zero_shot_labels` naming its text vectors (default: `label_names(labels)`); without it,
     `zero_shot_note` says why. neighbours: precomputed ones, else `nearest_neighbours(vectors, k, backend=...)`.
-    vectors may be rows already in Ray's object store (`doggos.explore.neighbours.StoredTiles`): the neighbours are then found
-    by Ray tasks on the connected Ray, and this process never holds the whole matrix.
+    vectors may be rows already in Ray's object store (`doggos.explore.neighbours.StoredTiles`): the neighbours are then
+    found by Ray tasks on the connected Ray, and this process never holds the whole matrix.
     """
     if not isinstance(vectors, StoredTiles):
         vectors = np.asarray(vectors)

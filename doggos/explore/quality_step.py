@@ -1,4 +1,4 @@
-"""The label-quality post-run step (`QUALITY`): `doggos.explore.quality` on a run, zero-shot from its text tower, the files.
+"""The label-quality post-run step (`QUALITY`): `doggos.explore.quality` on a run, zero-shot from its text tower, files.
 
 Files in `<run>/quality/`, per `QualityParams.name` NAME, each written atomically, the JSON last (its presence means the
 results are complete): `NAME.parquet`, one row per image: row (int64), path, class, agreement (float64), suggested,

@@ -31,7 +31,7 @@ KNOWN_LABELS_SHOWN = 10  # an unknown-label error lists this many known labels, 
 class SearchIndex:
     """A run's embeddings as one matrix of unit rows (zero vectors stay zero), with each row's path and label.
 
-    Row i is row i everywhere (`doggos.base.store` order). The arrays are read-only: one index is shared by every caller.
+    Row i is row i everywhere (`doggos.base.store` order). The arrays are read-only: one index is shared by all callers.
     """
 
     vectors: np.ndarray  # (rows, dim) float32, L2-normalised rows

@@ -1,6 +1,6 @@
 """The Ray Data pipeline: list the source, read → label → decode → embed (actor pool) → Parquet, published atomically.
 
-`doggos.runs.driver` runs it as part of a run (status, post-run steps, the manifest last); this module knows only Ray Data.
+`doggos.runs.driver` runs it as part of a run (status, post-run steps, the manifest last); this module knows Ray Data.
 """
 
 from __future__ import annotations

@@ -105,8 +105,8 @@ class ImageEncoder:
     def encode_file(self, data: bytes) -> np.ndarray:
         """(dim,) float32 image features, not normalised, of an uploaded file's bytes.
 
-        The steps of `doggos.pipeline.embedder.prepare_images` and `Embedder`: `images.decode`, the model's own processor,
-        `get_image_features(...).pooler_output` in float32 (the image tower alone computes the same).
+        The steps of `doggos.pipeline.embedder.prepare_images` and `Embedder`: `images.decode`, the model's own
+        processor, `get_image_features(...).pooler_output` in float32 (the image tower alone computes the same).
         """
         image = read_upload(data)
         try:
