@@ -3,6 +3,7 @@ data, the thumbnail grid with paging, the image dialog and the random-weights wa
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -11,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import ui
-from doggos.base import store
+from doggos.base import shelf, store
 
 APP_DIR = Path(__file__).resolve().parents[1]  # where app.py and pages/ are
 
@@ -38,6 +39,8 @@ def start_page(script: str, title: str, needs_run: bool = True):
         st.switch_page("app.py")
     st.title(title)
     run = st.session_state.get(CURRENT_RUN)
+    if run is not None:
+        _shelve(str(run.path), store.run_version(run.path))
     if needs_run and run is None:
         st.info("No finished run yet. Start one on the Run page (the demo kit works offline).")
         st.page_link("pages/run.py", label="Go to the Run page", icon=":material/rocket_launch:")
@@ -87,6 +90,15 @@ def random_weights_warning(run, what: str) -> None:
     if run.manifest and run.manifest.random_weights:
         st.warning(f"This run's model has **random weights** (the demo kit's): {what} shows the mechanics, but carries "
                    "no meaning. Use a trained CLIP for real results.", icon=":material/casino:")
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _shelve(run_path: str, version: int) -> threading.Thread:
+    """Give a run made before thumbnail shelves (doggos.base.shelf) its shelf, once per server and run version, in a
+    thread: pages read the Parquet meanwhile, and never wait for it."""
+    thread = threading.Thread(target=shelf.ensure, args=(run_path,), name="doggos-shelf", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the run's table…")
@@ -155,8 +167,9 @@ def more_like_this(run, row: int) -> None:
 
 
 @st.dialog("Image", width="large")
-def image_dialog(run, row: int) -> None:
-    """One image larger, with its label and full path: a local original when it is still there, else the thumbnail."""
+def image_dialog(run, row: int, neighbours: int = 0) -> None:
+    """One image larger, with its label and full path: a local original when it is still there, else the thumbnail;
+    with `neighbours`, that many nearest neighbours below it."""
     item = run_index(run).iloc[row]
     image, origin, size = _detail(item["path"], thumbnails(run, (row,))[row])
     picture, facts = st.columns(2, gap="medium")
@@ -169,3 +182,11 @@ def image_dialog(run, row: int) -> None:
         st.caption(f"Original size {item['width']} × {item['height']} px · shown: {origin}")
         if st.button("More like this", icon=":material/image_search:", key="dialog-more-like-this"):
             more_like_this(run, row)
+    if neighbours:
+        from doggos.explore import search
+
+        hits = search.by_row(search.load_index(run.path), row, k=neighbours)
+        st.markdown(f"**Nearest neighbours** · {ui.markdown_literal(search.label_summary(hits))}")
+        thumbnail_grid(run, run_index(run).iloc[[hit.row for hit in hits]], key="dialog-neighbours",
+                       captions=[ui.caption_for(f"{hit.score:.3f} · {hit.label}", store.file_name(hit.path))
+                                 for hit in hits])

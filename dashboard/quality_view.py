@@ -20,7 +20,6 @@ from doggos.explore.quality import QualityParams, QualityResults
 
 SUSPECT_CSV_COLUMNS = ("path", "filed_label", "suggested_label", "agreement", "zero_shot_label", "strongest")
 DUPLICATE_CSV_COLUMNS = ("path_a", "path_b", "label_a", "label_b", "kind", "similarity", "cross_label")
-AGREEMENT_COLUMNS = ("row", "agreement", "suggested")  # what the Map needs from the per-image Parquet
 # Low agreement in a strong red, high agreement in a quiet blue-grey: suspects stand out on a busy map.
 AGREEMENT_SCALE = [[0.0, "#c0181b"], [0.35, "#f07d22"], [0.7, "#c9d6e3"], [1.0, "#9db4cc"]]
 CONFUSION_SCALE = "Blues"  # a cell's share of its filed label: one hue, darker is more
@@ -188,44 +187,6 @@ def neighbours_of(results: QualityResults, row: int) -> pd.DataFrame:
         "similarity": results.neighbours.similarities[int(row)].astype(np.float64),
         "same_label": labels == images["class"].iloc[int(row)],
     })
-
-
-def read_agreement(folder, params: QualityParams) -> pd.DataFrame:
-    """Only what the Map colours by (row, agreement, suggested) from the results' per-image Parquet; FileNotFoundError
-    until the results are complete."""
-    import pyarrow.parquet as pq
-
-    from doggos.explore.quality_step import result_paths
-
-    table_path, summary_path = result_paths(folder, params)
-    if not summary_path.exists():  # written last: without it the table may be from an unfinished computation
-        raise FileNotFoundError(f"no quality results {params.name} in {folder}")
-    return pq.read_table(table_path, columns=list(AGREEMENT_COLUMNS)).to_pandas()
-
-
-def agreement_trace(points: pd.DataFrame, agreement: pd.DataFrame):
-    """The Map's points (row, x, y, path, label) as one WebGL trace coloured by neighbour agreement, with a colorbar;
-    likely mislabeled points are larger and drawn last (on top). Returns (trace, the row ids in drawing order)."""
-    import plotly.graph_objects as go
-
-    from doggos.base.store import file_name
-
-    merged = points.merge(agreement, on="row", how="left")
-    merged["suspect"] = merged["suggested"].notna() & (merged["suggested"] != merged["label"])
-    merged = merged.sort_values(["agreement", "row"], ascending=[False, True], kind="mergesort", na_position="first")
-    hover = [
-        f"<b>{plotly_literal(label)}</b><br>{plotly_literal(file_name(path))}<br>"
-        + (f"agreement {value:.0%} · neighbours say {plotly_literal(suggested)}" if value == value else "no agreement")
-        for label, path, value, suggested in zip(merged["label"], merged["path"], merged["agreement"], merged["suggested"])
-    ]
-    trace = go.Scattergl(
-        x=merged["x"].to_numpy(), y=merged["y"].to_numpy(), mode="markers", name="label agreement", showlegend=False,
-        customdata=merged["row"].to_numpy(), hovertext=hover, hoverinfo="text",
-        marker={"color": merged["agreement"].to_numpy(), "colorscale": AGREEMENT_SCALE, "cmin": 0, "cmax": 1,
-                "size": np.where(merged["suspect"], 9, 6), "opacity": 0.9,
-                "colorbar": {"title": {"text": "neighbour<br>agreement"}, "tickformat": ".0%"}},
-    )
-    return trace, merged["row"].astype(int).tolist()
 
 
 def _as_items(images: pd.DataFrame) -> pd.DataFrame:

@@ -291,33 +291,3 @@ def detail_width(size: tuple[int, int], target: int = 320, max_zoom: float = 3.0
 
 def caption_for(label: str, name: str) -> str:
     return markdown_literal(f"{label} · {name}")
-
-
-def selected_row_ids(points: Iterable[dict], trace_rows: list[list[int]] | None = None) -> list[int]:
-    """Row ids of the points a Plotly box/lasso selection returned, in order, without repeats.
-
-    Each point carries its row id as `customdata`; where it does not, (curve_number, point_index) is looked up in
-    `trace_rows` (the row ids drawn by each trace, in trace order).
-    """
-    found: dict[int, None] = {}
-    for point in points or []:
-        row = _row_from_customdata(point.get("customdata"))
-        if row is None and trace_rows is not None:
-            curve, index = point.get("curve_number"), point.get("point_index", point.get("point_number"))
-            if isinstance(curve, int) and isinstance(index, int) and 0 <= curve < len(trace_rows) and 0 <= index < len(trace_rows[curve]):
-                row = int(trace_rows[curve][index])
-        if row is not None:
-            found.setdefault(row, None)
-    return list(found)
-
-
-def _row_from_customdata(value: Any) -> int | None:
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else None
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if number.is_integer() and number >= 0 else None

@@ -1,30 +1,30 @@
-"""Map page: a 2-D UMAP (or PCA) of the run's embeddings; box or lasso a region to see its images below."""
+"""Map page: a 2-D UMAP (or PCA) of the run's embeddings, its points becoming their images as you zoom in; hover to
+see an image, click to open it, box or lasso a region to list its images below."""
 
-import functools
-
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.colors import qualitative
 
-from dashboard import frame, quality_view, ui
-from doggos.base import store
+from dashboard import frame, map_view, ui
 from doggos.base.rundir import run_dir_of
-from doggos.explore import projection, search
+from doggos.explore import map_serving, projection
 from doggos.explore.projection import MAP
 from doggos.explore.quality import DEFAULT_PARAMS as QUALITY_DEFAULTS
-from doggos.explore.quality_step import QUALITY
+from doggos.explore.quality_step import QUALITY, result_paths
 
-PALETTE = qualitative.Dark24 + qualitative.Light24  # 48 distinct colours before any repeats
 SELECTION_PAGE_SIZE = 36
-NEIGHBOURS_SHOWN = 8  # beside the map for a clicked point; Search shows more
+NEIGHBOURS_SHOWN = 8  # in a clicked image's dialog; Search shows more
 
 run = frame.start_page(__file__, "Map")
 frame.random_weights_warning(run, "where points land")
 
 
-@st.cache_data(max_entries=16, show_spinner="Reading the projection…")
-def projection_of(path: str, mtime_ns: int):
-    return projection.load(path)
+@st.cache_data(max_entries=16, show_spinner="Reading the map…")
+def map_info(path: str, mtime_ns: int) -> dict:
+    return projection.info(path)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def map_labels(run_path: str, map_name: str, mtime_ns: int) -> tuple[list[str], list[int]]:
+    return map_serving.label_counts(run_dir_of(run_path), map_name)
 
 
 params = st.session_state.get("map_params", projection.DEFAULT_PARAMS)
@@ -49,14 +49,8 @@ state = frame.ready_step(
             "ready. The first UMAP in a fresh process takes tens of seconds (numba compiles its code); after that, "
             "results are cached per run and parameters.",
     units=("UMAP computes", "UMAPs compute"))
-points, info = projection_of(str(state.path), state.path.stat().st_mtime_ns)
-seconds = info.get("seconds")
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def agreement_of(folder: str, quality_name: str, mtime_ns: int, _quality_params):
-    return quality_view.read_agreement(folder, _quality_params)
-
+info = map_info(str(state.path), state.path.stat().st_mtime_ns)
+total, seconds = info.get("points", 0), info.get("seconds")
 
 # "label agreement" colours by the Quality page's current parameters (its defaults until it applies others).
 quality_params = st.session_state.get(frame.QUALITY_PARAMS, QUALITY_DEFAULTS)
@@ -69,10 +63,10 @@ colour = colour_col.segmented_control(
     help="Label agreement: the share of each image's nearest neighbours filed under its own label (the Quality page's "
          "k). Low agreement, a likely misfiled image, shows in red.")
 by_agreement = colour == "agreement" and quality_state.state == "ready"
-caption_col.caption(f"{len(points):,} points · {ui.markdown_literal(info.get('method', params.method))}"
+caption_col.caption(f"{total:,} points · {ui.markdown_literal(info.get('method', params.method))}"
                     + (f" · computed in {seconds:.1f} s" if seconds else "")
                     + (" · red: neighbours mostly carry another label; larger: likely mislabeled" if by_agreement
-                       else " · click a legend entry to hide a label, double-click to show it alone"))
+                       else ""))
 if colour == "agreement" and quality_state.state == "running":
 
     @st.fragment(run_every=1.0)
@@ -95,74 +89,35 @@ elif colour == "agreement" and quality_state.state in ("missing", "failed"):
         QUALITY.start(run.path, quality_params)
         st.rerun()
 
-figure = go.Figure()
-trace_rows = []
-if by_agreement:
-    agreement = agreement_of(str(run_dir_of(run).quality), quality_params.name, quality_state.path.stat().st_mtime_ns,
-                             quality_params)
-    trace, drawn_rows = quality_view.agreement_trace(points, agreement)
-    figure.add_trace(trace)
-    trace_rows.append(drawn_rows)
-else:
-    for number, (label, group) in enumerate(points.groupby("label", sort=True)):
-        trace_rows.append(group["row"].tolist())
-        names = [ui.plotly_literal(store.file_name(path)) for path in group["path"]]
-        figure.add_trace(go.Scattergl(
-            x=group["x"].to_numpy(), y=group["y"].to_numpy(), mode="markers", name=ui.plotly_literal(label),
-            customdata=group["row"].to_numpy(), hovertext=[f"<b>{ui.plotly_literal(label)}</b><br>{n}" for n in names],
-            hoverinfo="text", marker={"size": 7, "opacity": 0.85, "color": PALETTE[number % len(PALETTE)]},
-        ))
-figure.update_layout(
-    height=640, margin={"l": 10, "r": 10, "t": 36, "b": 10}, dragmode="lasso", hovermode="closest",
-    legend={"title": {"text": "Label"}, "itemsizing": "constant"},
-    # The axes of a UMAP have no units: no ticks, no grid, just the shape.
-    xaxis={"showticklabels": False, "showgrid": False, "title": None, "zeroline": False},
-    yaxis={"showticklabels": False, "showgrid": False, "title": None, "zeroline": False},
-)
-
-
-def remember_selection(chart_key: str, rows_by_trace: list[list[int]]) -> None:
-    event = st.session_state.get(chart_key) or {}
-    chosen = ui.selected_row_ids((event.get("selection") or {}).get("points", []), rows_by_trace)
-    st.session_state["map_selection"] = {"run": run.id, "rows": chosen}
-    frame.first_page("map_selection_page")
-
-
+map_path = state.path
+quality_path = result_paths(run_dir_of(run).quality, quality_params)[0] if by_agreement else None
+labels, counts = map_labels(str(run.path), map_path.stem, map_path.stat().st_mtime_ns)
 selection = st.session_state.get("map_selection") or {}
-chosen_rows = [row for row in selection.get("rows", []) if row < len(points)] if selection.get("run") == run.id else []
-chart_key = f"map_chart-{st.session_state.get('map_chart_generation', 0)}"  # a new key clears the drawn selection
-chart_col, side = st.columns([3, 1]) if len(chosen_rows) == 1 else (st.container(), None)
-chart_col.plotly_chart(figure, key=chart_key, on_select=functools.partial(remember_selection, chart_key, trace_rows),
-                       selection_mode=("points", "box", "lasso"), config={"displaylogo": False, "scrollZoom": True})
+chosen_rows = [row for row in selection.get("rows", []) if 0 <= row < total] if selection.get("run") == run.id else []
+data = map_view.component_data(run, map_path, labels, counts, "agreement" if by_agreement else "label", quality_path,
+                               chosen_rows, st.session_state.get("map_selection_version", 0))
+event = map_view.draw(data, key=f"map-{run.id}")
+if event.selected is not None:  # a lasso or a box just closed: its rows (none: the selection is cleared)
+    chosen_rows = [row for row in event.selected if 0 <= row < total]
+    st.session_state["map_selection"] = {"run": run.id, "rows": chosen_rows}
+    frame.first_page("map_selection_page")
+if event.clicked is not None:
+    frame.image_dialog(run, int(event.clicked), neighbours=NEIGHBOURS_SHOWN)
 
-if side is not None:  # one point clicked: it and its nearest neighbours, beside the map
-    row = chosen_rows[0]
-    item = frame.run_index(run).iloc[row]
-    with side:
-        st.image(frame.thumbnails(run, (row,))[row], caption=ui.caption_for(item["label"], item["name"]), width="stretch")
-        neighbours = search.by_row(search.load_index(run.path), row, k=NEIGHBOURS_SHOWN)
-        st.markdown(f"**Nearest neighbours** · {ui.markdown_literal(search.label_summary(neighbours))}")
-        shown = frame.run_index(run).iloc[[hit.row for hit in neighbours]]
-        frame.thumbnail_grid(run, shown, captions=[ui.caption_for(f"{hit.score:.3f} · {hit.label}",
-                                                                  store.file_name(hit.path)) for hit in neighbours],
-                             key="map-neighbours")
-        if st.button("More like this", icon=":material/image_search:", key="map-more-like-this", width="stretch"):
-            frame.more_like_this(run, row)
-    st.caption("Click another point, or draw a lasso around several to list their images.")
-    st.stop()
 if not chosen_rows:
-    st.caption("Click a point to see its nearest neighbours; draw a lasso (or pick the box tool in the chart's toolbar) "
-               "around points to see their images here.")
+    st.caption("Hover a point to see its image; scroll to zoom in until the points become their images; click one to "
+               "open it with its nearest neighbours. Pick **Lasso** or **Box** above the map to select a region and "
+               "list its images here.")
     st.stop()
 
-chosen = points.set_index("row").loc[chosen_rows].reset_index()
+chosen = map_serving.map_rows(run_dir_of(run), map_path.stem, chosen_rows)
 head_col, download_col, clear_col = st.columns([3, 1, 1], vertical_alignment="center")
 head_col.subheader(f"{len(chosen):,} selected image{'s' if len(chosen) != 1 else ''}")
 download_col.download_button("Download CSV", ui.selection_csv(chosen), file_name=f"map-selection-{run.id}.csv",
                              mime="text/csv", icon=":material/download:", width="stretch")
 if clear_col.button("Clear selection", icon=":material/deselect:", width="stretch"):
     st.session_state.pop("map_selection", None)
-    st.session_state["map_chart_generation"] = st.session_state.get("map_chart_generation", 0) + 1
+    st.session_state["map_selection_version"] = st.session_state.get("map_selection_version", 0) + 1  # see map_view
     st.rerun()
 per_label = chosen.groupby("label").size().sort_values(ascending=False)
 table_col, _ = st.columns([1, 2])
@@ -170,5 +125,6 @@ table_col.dataframe(per_label.rename("images").rename_axis("label").reset_index(
                     height=min(35 * len(per_label) + 38, 220))
 
 window = frame.page_window(len(chosen), "map_selection_page", SELECTION_PAGE_SIZE)
-frame.thumbnail_grid(run, chosen.iloc[window], key="map")
+frame.thumbnail_grid(run, chosen.iloc[window], key="map", on_view=lambda row: frame.image_dialog(
+    run, row, neighbours=NEIGHBOURS_SHOWN))
 frame.pager(len(chosen), "map_selection_page", SELECTION_PAGE_SIZE)

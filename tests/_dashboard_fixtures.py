@@ -152,6 +152,13 @@ def plotly_spec(at: AppTest) -> dict:
     return json.loads(charts[0].proto.spec)
 
 
+def map_data(at: AppTest) -> dict:
+    """What the Map page sent its map component (URLs, labels, colours, selection)."""
+    maps = at.get("bidi_component")
+    assert len(maps) == 1
+    return json.loads(maps[0].proto.json)
+
+
 def array_length(value) -> int:
     """Plotly stores numpy arrays as {'dtype', 'bdata'}; plain lists otherwise."""
     if isinstance(value, dict) and "bdata" in value:

@@ -76,4 +76,6 @@ def every_run_goes_through_app_py(monkeypatch):
 
     from streamlit.runtime.scriptrunner import script_runner
 
-    monkeypatch.setattr(script_runner, "_mpa_v1", lambda main_script_path: runpy.run_path(main_script_path))
+    # As __main__, as the server runs it (app.py draws only then: see its end).
+    monkeypatch.setattr(script_runner, "_mpa_v1",
+                        lambda main_script_path: runpy.run_path(main_script_path, run_name="__main__"))

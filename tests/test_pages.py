@@ -3,7 +3,6 @@ dashboard.ui: test_ui.py)."""
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import subprocess
@@ -12,15 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
-from _dashboard_fixtures import (APP, NASTY_LABEL, array_length, button, damage_thumbnails, markdown_bodies, open_page,
-                                 plotly_spec, precompute_map, precompute_quality, unescape_markdown, write_failed_run,
+from _dashboard_fixtures import (APP, NASTY_LABEL, button, damage_thumbnails, map_data, markdown_bodies, open_page,
+                                 precompute_map, precompute_quality, unescape_markdown, write_failed_run,
                                  write_fake_run)
 from conftest import wait_for
 from streamlit.testing.v1 import AppTest
 
 from dashboard import ui
 from doggos.base import store
-from doggos.explore import projection
+from doggos.base.rundir import RunDir
+from doggos.explore import map_payload, map_serving, projection
 from doggos.runs.manager import RunManager
 
 pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
@@ -76,7 +76,7 @@ def test_a_deep_link_opened_first_still_gets_the_frame(fake_run, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=30)
     at.switch_page("pages/map.py").run()
     assert not at.exception
-    assert [t.value for t in at.title] == ["Map"] and at.get("plotly_chart")
+    assert [t.value for t in at.title] == ["Map"] and at.get("bidi_component")
     assert at.sidebar.selectbox(key="current_run_id").value == RUN_ID
 
 
@@ -159,11 +159,17 @@ def test_browse_renders_a_2880_image_run_one_page_at_a_time(runs_root):
 
 def test_map_draws_one_point_per_embedding_with_a_legend_entry_per_label(fake_run):
     at = open_page("pages/map.py")
-    spec = plotly_spec(at)
-    rows = len(store.load_index(fake_run))
-    assert sum(array_length(trace["x"]) for trace in spec["data"]) == rows
-    assert {trace["type"] for trace in spec["data"]} == {"scattergl"}
-    assert sorted(html.unescape(trace["name"]) for trace in spec["data"]) == sorted(store.load_index(fake_run)["label"].unique())
+    data = map_data(at)
+    index = store.load_index(fake_run)
+    rows = len(index)
+    counts = index.groupby("label").size()
+    assert data["labels"] == sorted(counts.index) and data["counts"] == [int(counts[label]) for label in data["labels"]]
+    assert len(data["colours"]) == len(data["labels"]) and data["colour_by"] == "label" and data["selected"] == []
+    # The points travel by the app's route, not in the page: the URL names this run's default map.
+    assert data["points_url"].startswith(f"/doggos/runs/{RUN_ID}/maps/{projection.DEFAULT_PARAMS.name}/points.bin?v=")
+    served = map_serving.points_buffer(RunDir(fake_run), projection.DEFAULT_PARAMS.name)
+    assert len(map_payload.unpack(served)["x"]) == rows
+    assert data["thumb_url"].startswith(f"/doggos/runs/{RUN_ID}/thumbnails/{{row}}.jpg?v=")
     assert any(f"{rows:,} points" in c.value for c in at.caption)
     assert any("random weights" in w.value for w in at.warning)  # the fake run's model is the demo kit's
 
@@ -171,6 +177,7 @@ def test_map_draws_one_point_per_embedding_with_a_legend_entry_per_label(fake_ru
 def test_map_selection_shows_the_selected_images(fake_run):
     at = open_page("pages/map.py", map_selection={"run": RUN_ID, "rows": [0, 5, 20]})
     assert any("3 selected images" in s.value for s in at.subheader)
+    assert map_data(at)["selected"] == [0, 5, 20]  # the map greys the rest
     index = store.load_index(fake_run)
     captions = [unescape_markdown(c) for image in at.image for c in image.captions]
     assert captions == [f"{index.label[r]} · {index.name[r]}" for r in (0, 5, 20)]
@@ -190,12 +197,12 @@ def test_map_computes_missing_parameters_in_the_background(fake_run):
     at = open_page("pages/map.py")
     at.get("button_group")[0].set_value("pca")  # the Method control
     button(at, "Apply").click().run()
-    assert not at.get("plotly_chart")
+    assert not at.get("bidi_component")
     assert any("in the background" in i.value for i in at.info)
     params = projection.ProjectionParams(method="pca")
     assert wait_for(lambda: (s := projection.MAP.status(fake_run, params)).state != "running" and s).state == "ready"
     at.run()
-    assert sum(array_length(t["x"]) for t in plotly_spec(at)["data"]) == len(store.load_index(fake_run))
+    assert f"/maps/{params.name}/points.bin" in map_data(at)["points_url"]
 
 
 def test_map_says_when_its_umap_waits_for_a_slot(fake_run, monkeypatch):
@@ -207,7 +214,7 @@ def test_map_says_when_its_umap_waits_for_a_slot(fake_run, monkeypatch):
     marker.with_suffix(".waiting").touch()
     at = open_page("pages/map.py")
     assert any("is queued" in i.value and "at most 3 UMAPs compute at once" in i.value for i in at.info)
-    assert not at.get("plotly_chart")
+    assert not at.get("bidi_component")
 
 
 def test_map_shows_why_a_projection_failed(fake_run):
@@ -216,7 +223,7 @@ def test_map_shows_why_a_projection_failed(fake_run):
     error_file.write_text("MemoryError: the run is too big for this machine")
     at = open_page("pages/map.py")
     assert any("too big for this machine" in unescape_markdown(e.value) for e in at.error)
-    assert not at.get("plotly_chart")
+    assert not at.get("bidi_component")
 
 
 # ---- Run summary page --------------------------------------------------------------------------------------------
@@ -263,17 +270,27 @@ def test_labels_with_markup_display_literally(fake_run, page):
     shown = [unescape_markdown(c) for image in at.image for c in image.captions]
     if page in ("pages/browse.py", "pages/map.py"):
         assert any(c.startswith(f"{NASTY_LABEL} · ") for c in shown)
-    if page == "pages/map.py":
-        names = [trace["name"] for trace in plotly_spec(at)["data"]]
-        assert "<b>" not in "".join(names) and NASTY_LABEL in [html.unescape(n) for n in names]
+    if page == "pages/map.py":  # the component writes labels as text (textContent), never as markup
+        assert NASTY_LABEL in map_data(at)["labels"]
 
 
-def test_map_click_on_one_point_shows_it_and_its_neighbours_beside_the_map(fake_run):
-    at = open_page("pages/map.py", map_selection={"run": RUN_ID, "rows": [4]})
+def test_a_selected_image_opens_in_the_dialog_with_its_neighbours(fake_run):
+    at = open_page("pages/map.py", map_selection={"run": RUN_ID, "rows": [4, 7]})
     index = store.load_index(fake_run)
-    captions = [unescape_markdown(c) for image in at.image for c in image.captions]
-    assert captions[0] == f"{index.label[4]} · {index.name[4]}"  # the clicked image first
-    assert len(captions) == 1 + 8 and not any(c.endswith(f" · {index.name[4]}") for c in captions[1:])
+    next(b for b in at.button if b.label == "View").click().run()  # the first selected image: row 4
+    assert any(index.path[4] == c.value for c in at.code)
     assert any("Nearest neighbours" in m.value for m in at.markdown)
-    button(at, "More like this").click().run()
-    assert [t.value for t in at.title] == ["Search"] and at.session_state["search_row"] == 4
+    captions = [unescape_markdown(c) for image in at.image for c in image.captions]
+    neighbours = [c for c in captions if c.count(" · ") == 2]  # "score · label · file"
+    assert len(neighbours) == 8 and not any(c.endswith(f" · {index.name[4]}") for c in neighbours)
+    assert any(b.label == "More like this" for b in at.button)  # a dialog's button reruns only the dialog: the
+    # browser tier clicks it
+
+
+def test_opening_a_run_made_before_shelves_gives_it_one_in_the_background(fake_run):
+    from doggos.base import shelf
+
+    assert not shelf.is_current(fake_run)  # the fake run, like an old run, has only its Parquet
+    at = open_page("pages/browse.py")
+    assert at.image  # drawn from the Parquet meanwhile
+    assert wait_for(lambda: shelf.is_current(fake_run))

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _dashboard_fixtures import (NASTY_LABEL, array_length, button, markdown_bodies, open_page, plotly_spec,
+from _dashboard_fixtures import (NASTY_LABEL, button, map_data, markdown_bodies, open_page, plotly_spec,
                                  precompute_map, unescape_markdown, write_fake_run)
 
 from dashboard import quality_view
@@ -24,6 +24,8 @@ from doggos.base import store
 from doggos.base.rundir import RunDir
 from doggos.explore.quality import DEFAULT_PARAMS, QualityParams, ZeroShot, assess, label_names
 from doggos.explore.quality_step import QUALITY, write_results
+from doggos.explore import map_payload, map_serving
+from doggos.explore.projection import DEFAULT_PARAMS as PROJECTION_DEFAULTS
 
 RUN_ID = "20250101-120000-0001"
 MISFILED = {3: "border collie", 4: "border collie"}  # beagle images (their embeddings say so) filed under another label
@@ -320,22 +322,24 @@ def test_quality_page_shows_nasty_labels_literally(runs_root):
 def test_map_colours_by_label_agreement_when_the_results_exist(quality_run):
     run, results = quality_run
     at = open_page("pages/map.py")
-    assert len(plotly_spec(at)["data"]) == 3  # by label, unchanged: one trace per label
+    assert map_data(at)["colour_by"] == "label" and "quality=" not in map_data(at)["points_url"]
     at.button_group(key="map_colour").set_value("agreement").run()
-    (trace,) = plotly_spec(at)["data"]
-    marker = trace["marker"]
-    assert array_length(trace["x"]) == len(results.images) and marker["colorbar"]["title"]["text"]
-    colours, rows = decoded(marker["color"]), decoded(trace["customdata"])
-    assert np.allclose(colours, results.images["agreement"].to_numpy()[rows])
-    assert list(rows[-2:]) == [3, 4]  # the least agreement (row 4: none) is drawn last, on top
-    assert (marker["cmin"], marker["cmax"]) == (0, 1)
+    data = map_data(at)
+    assert data["colour_by"] == "agreement" and f"quality={DEFAULT_PARAMS.name}" in data["points_url"]
+    assert data["agreement_scale"][0] == [0.0, "#c0181b"]  # low agreement in red
+    # What that URL serves: each point's agreement (to the half percent) and whether its neighbours say another label.
+    points = map_payload.unpack(map_serving.points_buffer(RunDir(run), PROJECTION_DEFAULTS.name, DEFAULT_PARAMS.name))
+    images = results.images.sort_values("row")
+    assert np.allclose(points["agreement"], images["agreement"].to_numpy(), atol=0.005, equal_nan=True)
+    suspect = images["suggested"].notna() & (images["suggested"] != images["class"])
+    assert points["suspect"].tolist() == suspect.tolist()
 
 
 def test_map_offers_to_compute_label_agreement(fake_map_run, recorded_quality_starts):
     at = open_page("pages/map.py")
     assert "not computed" in " ".join(at.button_group(key="map_colour").options)
     at.button_group(key="map_colour").set_value("agreement").run()
-    assert len(plotly_spec(at)["data"]) == 3  # still by label meanwhile
+    assert map_data(at)["colour_by"] == "label"  # still by label meanwhile
     button(at, "Compute label agreement").click().run()
     assert recorded_quality_starts == [DEFAULT_PARAMS]
     assert any("computing in the background" in i.value for i in at.info)

@@ -28,15 +28,6 @@ def test_plotly_literal_escapes_html():
     assert ui.plotly_literal("<b>x</b> & y") == "&lt;b&gt;x&lt;/b&gt; &amp; y"
 
 
-def test_selected_row_ids_reads_customdata_or_falls_back_to_trace_positions():
-    points = [{"curve_number": 0, "point_index": 1, "customdata": [7]}, {"curve_number": 1, "point_index": 0, "customdata": 3},
-              {"curve_number": 0, "point_index": 1, "customdata": 7.0}, {"curve_number": 1, "point_index": 1}]
-    assert ui.selected_row_ids(points, trace_rows=[[5, 7], [3, 9]]) == [7, 3, 9]
-    assert ui.selected_row_ids([{"customdata": "x"}, {"customdata": -1}, {}], trace_rows=None) == []
-    assert ui.selected_row_ids([], [[1]]) == []
-    assert ui.selected_row_ids([{"curve_number": 4, "point_index": 0}], [[1]]) == []
-
-
 def test_page_slice_clamps_to_the_last_page():
     assert ui.page_count(0, 48) == 1 and ui.page_count(97, 48) == 3
     assert ui.page_slice(97, 3, 48) == slice(96, 97)

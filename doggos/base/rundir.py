@@ -12,8 +12,8 @@ from typing import Any, Iterator
 
 class RunDir:
     """Names every file of a run: `config.json`, `status.json`, `log.txt`, `output.txt`, `embeddings/`, `failures.json`,
-    `ray_stats.txt`, `projections/`, `quality/` and `manifest.json`, which is written last (a run is finished only when it
-    says so). Their contents are read and written through `doggos.base.records`."""
+    `ray_stats.txt`, `projections/`, `quality/`, `thumbnails/` and `manifest.json`, which is written last (a run is
+    finished only when it says so). Their contents are read and written through `doggos.base.records`."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().absolute()
@@ -28,6 +28,10 @@ class RunDir:
     ray_stats = property(lambda self: self.path / "ray_stats.txt")
     projections = property(lambda self: self.path / "projections")
     quality = property(lambda self: self.path / "quality")
+    # The thumbnail shelf (doggos.base.shelf): every thumbnail's JPEG bytes in one file, read a row at a time.
+    thumbnails = property(lambda self: self.path / "thumbnails")
+    # Held (flock) while the shelf is built: a file beside the folder, since the folder itself is swapped by renames.
+    thumbnails_lock = property(lambda self: self.path / "thumbnails.lock")
     # Text features of the label-quality step's zero-shot prompts, computed by the embedder actors during the run.
     prompt_features = property(lambda self: self.path / "quality" / "prompt_features.parquet")
     manifest = property(lambda self: self.path / "manifest.json")
@@ -42,6 +46,13 @@ class RunDir:
 def run_dir_of(run) -> RunDir:
     """A RunDir from a RunDir, a path, or anything with a `.path` (a RunInfo)."""
     return run if isinstance(run, RunDir) else RunDir(getattr(run, "path", run))
+
+
+def embedding_files(run) -> list[Path]:
+    """The run's Parquet files in a fixed order: a row's position in this order is its id everywhere (here, below
+    both `doggos.base.store` and `doggos.base.shelf`, so the two number rows the same way)."""
+    folder = run_dir_of(run).embeddings
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
 
 
 @contextlib.contextmanager

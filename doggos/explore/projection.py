@@ -318,3 +318,10 @@ def load(path: str | os.PathLike):
     info = json.loads((table.schema.metadata or {}).get(b"doggos", b"{}"))
     frame = table.to_pandas().rename(columns={"class": "label"})
     return frame, info
+
+
+def info(path: str | os.PathLike) -> dict:
+    """What made a stored map (params, method, points, seconds), from its file's metadata alone: no column is read."""
+    import pyarrow.parquet as pq
+
+    return json.loads((pq.read_schema(path).metadata or {}).get(b"doggos", b"{}"))

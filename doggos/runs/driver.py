@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
+from doggos.base import shelf
 from doggos.base.config import RunConfig, user_message
 from doggos.base.plan import ResourcePlan
 from doggos.base.records import Manifest, Progress, update_status, write_manifest
@@ -62,7 +63,7 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     # A rerun into the same folder first unpublishes the old result: from here on nothing reads as complete until the
     # new manifest is written, and no map or report of the old rows survives to mislabel the new ones.
     run_dir.manifest.unlink(missing_ok=True)
-    for folder in (run_dir.projections, run_dir.quality):
+    for folder in (run_dir.projections, run_dir.quality, run_dir.thumbnails):
         shutil.rmtree(folder, ignore_errors=True)
     operators_path(run_dir).unlink(missing_ok=True)  # the live view and the timeline are this run's alone
     write_json_atomic(run_dir.config, config.to_dict())
@@ -153,6 +154,7 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
                 manifest = dataset.embed(config, run_dir, source, listing, heartbeat, started, plan,
                                           prompts=_step_prompts(steps, listing.paths))
                 published.set()
+                _build_shelf(run_dir)
                 seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
                 final = dataclasses.replace(manifest.progress, phase="done")
                 heartbeat.progress = final
@@ -195,6 +197,20 @@ def _quietly(warm_up) -> None:
         log.debug("warm-up failed: %s", error)
 
 
+def _build_shelf(run_dir: RunDir) -> None:
+    """The run's thumbnail shelf (pages read a row's thumbnail from it in two preads), built before the manifest so a
+    finished run has one from its first page on. Its version is the Parquet files' own, not the manifest's mtime, so
+    writing the manifest next leaves it current. A failure fails nothing: pages then read the Parquet, slower."""
+    begun = time.time()
+    try:
+        folder = shelf.build(run_dir)
+    except Exception as error:
+        log.warning("thumbnail shelf not built (pages read the Parquet instead): %s", error)
+        return
+    size = (folder / shelf.SHELF).stat().st_size
+    log.info("thumbnail shelf: %.1f MB in %.2f s", size / 1e6, time.time() - begun)
+
+
 def _run_step(step: Step, params, run_dir: RunDir, heartbeat: "_Heartbeat") -> float | None:
     """One post-run step, now; a failure here fails nothing (the dashboard can compute it again later)."""
     heartbeat.progress = dataclasses.replace(heartbeat.progress, phase=step.phase)
@@ -215,7 +231,7 @@ def _unpublish(run_dir: RunDir, published: threading.Event) -> None:
     """Remove what this run wrote: the staged Parquet always, and everything it published once it had."""
     dataset.discard_staging(run_dir)
     if published.is_set():
-        for folder in (run_dir.embeddings, run_dir.projections, run_dir.quality):
+        for folder in (run_dir.embeddings, run_dir.projections, run_dir.quality, run_dir.thumbnails):
             shutil.rmtree(folder, ignore_errors=True)
         run_dir.manifest.unlink(missing_ok=True)  # written before Ray's shutdown, which could still fail
 

@@ -326,6 +326,6 @@ def _kill_run_processes(run_id: str, timeout_s: float = 3.0) -> None:
 
 def _remove_output(run_dir: RunDir) -> None:
     """A run that did not succeed leaves no result: no staged or published Parquet, no maps, no reports, no manifest."""
-    for folder in (run_dir.staging, run_dir.embeddings, run_dir.projections, run_dir.quality):
+    for folder in (run_dir.staging, run_dir.embeddings, run_dir.projections, run_dir.quality, run_dir.thumbnails):
         shutil.rmtree(folder, ignore_errors=True)
     run_dir.manifest.unlink(missing_ok=True)

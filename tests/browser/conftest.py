@@ -79,7 +79,8 @@ def pytest_runtest_makereport(item, call):
     folder = item.funcargs.get("artifacts")
     if report.when != "call" or folder is None or item.get_closest_marker("browser") is None:
         return report
-    tab = item.funcargs.get("page")  # the walk's tab; a first-visit test screenshots its own tab itself
+    # The walk's tab (or the Map module's); a first-visit test screenshots its own tab itself.
+    tab = item.funcargs.get("page") or item.funcargs.get("map_page")
     if tab is not None:
         steps = [other for other in item.session.items if other.parent is item.parent]
         name = f"{steps.index(item) + 1:02d}-{item.name}{'-FAILED' if report.failed else ''}.png"

@@ -98,7 +98,7 @@ def test_a_demo_run_shows_live_progress_then_succeeds(page):
 
 
 DEEP_LINK_CONTENT = {  # url path → the test id of what the page draws for a finished run
-    "map": "stPlotlyChart", "browse": "stImage", "summary": "stMetric"}
+    "map": "doggos-map", "browse": "stImage", "summary": "stMetric"}
 
 
 @pytest.mark.parametrize("path", DEEP_LINKS)
@@ -140,12 +140,12 @@ def test_browse_filters_pages_and_views_an_image(page):
 def test_a_lasso_on_the_map_lists_the_selected_images(page):
     needs("run")
     open_from_sidebar(page, "Map")
-    chart = page.get_by_test_id("stPlotlyChart")
-    expect(chart).to_be_visible(timeout=SETTLE_MS)  # the run computed the default map: no waiting for UMAP here
+    chart = page.get_by_test_id("doggos-map")
+    # The run computed the default map: no waiting for UMAP here.
+    expect(chart).to_have_attribute("data-state", "ready", timeout=SETTLE_MS)
     expect(page.get_by_text(f"{DEMO_LIMIT} points")).to_be_visible()
-    plot_area = chart.locator("rect.nsewdrag")  # Plotly's drag layer over the axes, where a lasso starts
-    expect(plot_area).to_have_count(1)
-    draw_lasso(page, plot_area)
+    chart.get_by_role("button", name="Lasso", exact=True).click()
+    draw_lasso(page, page.get_by_test_id("doggos-map-canvas"))
 
     heading = page.get_by_role("heading", name=re.compile(r"^\d+ selected images?$"))
     expect(heading).to_be_visible(timeout=SETTLE_MS)
