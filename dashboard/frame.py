@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -72,7 +73,8 @@ def ready_step(step, run, params, what: str, working: str, units: tuple[str, str
                 st.info(f"{what} is queued{elapsed}: at most {slots} {units[slots > 1]} at once on this machine, and "
                         "this one starts when another finishes. This page updates by itself.", icon=":material/pending:")
             else:
-                st.info(working.replace("{elapsed}", elapsed), icon=":material/hourglass_top:")
+                stage = f" Now: {ui.markdown_literal(now.stage)}." if now.stage else ""  # what it says it is doing
+                st.info(working.replace("{elapsed}", elapsed) + stage, icon=":material/hourglass_top:")
 
         wait()
         st.stop()
@@ -101,14 +103,81 @@ def _shelve(run_path: str, version: int) -> threading.Thread:
     return thread
 
 
-@st.cache_data(max_entries=8, show_spinner="Reading the run's table…")
+# The run's index and what is derived from it are st.cache_resource: one object per server, shared by every session
+# and rerun without a copy (st.cache_data would pickle a 1,000,000-row index and unpickle it on every call). Nothing
+# may modify them: pages and helpers only read, select and slice them (the arrays are made read-only).
+@st.cache_resource(max_entries=4, show_spinner="Reading the run's table…")
 def _index(run_path: str, version: int) -> pd.DataFrame:
     return store.load_index(run_path)
 
 
 def run_index(run) -> pd.DataFrame:
-    """One row per image of the run (row, path, label, name, width, height), cached per run version."""
+    """One row per image of the run (row, path, label, name, width, height), cached per run version. Shared by every
+    session: read it, never modify it."""
     return _index(str(run.path), store.run_version(run.path))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _label_counts(run_path: str, version: int) -> pd.DataFrame:
+    return store.label_counts(_index(run_path, version))
+
+
+def label_counts(run) -> pd.DataFrame:
+    """Images per label (columns label, images), most frequent first, once per run version; shared: never modify."""
+    return _label_counts(str(run.path), store.run_version(run.path))
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _label_names(run_path: str, version: int) -> tuple[str, ...]:
+    labels = _index(run_path, version)["label"]
+    return tuple(sorted(set(_label_counts(run_path, version)["label"]) | ({""} if labels.isna().any() else set())))
+
+
+def label_names(run) -> tuple[str, ...]:
+    """The run's labels, sorted, a missing one as "" (as doggos.explore.search names them), once per run version."""
+    return _label_names(str(run.path), store.run_version(run.path))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _row_count(run_path: str, version: int) -> int:
+    return store.row_count(run_path)
+
+
+def row_count(run) -> int:
+    """How many images the run has, from its Parquet footers: no need to read its index."""
+    return _row_count(str(run.path), store.run_version(run.path))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Sorting the run's images…")
+def _browse_order(run_path: str, version: int) -> np.ndarray:
+    return _read_only(store.browse_order(_index(run_path, version)))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)  # up to 8 MB each for 1,000,000 rows
+def _matching(run_path: str, version: int, labels: tuple[str, ...], name_contains: str) -> np.ndarray | None:
+    return _read_only(store.matching_rows(_index(run_path, version), labels, name_contains))
+
+
+def _read_only(array: np.ndarray | None) -> np.ndarray | None:
+    if array is not None:
+        array.flags.writeable = False
+    return array
+
+
+def matching_rows(run, labels=(), name_contains: str = "") -> np.ndarray | None:
+    """Row positions matching Browse's filters (`store.matching_rows`; None: every row), cached per run version and
+    filters, so paging through them costs no filtering."""
+    return _matching(str(run.path), store.run_version(run.path), tuple(labels), name_contains.strip().lower())
+
+
+def ordered_page(run, chosen: np.ndarray | None, window: slice) -> pd.DataFrame:
+    """The index's rows of `window` in the label, path order of the `chosen` rows (`matching_rows`). The whole sort
+    is made (once per run version) only for windows past store.SELECT_MAX of more than store.SORT_ALONE_MAX rows: the
+    first pages are picked without it, and a few labels' rows are sorted alone."""
+    index = run_index(run)
+    whole = window.stop > store.SELECT_MAX and (chosen is None or len(chosen) > store.SORT_ALONE_MAX)
+    order = _browse_order(str(run.path), store.run_version(run.path)) if whole else None
+    return index.iloc[store.ordered_rows(index, chosen, window, order)]
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -1,8 +1,8 @@
 """What the Quality page and the Map's "label agreement" colour show from a run's label-quality results (no Streamlit).
 
-Tables, captions and CSV worklists come from a `doggos.explore.quality.QualityResults`; the figures are plain
-Plotly, so every decision the pages make can be tested without a browser. Text here is plain: the pages escape it
-where they show it.
+Tables, captions and CSV worklists come from a `doggos.explore.quality.QualityResults`; the confusion chart is a
+plain Vega-Lite spec, so every decision the pages make can be tested without a browser. Text here is plain: the pages
+escape it where they show it (Vega draws the chart's labels as text: nothing to escape there).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from dashboard.ui import plotly_literal
 from doggos.explore.neighbours import check_k
 from doggos.explore.quality import QualityParams, QualityResults
 
@@ -22,7 +21,9 @@ SUSPECT_CSV_COLUMNS = ("path", "filed_label", "suggested_label", "agreement", "z
 DUPLICATE_CSV_COLUMNS = ("path_a", "path_b", "label_a", "label_b", "kind", "similarity", "cross_label")
 # Low agreement in a strong red, high agreement in a quiet blue-grey: suspects stand out on a busy map.
 AGREEMENT_SCALE = [[0.0, "#c0181b"], [0.35, "#f07d22"], [0.7, "#c9d6e3"], [1.0, "#9db4cc"]]
-CONFUSION_SCALE = "Blues"  # a cell's share of its filed label: one hue, darker is more
+CONFUSION_SCALE = "blues"  # a cell's share of its filed label: one hue, darker is more (a Vega scheme)
+CELL_PARAM = "cell"  # the confusion chart's selection parameter: the clicked cell
+SELECTED_CELL = "#f07d22"  # the clicked cell's outline
 CELL_TEXT_MAX_LABELS = 25  # above this many labels the counts no longer fit inside the heatmap's cells
 
 
@@ -64,52 +65,70 @@ def confusion_cells(results: QualityResults) -> pd.DataFrame:
     })
 
 
-def confusion_figure(results: QualityResults):
-    """The confusion heatmap (rows: filed label, columns: neighbours' suggestion; colour: share of the filed label).
+def confusion_chart(results: QualityResults, cells: pd.DataFrame | None = None) -> dict:
+    """The confusion heatmap as a Vega-Lite spec (rows: filed label, columns: neighbours' suggestion; colour: share of
+    the filed label), for st.vega_lite_chart with on_select.
 
-    Plotly's heatmaps report no click to Streamlit, so an invisible marker sits on every non-empty cell and carries
-    [filed index, suggested index] as customdata: clicking a cell selects its marker (`cell_from_selection`).
+    Vega-Lite, not Plotly: Streamlit's Plotly element makes the browser load and compile 4.7 MB of JavaScript, ~1.5 s
+    of a page's first render on a 2-core machine; Vega's is 0.8 MB. Each non-empty cell is a rect (an empty cell
+    shows the background, as a zero share would); clicking one selects it as {filed_index, suggested_index} under
+    CELL_PARAM (`cell_from_selection`). Labels are data, drawn as text: no markup is read in them. `cells`: the
+    results' `confusion_cells`, when already at hand.
     """
-    import plotly.graph_objects as go
-
-    matrix = results.confusion()
-    names = [plotly_literal(name) for name in matrix.index]
-    counts = matrix.to_numpy()
-    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    hover = "filed as <b>%{y}</b><br>neighbours say <b>%{x}</b><br>%{meta}<extra></extra>"
-    heatmap = go.Heatmap(
-        z=shares, x=names, y=names, customdata=counts, colorscale=CONFUSION_SCALE, zmin=0, zmax=1, xgap=1, ygap=1,
-        colorbar={"title": {"text": "share of<br>filed label"}, "tickformat": ".0%"},
-        hovertemplate=hover.replace("%{meta}", "%{customdata:,} images (%{z:.0%})"),
-    )
-    if len(names) <= CELL_TEXT_MAX_LABELS:
-        heatmap.update(text=np.where(counts > 0, counts, "").astype(str), texttemplate="%{text}")
-    cells = confusion_cells(results)
-    clickable = go.Scatter(
-        x=[names[j] for j in cells["suggested_index"]], y=[names[i] for i in cells["filed_index"]], mode="markers",
-        # It must take the hover (a click selects the hovered point); it says what the heatmap would.
-        customdata=cells[["filed_index", "suggested_index"]].to_numpy().tolist(), showlegend=False,
-        hovertext=[f"{count:,} image{'s' if count != 1 else ''} ({share:.0%})"
-                   for count, share in zip(cells["images"], cells["share"])],
-        hovertemplate=hover.replace("%{meta}", "%{hovertext}"),
-        marker={"symbol": "square", "size": max(8, min(40, 560 // max(1, len(names)))), "opacity": 0},
-        # A clicked cell gets a faint mark; the rest stay invisible (Plotly would otherwise dim them).
-        selected={"marker": {"opacity": 0.35, "color": "#f07d22"}}, unselected={"marker": {"opacity": 0}},
-    )
-    figure = go.Figure([heatmap, clickable])
-    side = max(360, min(900, 160 + 28 * len(names)))
-    figure.update_layout(
-        height=side, margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="closest", clickmode="event+select",
-        xaxis={"title": {"text": "neighbours say"}, "side": "top", "type": "category", "tickangle": -45},
-        yaxis={"title": {"text": "filed as"}, "autorange": "reversed", "type": "category"},
-    )
-    return figure
+    names = [str(name) for name in results.labels["label"]]
+    cells = confusion_cells(results) if cells is None else cells
+    values = [{"filed": filed, "suggested": suggested, "filed_index": int(i), "suggested_index": int(j),
+               "images": int(count), "share": float(share)}
+              for filed, suggested, i, j, count, share in zip(
+                  cells["filed"], cells["suggested"], cells["filed_index"], cells["suggested_index"], cells["images"],
+                  cells["share"])]
+    selected = {"param": CELL_PARAM, "empty": False}
+    rect = {
+        "mark": {"type": "rect", "cursor": "pointer"},
+        "params": [{"name": CELL_PARAM, "select": {"type": "point", "fields": ["filed_index", "suggested_index"]}}],
+        "encoding": {
+            "color": {"field": "share", "type": "quantitative", "title": ["share of", "filed label"],
+                      "scale": {"scheme": CONFUSION_SCALE, "domain": [0, 1]}, "legend": {"format": ".0%"}},
+            # A clicked cell gets an orange outline; the rest none.
+            "stroke": {"condition": {**selected, "value": SELECTED_CELL}, "value": None},
+            "strokeWidth": {"condition": {**selected, "value": 2}, "value": 0},
+        },
+    }
+    layers = [rect]
+    if len(names) <= CELL_TEXT_MAX_LABELS:  # the counts fit inside the cells
+        layers.append({
+            "mark": {"type": "text", "fontSize": 11},
+            "encoding": {"text": {"field": "images", "type": "quantitative", "format": ","},
+                         "color": {"condition": {"test": "datum.share > 0.5", "value": "white"}, "value": "black"}},
+        })
+    axis = {"type": "nominal", "scale": {"domain": names}, "sort": None}
+    return {
+        "data": {"values": values},
+        "height": max(360, min(900, 160 + 28 * len(names))),
+        "encoding": {
+            "x": {"field": "suggested", **axis, "axis": {"title": "neighbours say", "orient": "top", "labelAngle": -45,
+                                                          "labelLimit": 160}},
+            "y": {"field": "filed", **axis, "axis": {"title": "filed as", "labelLimit": 160}},
+            "tooltip": [{"field": "filed", "title": "filed as"}, {"field": "suggested", "title": "neighbours say"},
+                        {"field": "images", "type": "quantitative", "format": ","},
+                        {"field": "share", "type": "quantitative", "format": ".0%", "title": "share of filed label"}],
+        },
+        "layer": layers,
+        "config": {"axis": {"grid": False}, "view": {"stroke": None}},
+    }
 
 
 def cell_from_selection(points: Iterable[dict], names: Sequence[str]) -> tuple[str, str] | None:
-    """(filed, suggested) of the clicked confusion cell, from a Plotly selection's points; None when there is none."""
+    """(filed, suggested) of the clicked confusion cell, from a chart selection's points; None when there is none.
+
+    A point is what `confusion_chart`'s CELL_PARAM holds ({"filed_index", "suggested_index"}), or a Plotly point
+    whose customdata is [filed index, suggested index]."""
     for point in points or []:
+        if not isinstance(point, dict):
+            continue
         data = point.get("customdata")
+        if "filed_index" in point:
+            data = [point.get("filed_index"), point.get("suggested_index")]
         if isinstance(data, dict):  # a row of a typed array comes back as {"0": filed, "1": suggested}
             data = [data.get("0"), data.get("1")]
         if isinstance(data, (list, tuple)) and len(data) == 2:
@@ -151,12 +170,13 @@ def suspect_caption(item) -> str:
     return " · ".join(parts)
 
 
-def suspects_csv(results: QualityResults) -> str:
+def suspects_csv(results: QualityResults, ranked: pd.DataFrame | None = None) -> str:
     """The relabel worklist, strongest suspects first: path, filed_label, suggested_label, agreement, zero_shot_label
-    (empty when unavailable), strongest (true/false)."""
+    (empty when unavailable), strongest (true/false). `ranked`: the results' `suspects`, when already at hand."""
+    ranked = suspects(results) if ranked is None else ranked
     rows = [(s["path"], s["label"], s["suggested"], f"{s['agreement']:.4f}",
              s["zero_shot"] if _present(s["zero_shot"]) else "", "true" if s["strongest"] else "false")
-            for s in suspects(results).to_dict("records")]
+            for s in ranked.to_dict("records")]
     return _csv(SUSPECT_CSV_COLUMNS, rows)
 
 

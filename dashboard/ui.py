@@ -1,11 +1,10 @@
-"""Small helpers the dashboard pages share: safe text, the launch form's logic, paging, map selections.
+"""Small helpers the dashboard pages share: safe text, the launch form's logic, paging.
 
 Importable without Streamlit, so every decision a page makes can be tested on its own.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
 import re
@@ -47,11 +46,6 @@ def markdown_literal(text: Any) -> str:
     """
     text = _SHORTCODE.sub(lambda m: ":\u200b" + m.group(0)[1:], " ".join(str(text).splitlines()))
     return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def plotly_literal(text: Any) -> str:
-    """Text for Plotly labels, which read a subset of HTML (<b>, <br>...): escape it so it shows as written."""
-    return html.escape(str(text), quote=False)
 
 
 def plain_log(text: str) -> str:

@@ -3,11 +3,9 @@
 import streamlit as st
 
 from dashboard import frame, ui
-from doggos.base import store
 
 run = frame.start_page(__file__, "Browse")
-index = frame.run_index(run)
-counts = store.label_counts(index)
+counts = frame.label_counts(run)
 count_of = dict(zip(counts["label"], counts["images"]))
 
 
@@ -23,13 +21,17 @@ chosen = labels_col.multiselect(
 name_filter = name_col.text_input("File name contains", key="browse_name", on_change=back_to_first_page)
 page_size = size_col.selectbox("Per page", ui.PAGE_SIZES, index=1, key="browse_page_size", on_change=back_to_first_page)
 
-rows = store.filter_index(index, chosen, name_filter)
-if rows.empty:
+# Positions of the matching rows, cached per filter; only the shown page is put in label, path order (the whole
+# order is sorted once per run, when a page past the first few thousand rows asks for it).
+matching = frame.matching_rows(run, chosen, name_filter)
+total = len(frame.run_index(run)) if matching is None else len(matching)
+if not total:
     st.warning("No image matches these filters.")
     st.stop()
-window = frame.page_window(len(rows), "browse_page", page_size)
+window = frame.page_window(total, "browse_page", page_size)
 label_total = len(chosen) or len(count_of)
-st.caption(f"Images {window.start + 1:,}–{window.stop:,} of {len(rows):,} "
+st.caption(f"Images {window.start + 1:,}–{window.stop:,} of {total:,} "
            f"from {label_total} label{'s' if label_total != 1 else ''} · press **View** to see one larger")
-frame.thumbnail_grid(run, rows.iloc[window], on_view=lambda row: frame.image_dialog(run, row), key="browse")
-frame.pager(len(rows), "browse_page", page_size)
+frame.thumbnail_grid(run, frame.ordered_page(run, matching, window), on_view=lambda row: frame.image_dialog(run, row),
+                     key="browse")
+frame.pager(total, "browse_page", page_size)

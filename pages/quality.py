@@ -18,7 +18,7 @@ CELL_KEY = "quality_cell"  # the clicked confusion cell: {"run", "params", "file
 
 run = frame.start_page(__file__, "Quality")
 frame.random_weights_warning(run, "label agreement, suspects and duplicates")
-rows = len(frame.run_index(run))
+rows = frame.row_count(run)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the quality results…")
@@ -27,11 +27,13 @@ def results_of(folder: str, params: QualityParams, mtime_ns: int):
     return read_results(folder, params)
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def worklist_csv(kind: str, folder: str, params: QualityParams, mtime_ns: int) -> str:
-    # Computed once per results, not on every rerun: a random-weights run of 100k images has tens of thousands of rows.
+@st.cache_resource(max_entries=4, show_spinner=False)
+def views_of(folder: str, params: QualityParams, mtime_ns: int) -> tuple:
+    # What the page draws from the results, derived once per results rather than on every rerun (a 1,000,000-image
+    # run's suspects are a sort of the whole table): (suspects, label table, confusion chart). Shared by every session
+    # like the results themselves: nothing below modifies them.
     results = results_of(folder, params, mtime_ns)
-    return quality_view.suspects_csv(results) if kind == "suspects" else quality_view.duplicates_csv(results)
+    return quality_view.suspects(results), quality_view.label_table(results), quality_view.confusion_chart(results)
 
 
 params = st.session_state.get(PARAMS_KEY, DEFAULT_PARAMS)
@@ -64,7 +66,7 @@ state = frame.ready_step(
 
 results_key = (str(run_dir_of(run).quality), params, state.path.stat().st_mtime_ns)
 results = results_of(*results_key)
-ranked = quality_view.suspects(results)
+ranked, label_table, confusion_chart = views_of(*results_key)
 duplicates = results.duplicates
 accuracy = results.zero_shot_accuracy
 cross_label = int(duplicates["cross_label"].sum())
@@ -85,7 +87,7 @@ if results.zero_shot_note:
 st.subheader("Labels")
 st.caption("Purity: the mean share of an image's neighbours filed under its own label. Least pure first; click a "
            "column to sort.")
-st.dataframe(quality_view.label_table(results), hide_index=True, column_config={
+st.dataframe(label_table, hide_index=True, column_config={
     "purity": st.column_config.ProgressColumn("purity", min_value=0.0, max_value=1.0, format="percent"),
     "zero-shot accuracy": st.column_config.NumberColumn("zero-shot accuracy", format="percent"),
 })
@@ -99,15 +101,15 @@ names = list(results.labels["label"])
 
 def remember_cell(chart_key: str) -> None:
     event = st.session_state.get(chart_key) or {}
-    cell = quality_view.cell_from_selection((event.get("selection") or {}).get("points", []), names)
+    cell = quality_view.cell_from_selection((event.get("selection") or {}).get(quality_view.CELL_PARAM, []), names)
     st.session_state[CELL_KEY] = (
         {"run": run.id, "params": params.name, "filed": cell[0], "suggested": cell[1]} if cell else None)
     frame.first_page("quality_cell_page")
 
 
 chart_key = f"quality_confusion-{st.session_state.get('quality_chart_generation', 0)}"  # new key: selection cleared
-st.plotly_chart(quality_view.confusion_figure(results), key=chart_key, on_select=functools.partial(remember_cell, chart_key),
-                selection_mode="points", config={"displaylogo": False})
+st.vega_lite_chart(spec=confusion_chart, key=chart_key, on_select=functools.partial(remember_cell, chart_key),
+                   selection_mode=quality_view.CELL_PARAM, width="stretch")
 cell = st.session_state.get(CELL_KEY) or {}
 if cell.get("run") == run.id and cell.get("params") == params.name and cell.get("filed") in names:
     behind = quality_view.cell_images(results, cell["filed"], cell["suggested"])
@@ -157,8 +159,11 @@ else:
     text_col, download_col = st.columns([4, 1], vertical_alignment="center")
     text_col.caption("Images whose neighbours mostly carry another label, strongest first (zero-shot disagrees with the "
                      "folder too), then least agreement. Press **View** to see an image's neighbours.")
-    download_col.download_button("Suspects CSV", worklist_csv("suspects", *results_key), file_name=f"suspects-{run.id}.csv",
-                                 mime="text/csv", icon=":material/download:", width="stretch",
+    # The worklists are made when a button is pressed (a deferred download), not on every first render: a
+    # 1,000,000-image run's suspects are tens of thousands of rows.
+    download_col.download_button("Suspects CSV", functools.partial(quality_view.suspects_csv, results, ranked),
+                                 file_name=f"suspects-{run.id}.csv", mime="text/csv", icon=":material/download:",
+                                 width="stretch",
                                  help="A relabel worklist: path, filed label, suggested label, agreement, zero-shot label")
     window = frame.page_window(len(ranked), "quality_suspects_page", GRID_PAGE_SIZE)
     shown = ranked.iloc[window]
@@ -176,8 +181,9 @@ if duplicates.empty:
 text_col, download_col = st.columns([4, 1], vertical_alignment="center")
 text_col.caption(f"{len(duplicates):,} pairs, {cross_label:,} of them filed under different labels (listed first), "
                  "then exact copies, then by similarity · " + ui.markdown_literal(" · ".join(notes)))
-download_col.download_button("Duplicates CSV", worklist_csv("duplicates", *results_key), file_name=f"duplicates-{run.id}.csv",
-                             mime="text/csv", icon=":material/download:", width="stretch",
+download_col.download_button("Duplicates CSV", functools.partial(quality_view.duplicates_csv, results),
+                             file_name=f"duplicates-{run.id}.csv", mime="text/csv", icon=":material/download:",
+                             width="stretch",
                              help="Every pair: path_a, path_b, labels, kind, similarity")
 window = frame.page_window(len(duplicates), "quality_duplicates_page", PAIRS_PAGE_SIZE)
 pairs = duplicates.iloc[window]

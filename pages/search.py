@@ -13,8 +13,14 @@ FIELDS = {"text": "Words", "image": "Image file", "row": "Row of the run", "k": 
 run = frame.start_page(__file__, "Search")
 frame.random_weights_warning(run, "the ranking")
 model = run.manifest.model
-index = search.load_index(run.path)  # cached per run version, in doggos.explore.search
-paths = frame.run_index(run)
+paths = frame.run_index(run)  # the rows' paths and labels: the page draws from these, without the embeddings
+
+
+def embeddings() -> search.SearchIndex:
+    """The run's embeddings, read when a query first needs them (a 1,000,000-row run's are 2 GB and take seconds):
+    the page and its form draw without them. Cached per run version, in doggos.explore.search."""
+    with st.spinner("Reading the run's embeddings (once per run)…"):
+        return search.load_index(run.path)
 
 
 @st.cache_resource(show_spinner="Loading the model's text tower…", max_entries=2)
@@ -38,7 +44,7 @@ query_col, k_col, labels_col = st.columns([4, 1, 3], vertical_alignment="bottom"
 error_at = st.empty()
 k = k_col.number_input("Results", min_value=1, max_value=search.MAX_K, value=12, key="search_k",
                        help=f"How many of the nearest images to show (1 to {search.MAX_K:,}).")
-labels = labels_col.multiselect("Only these labels", list(index.label_names), key="search_labels",
+labels = labels_col.multiselect("Only these labels", frame.label_names(run), key="search_labels",
                                 placeholder="All labels")
 
 hits, query_note = None, ""
@@ -47,7 +53,8 @@ try:
         text = query_col.text_input("Words", key="search_text", placeholder="a dog catching a frisbee",
                                     help="Embedded by the run's model's text tower exactly as typed: no template added.")
         if text.strip():
-            hits = search.by_text(index, text_encoder(model), text, k, labels)
+            encoder = text_encoder(model)  # first: a model that cannot load here costs no reading
+            hits = search.by_text(embeddings(), encoder, text, k, labels)
             query_note = f"words: {text}"
     elif mode == "upload":
         upload = query_col.file_uploader("Image file", key="search_upload",
@@ -55,16 +62,17 @@ try:
                                               "It is never stored.")
         if upload is not None:
             data = upload.getvalue()
-            hits = search.by_image(index, image_encoder(model), data, k, labels)
+            encoder = image_encoder(model)
+            hits = search.by_image(embeddings(), encoder, data, k, labels)
             query_note = f"image file: {upload.name}"
     else:
-        row = query_col.number_input("Row of the run", min_value=0, max_value=len(index) - 1, step=1,
+        row = query_col.number_input("Row of the run", min_value=0, max_value=len(paths) - 1, step=1,
                                      key="search_row", help="Arrive here with More like this from Browse or the Map.")
         item = paths.iloc[int(row)]
         picture, facts = query_col.columns([1, 3])
         picture.image(frame.thumbnails(run, (int(row),))[int(row)], width=96, caption="the query")
         facts.text(f"{item['label']} · {item['name']}")
-        hits = search.by_row(index, int(row), k, labels)
+        hits = search.by_row(embeddings(), int(row), k, labels)
         query_note = f"this run's image {item['name']} (itself left out)"
 except search.SearchError as error:  # bad input or a model that cannot load here: said under the query, nothing lost
     error_at.error(f"**{FIELDS.get(error.field, error.field)}** (`{error.field}`): {ui.markdown_literal(error.message)}")

@@ -8,7 +8,7 @@ from doggos.base import store
 
 run = frame.start_page(__file__, "Run summary")
 manifest = run.manifest
-counts = store.label_counts(frame.run_index(run))
+counts = frame.label_counts(run)
 failures = store.read_failures(run.path)
 st.caption(f"{ui.markdown_literal(ui.run_name(run))} · run id {ui.markdown_literal(run.id)} · finished "
            f"{ui.markdown_literal((run.ended_at or '')[:19].replace('T', ' '))} UTC")

@@ -146,28 +146,11 @@ def markdown_bodies(at: AppTest) -> list[str]:
     return bodies + [caption for image in at.image for caption in image.captions]
 
 
-def plotly_spec(at: AppTest) -> dict:
-    charts = at.get("plotly_chart")
-    assert len(charts) == 1
-    return json.loads(charts[0].proto.spec)
-
-
 def map_data(at: AppTest) -> dict:
     """What the Map page sent its map component (URLs, labels, colours, selection)."""
     maps = at.get("bidi_component")
     assert len(maps) == 1
     return json.loads(maps[0].proto.json)
-
-
-def array_length(value) -> int:
-    """Plotly stores numpy arrays as {'dtype', 'bdata'}; plain lists otherwise."""
-    if isinstance(value, dict) and "bdata" in value:
-        import base64
-
-        import numpy as np
-
-        return len(base64.b64decode(value["bdata"])) // np.dtype(value["dtype"]).itemsize
-    return len(value)
 
 
 def precompute_map(run: Path, params=None) -> Path:

@@ -155,6 +155,41 @@ def test_browse_renders_a_2880_image_run_one_page_at_a_time(runs_root):
     assert not fresh.exception and len(fresh.image) == 48
 
 
+def test_browse_pages_far_into_a_run_keep_the_label_then_path_order(runs_root, monkeypatch):
+    # The first rows of the order are picked by a partial sort, later ones from the whole sort (store.SELECT_MAX).
+    # A few labels' rows are sorted alone (store.SORT_ALONE_MAX), more are filtered from the whole sort.
+    monkeypatch.setattr(store, "SELECT_MAX", 30)
+    monkeypatch.setattr(store, "SORT_ALONE_MAX", 40)
+    run = write_fake_run(runs_root, RUN_ID, labels={"beagle": 30, "border collie": 25, NASTY_LABEL: 6}, files=3)
+    index = store.load_index(run)
+    at = open_page("pages/browse.py", browse_page_size=24)
+    for labels in ([], ["beagle", "border collie"], ["border collie", NASTY_LABEL]):  # 61, 55 and 31 rows
+        at.multiselect(key="browse_labels").set_value(labels).run()
+        expected = [ui.caption_for(label, name) for label, name in
+                    store.filter_index(index, labels)[["label", "name"]].itertuples(index=False)]
+        shown = [c for image in at.image for c in image.captions]
+        for page in range(2, len(expected) // 24 + 2):  # rows 1-24 and 25-48 straddle SELECT_MAX, 49-61 lie past it
+            at.pagination(key="browse_page").select(page).run()
+            assert not at.exception
+            shown += [c for image in at.image for c in image.captions]
+        assert shown == expected
+
+
+def test_browse_shares_one_index_between_sessions(runs_root):
+    from dashboard import frame
+
+    write_fake_run(runs_root, RUN_ID)
+    first, second = open_page("pages/browse.py"), open_page("pages/browse.py")
+    assert not first.exception and not second.exception
+    run = second.session_state[frame.CURRENT_RUN]
+    # st.cache_resource: the same objects for every session, never a copy per rerun (a 1,000,000-row index is 100 MB).
+    assert frame.run_index(run) is frame.run_index(run) and frame.label_counts(run) is frame.label_counts(run)
+    assert frame.row_count(run) == len(frame.run_index(run)) == 27
+    assert frame.label_names(run) == tuple(sorted([NASTY_LABEL, "beagle", "border collie"]))
+    chosen = frame.matching_rows(run, ["beagle"], " 0001")
+    assert chosen is frame.matching_rows(run, ("beagle",), "0001") and not chosen.flags.writeable
+
+
 # ---- Map page ----------------------------------------------------------------------------------------------------
 
 def test_map_draws_one_point_per_embedding_with_a_legend_entry_per_label(fake_run):
@@ -215,6 +250,17 @@ def test_map_says_when_its_umap_waits_for_a_slot(fake_run, monkeypatch):
     at = open_page("pages/map.py")
     assert any("is queued" in i.value and "at most 3 UMAPs compute at once" in i.value for i in at.info)
     assert not at.get("bidi_component")
+
+
+def test_map_says_what_stage_its_umap_is_at(fake_run):
+    projection.projection_path(fake_run).unlink()
+    # A live computation (this process stands in for it) that reports the layout's progress.
+    marker = projection.projection_path(fake_run).with_suffix(".running")
+    marker.write_text(json.dumps({"created": time.time() - 75, "pid": os.getpid()}))
+    projection.MAP.progress_file(fake_run, projection.DEFAULT_PARAMS).write_text("layout: epoch 40 of 100")
+    at = open_page("pages/map.py")
+    (info,) = [unescape_markdown(i.value) for i in at.info if "in the background" in i.value]
+    assert " · 1 min 1" in info and info.endswith("Now: layout: epoch 40 of 100.")
 
 
 def test_map_shows_why_a_projection_failed(fake_run):

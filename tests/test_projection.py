@@ -74,7 +74,7 @@ def test_tiny_inputs_fall_back_to_pca_without_umap(no_umap):
 def test_duplicates_share_one_point_and_n_neighbors_is_clamped(monkeypatch):
     seen = {}
 
-    def fake_umap(vectors, n_neighbors, min_dist):
+    def fake_umap(vectors, n_neighbors, min_dist, report):
         seen.update(rows=len(vectors), n_neighbors=n_neighbors, unit=np.allclose(np.linalg.norm(vectors, axis=1), 1))
         return vectors[:, :2].copy()
 
@@ -200,6 +200,8 @@ def test_status_start_and_background_result(run):
     started = MAP.start(run, PCA)
     assert started.state == "running" and started.started is not None
     assert MAP.start(run, PCA).state in ("running", "ready")  # a second start never launches a second process
+    MAP.progress_file(run, PCA).write_text("principal components")  # what a computation says it is doing
+    assert MAP.status(run, PCA).stage in ("principal components", None)  # None: it already finished
     state = wait_until_settled(run, PCA)
     assert state.state == "ready", state.error
     frame, info = projection.load(state.path)
@@ -264,8 +266,14 @@ def test_umap_is_deterministic_clusters_labels_and_survives_duplicates_and_tiny_
     assert info["method"] == "umap" and len(frame) == 60 and np.isfinite(frame[["x", "y"]]).all().all()
     assert_three_clusters(frame[["x", "y"]].to_numpy(), frame["label"].to_numpy())
     vectors = store.load_embeddings(run)[0]
-    again, _ = projection.project(vectors, DEFAULT_PARAMS)
+    stages = []
+    again, _ = projection.project(vectors, DEFAULT_PARAMS, report=stages.append)
     assert np.allclose(again, frame[["x", "y"]].to_numpy(), atol=1e-4)
+    # What the Map page shows while a map computes: each stage, and the layout's epochs as umap's bar counts them.
+    assert stages[:5] == ["finding duplicate images", "loading UMAP", "principal components (50)",
+                          "neighbour graph (15 per point)", "layout"]
+    assert stages[-1] == "layout: epoch 500 of 500" and all(s.startswith("layout: epoch ") for s in stages[5:])
+    assert not MAP.progress_file(run, DEFAULT_PARAMS).exists()  # cleared when the map was written
     # Large maps find neighbours by cells, or, where cells miss, with pynndescent on every core: either way the
     # same map on one thread as on all of them.
     monkeypatch.setattr(map_neighbours, "EXACT_NEIGHBOURS_BELOW", 10)

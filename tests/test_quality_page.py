@@ -4,8 +4,8 @@ results are computed here with the numpy backend (no Ray)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import csv
-import html
 import io
 import json
 import os
@@ -13,15 +13,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from _dashboard_fixtures import (NASTY_LABEL, button, map_data, markdown_bodies, open_page, plotly_spec,
-                                 precompute_map, unescape_markdown, write_fake_run)
+from _dashboard_fixtures import (NASTY_LABEL, button, map_data, markdown_bodies, open_page, precompute_map,
+                                 unescape_markdown, write_fake_run)
 
 from dashboard import quality_view
 from doggos.base import store
 from doggos.base.rundir import RunDir
+from doggos.explore.neighbours import Neighbours
 from doggos.explore.quality import DEFAULT_PARAMS, QualityParams, ZeroShot, assess, label_names
 from doggos.explore.quality_step import QUALITY, write_results
 from doggos.explore import map_payload, map_serving
@@ -141,6 +143,9 @@ def test_quality_view_confusion_cells_and_the_clicked_cell(quality_run):
     assert quality_view.cell_from_selection(points, names) == ("border collie", "beagle")
     assert quality_view.cell_from_selection([{"customdata": {"0": i, "1": j}}], names) == ("border collie", "beagle")
     assert quality_view.cell_from_selection([{"customdata": [i, 99]}], names) is None
+    vega = [{"filed_index": i, "suggested_index": j}]  # what the chart's CELL_PARAM selection holds
+    assert quality_view.cell_from_selection(vega, names) == ("border collie", "beagle")
+    assert quality_view.cell_from_selection([{"filed_index": i, "suggested_index": None}], names) is None
     assert quality_view.cell_from_selection([], names) is None
     behind = quality_view.cell_images(results, "border collie", "beagle")
     assert sorted(behind["row"]) == [3, 4] and set(behind["label"]) == {"border collie"}
@@ -189,6 +194,52 @@ def test_quality_view_neighbours_and_params(quality_run):
         quality_view.params_from_form(5, "a {label}", rows=5)
 
 
+def test_quality_view_confusion_counts_filed_against_suggested(quality_run):
+    _, results = quality_run
+    names = list(results.labels["label"])
+    expected = pd.crosstab(results.images["class"], results.images["suggested"]).reindex(
+        index=names, columns=names, fill_value=0).rename_axis(index="filed", columns="suggested")
+    pd.testing.assert_frame_equal(results.confusion(), expected, check_names=True)
+
+
+def test_quality_view_confusion_chart_is_a_clickable_vega_heatmap(quality_run):
+    _, results = quality_run
+    chart = quality_view.confusion_chart(results)
+    cells = quality_view.confusion_cells(results)
+    assert [(v["filed"], v["suggested"], v["images"]) for v in chart["data"]["values"]] == \
+        list(zip(cells["filed"], cells["suggested"], cells["images"]))
+    rect, text = chart["layer"]  # three labels: the counts are written in the cells
+    assert rect["params"] == [{"name": quality_view.CELL_PARAM,
+                               "select": {"type": "point", "fields": ["filed_index", "suggested_index"]}}]
+    assert text["mark"]["type"] == "text"
+    json.dumps(chart, allow_nan=False)  # plain JSON, as Streamlit sends it
+
+
+def test_read_results_reads_the_neighbours_when_first_asked_for(quality_run):
+    from doggos.explore import quality_step
+
+    run, results = quality_run
+    back = quality_step.read_results(RunDir(run).quality, DEFAULT_PARAMS)
+    assert back.neighbours._loaded is None  # the page draws without them
+    # Written again meanwhile (a new file renamed over it), with other neighbours: these results still read theirs.
+    other = Neighbours(np.roll(results.neighbours.indices, 1, axis=0), results.neighbours.similarities[::-1].copy())
+    write_results(RunDir(run).quality, DEFAULT_PARAMS, dataclasses.replace(results, neighbours=other))
+    np.testing.assert_array_equal(back.neighbours.indices, results.neighbours.indices)
+    np.testing.assert_array_equal(back.neighbours.similarities, results.neighbours.similarities)
+    assert back.neighbours.k == DEFAULT_PARAMS.k and back.neighbours.load() is back.neighbours.load()
+    pd.testing.assert_frame_equal(quality_view.neighbours_of(back, 3), quality_view.neighbours_of(results, 3))
+    again = quality_step.read_results(RunDir(run).quality, DEFAULT_PARAMS)
+    np.testing.assert_array_equal(again.neighbours.indices, other.indices)  # a new read reads the new file
+
+
+def confusion_chart(at) -> tuple[dict, pd.DataFrame]:
+    """The Quality page's confusion chart: its Vega-Lite spec and the cells Streamlit sent beside it (as Arrow)."""
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 1
+    proto = charts[0].proto
+    return json.loads(proto.spec), pa.ipc.open_stream(proto.data.data).read_all().to_pandas()
+
+
 # ---- the Quality page --------------------------------------------------------------------------------------------
 
 def test_quality_page_shows_labels_confusion_suspects_and_duplicates(quality_run):
@@ -201,16 +252,15 @@ def test_quality_page_shows_labels_confusion_suspects_and_duplicates(quality_run
     assert metrics["Duplicate pairs"] == str(len(results.duplicates))
     table = at.dataframe[0].value
     assert list(table["label"]) == list(quality_view.label_table(results)["label"])
-    spec = plotly_spec(at)
-    heatmap, cells = spec["data"]
-    assert heatmap["type"] == "heatmap" and cells["type"] == "scatter"
+    spec, cells = confusion_chart(at)
+    rect = spec["layer"][0]
+    assert rect["mark"]["type"] == "rect" and rect["params"][0]["name"] == quality_view.CELL_PARAM  # a click selects
     names = list(results.labels["label"])
-    assert [html.unescape(n) for n in heatmap["y"]] == names and [html.unescape(n) for n in heatmap["x"]] == names
-    assert "<b>" not in "".join(heatmap["x"])
+    assert spec["encoding"]["y"]["scale"]["domain"] == names and spec["encoding"]["x"]["scale"]["domain"] == names
     expected = quality_view.confusion_cells(results)
-    assert cells["customdata"] == expected[["filed_index", "suggested_index"]].to_numpy().tolist()  # a click's answer
-    assert [html.unescape(y) for y in cells["y"]] == list(expected["filed"])
-    assert spec["layout"]["clickmode"] == "event+select"
+    assert cells[["filed_index", "suggested_index"]].to_numpy().tolist() == \
+        expected[["filed_index", "suggested_index"]].to_numpy().tolist()  # a click's answer
+    assert list(cells["filed"]) == list(expected["filed"]) and list(cells["images"]) == list(expected["images"])
     captions = shown_captions(at)
     assert captions[:2] == ["filed as border collie · neighbours say beagle · zero-shot says beagle",
                             "filed as border collie · neighbours say beagle · zero-shot says border collie"]
@@ -221,21 +271,22 @@ def test_quality_page_shows_labels_confusion_suspects_and_duplicates(quality_run
 
 
 def test_quality_page_offers_both_csv_worklists(quality_run, monkeypatch):
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+    from streamlit.runtime.media_file_manager import MediaFileManager
 
     run, results = quality_run
-    stored = {}
-    real = MemoryMediaFileStorage.load_and_get_id
+    deferred = {}
+    real = MediaFileManager.add_deferred
 
-    def keep(self, path_or_data, mimetype, kind, filename=None):  # a spy: the real storage still stores it
-        stored[filename] = path_or_data
-        return real(self, path_or_data, mimetype, kind, filename)
+    def keep(self, data, mimetype, coordinates, file_name=None, **options):  # a spy: the real manager still keeps it
+        deferred[file_name] = data
+        return real(self, data, mimetype, coordinates, file_name=file_name, **options)
 
-    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", keep)
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
     at = open_page("pages/quality.py")
     assert [b.label for b in at.download_button] == ["Suspects CSV", "Duplicates CSV"]
-    assert stored[f"suspects-{RUN_ID}.csv"].decode() == quality_view.suspects_csv(results)
-    assert stored[f"duplicates-{RUN_ID}.csv"].decode() == quality_view.duplicates_csv(results)
+    # Made when pressed, not while the page draws: what pressing each button hands over.
+    assert deferred[f"suspects-{RUN_ID}.csv"]() == quality_view.suspects_csv(results)
+    assert deferred[f"duplicates-{RUN_ID}.csv"]() == quality_view.duplicates_csv(results)
 
 
 def test_quality_page_shows_the_images_behind_a_clicked_cell(quality_run):
@@ -273,7 +324,7 @@ def test_quality_page_computes_missing_results_in_the_background(runs_root, reco
     at = open_page("pages/quality.py")
     assert recorded_quality_starts == [DEFAULT_PARAMS]
     assert any("in the background" in i.value for i in at.info)
-    assert not at.get("plotly_chart") and not at.dataframe
+    assert not at.get("vega_lite_chart") and not at.dataframe
     at.number_input(key="quality_k").set_value(5)
     button(at, "Apply").click().run()
     assert recorded_quality_starts == [DEFAULT_PARAMS, QualityParams(k=5)]
@@ -313,8 +364,8 @@ def test_quality_page_shows_nasty_labels_literally(runs_root):
     assert any(NASTY_LABEL in unescape_markdown(m.value) for m in at.markdown)  # the clicked cell's heading
     folder = NASTY_LABEL.replace("/", "|")  # the fake run's folder for that label
     assert any(c.startswith(f"{folder}-0000.jpg · agreement ") for c in shown_captions(at))
-    names = plotly_spec(at)["data"][0]["x"]
-    assert "<b>" not in "".join(names) and NASTY_LABEL in [html.unescape(n) for n in names]
+    spec, cells = confusion_chart(at)  # Vega draws labels as text: they go as they are, and show as written
+    assert NASTY_LABEL in spec["encoding"]["x"]["scale"]["domain"] and NASTY_LABEL in set(cells["filed"])
 
 
 # ---- the Map's label agreement colour ----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from _dashboard_fixtures import open_page, unescape_markdown, write_fake_run
+from _dashboard_fixtures import NASTY_LABEL, open_page, unescape_markdown, write_fake_run
 from PIL import Image
 
 from dashboard import frame
@@ -82,3 +82,19 @@ def test_search_more_like_this_arrives_as_a_row_query(searchable_run):
     assert frame.SEARCH_REQUEST not in at.session_state  # used once
     other = open_page("pages/search.py", **{frame.SEARCH_REQUEST: {"run": "another-run", "row": 7}})
     assert other.session_state["search_mode"] == "text"  # a request for another run is ignored
+
+
+def test_search_draws_its_form_before_reading_the_embeddings(runs_root, monkeypatch):
+    """A 1,000,000-row run's embeddings are 2 GB: the page reads them when a query first needs them, not to draw."""
+    from doggos.explore import search
+
+    write_fake_run(runs_root, RUN_ID)
+    loads = []
+    real = search.load_index
+    monkeypatch.setattr(search, "load_index", lambda run: loads.append(run) or real(run))
+    at = open_page("pages/search.py")
+    assert not at.exception and loads == []
+    assert at.multiselect(key="search_labels").options == sorted(["beagle", "border collie", NASTY_LABEL])
+    at.segmented_control(key="search_mode").set_value("row").run()
+    assert not at.error and len(result_captions(at)) == 12 and len(loads) == 1
+    assert at.number_input(key="search_row").max == 26  # the run's 27 rows, from its index

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from _dashboard_fixtures import NASTY_LABEL, RAY_STATS, damage_thumbnails, write_fake_run
@@ -63,6 +64,73 @@ def test_filter_index_by_labels_and_file_name_sorted_by_label_then_path(run):
     assert picked["path"].tolist()[3:] == sorted(picked["path"].tolist()[3:])
     assert store.filter_index(index, name_contains="  COLLIE-0003 ")["name"].tolist() == ["border collie-0003.jpg"]
     assert store.filter_index(index, ["beagle"], "collie").empty
+
+
+def test_index_is_what_python_lists_would_give(run):
+    """load_index keeps text in Arrow and cuts names with Arrow kernels: the frame equals the plain one."""
+    table = store.read_columns(run, store.INDEX_COLUMNS)
+    paths = table.column("path").to_pylist()
+    plain = pd.DataFrame({"row": np.arange(len(paths), dtype=np.int64), "path": paths,
+                          "label": table.column("class").to_pylist(), "name": [store.file_name(p) for p in paths],
+                          "width": table.column("width").to_numpy(), "height": table.column("height").to_numpy()})
+    pd.testing.assert_frame_equal(store.load_index(run), plain)
+
+
+@pytest.mark.parametrize("paths", [
+    ["s3://bucket/a/b c.jpg", "/data/dogs/x.png", "x.png", "dir/", "s3://bucket/dogs/", "", "///", "a\nb/c\nd.jpg",
+     "é/🐶 ü.jpg", "a//b.jpg"],
+    [None, "a/b.jpg", None],
+    [None, None],
+    [],
+])
+def test_file_names_cut_every_path_as_file_name_does(paths):
+    expected = [None if p is None else store.file_name(p) for p in paths]
+    assert store.file_names(pa.array(paths, pa.string())).to_pylist() == expected
+    halves = pa.chunked_array([pa.array(paths[:1], pa.string()), pa.array(paths[1:], pa.string())])
+    assert store.file_names(halves).to_pylist() == expected
+
+
+def test_text_series_is_what_a_list_of_its_strings_gives():
+    for values in (["a", None, "b"], ["a"], [None, None], []):
+        expected = pd.DataFrame({"x": values})["x"]
+        pd.testing.assert_series_equal(store.text_series(pa.array(values, pa.string())), expected, check_names=False)
+        assert store.text_series(pa.chunked_array([pa.array(values, pa.string())])).tolist() == expected.tolist()
+
+
+@pytest.fixture
+def shuffled(tmp_path):
+    """A run's index in no useful order, with exact copies of some rows (equal label and path: index order decides)."""
+    labels = {"beagle": 9, "border collie": 7, NASTY_LABEL: 5, "akita": 4}
+    index = store.load_index(write_fake_run(tmp_path, labels=labels, files=2))
+    index = pd.concat([index, index.iloc[[2, 11, 20]]]).sample(frac=1, random_state=3)
+    return index.reset_index(drop=True)
+
+
+@pytest.mark.parametrize("filters", [(), (["border collie", NASTY_LABEL],), ((), "00"), (["beagle"], "0001"),
+                                     (["akita"], "nothing like this")])
+def test_ordered_rows_page_by_page_is_filter_index_sliced(shuffled, filters, monkeypatch):
+    whole = store.filter_index(shuffled, *filters)
+    chosen = store.matching_rows(shuffled, *filters)
+    order = store.browse_order(shuffled)
+    assert len(whole) == (len(shuffled) if chosen is None else len(chosen))
+    for select_max in (store.SELECT_MAX, 5):  # a partial sort for the first rows, the whole sort past them
+        monkeypatch.setattr(store, "SELECT_MAX", select_max)
+        for window in (slice(0, 4), slice(4, 8), slice(8, 16), slice(0, len(whole)), slice(24, 28)):
+            expected = whole.iloc[window]
+            pd.testing.assert_frame_equal(shuffled.iloc[store.ordered_rows(shuffled, chosen, window)], expected)
+            pd.testing.assert_frame_equal(shuffled.iloc[store.ordered_rows(shuffled, chosen, window, order)], expected)
+    assert store.filter_positions(shuffled, *filters, order=order).tolist() == \
+        store.filter_positions(shuffled, *filters).tolist()
+
+
+def test_matching_rows_is_none_without_filters(shuffled):
+    assert store.matching_rows(shuffled) is None and store.matching_rows(shuffled, [], "  ") is None
+    akitas = shuffled.iloc[store.matching_rows(shuffled, ["akita"], " AKITA-000 ")]
+    assert akitas["label"].unique().tolist() == ["akita"] and len(akitas) == 4
+
+
+def test_row_count_reads_only_the_footers(run):
+    assert store.row_count(run) == 12
 
 
 def test_file_name_of_uris_and_paths():

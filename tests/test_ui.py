@@ -24,10 +24,6 @@ def test_markdown_literal_escapes_everything_markdown_or_streamlit_would_interpr
         assert "\u200b" not in ui.markdown_literal(plain) and unescape_markdown(ui.markdown_literal(plain)) == plain
 
 
-def test_plotly_literal_escapes_html():
-    assert ui.plotly_literal("<b>x</b> & y") == "&lt;b&gt;x&lt;/b&gt; &amp; y"
-
-
 def test_page_slice_clamps_to_the_last_page():
     assert ui.page_count(0, 48) == 1 and ui.page_count(97, 48) == 3
     assert ui.page_slice(97, 3, 48) == slice(96, 97)

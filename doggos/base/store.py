@@ -13,6 +13,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from doggos.base import shelf
@@ -20,6 +21,8 @@ from doggos.base import shelf
 from doggos.base.rundir import RunDir, embedding_files, read_json, run_dir_of
 
 INDEX_COLUMNS = ["path", "class", "width", "height"]
+SELECT_MAX = 5_000  # ordered_rows: windows ending within this many rows are picked without the whole sort
+SORT_ALONE_MAX = 100_000  # ordered_rows: this many chosen rows are sorted alone (~0.06 s), not filtered from the whole
 DETAIL_MAX_SIDE = 768  # the larger view of a local original: sharper than the 224 px thumbnail, still light to send
 
 _OPERATOR = re.compile(r"^Operator (\d+) (.+?): (\d+) tasks executed, (\d+) blocks produced in ([\d.]+)\s*(ms|s)\b")
@@ -43,23 +46,54 @@ def read_columns(run: str | os.PathLike | RunDir, columns: list[str]) -> pa.Tabl
     return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
+def row_count(run: str | os.PathLike | RunDir) -> int:
+    """The run's number of rows (images), from its Parquet files' footers: nothing else is read."""
+    return sum(pq.read_metadata(f).num_rows for f in embedding_files(run))
+
+
 def file_name(path: str) -> str:
     """The last part of a local path or URI (s3://bucket/label/x.jpg → x.jpg)."""
     return posixpath.basename(path.rstrip("/")) or path
 
 
 def load_index(run: str | os.PathLike | RunDir) -> pd.DataFrame:
-    """One row per image, without the heavy columns: row (id), path, label, name, width, height."""
-    table = read_columns(run, INDEX_COLUMNS)
-    frame = pd.DataFrame({
+    """One row per image, without the heavy columns: row (id), path, label, name, width, height.
+
+    The text columns stay in Arrow (pandas' default string type, no Python string per row), and the names are cut
+    from the paths by Arrow kernels: a 1,000,000-row run's index takes ~0.4 s, where Python strings took ~4.5 s."""
+    # One chunk per column: Parquet gives one per row group (~1,000 for 1,000,000 rows as Ray writes them), and every
+    # later Arrow call (names, sorts, takes) would pay its overhead per chunk.
+    table = read_columns(run, INDEX_COLUMNS).combine_chunks()
+    paths = table.column("path")
+    return pd.DataFrame({
         "row": np.arange(table.num_rows, dtype=np.int64),
-        "path": table.column("path").to_pylist(),
-        "label": table.column("class").to_pylist(),
+        "path": text_series(paths),
+        "label": text_series(table.column("class")),
+        "name": text_series(file_names(paths)),
         "width": table.column("width").to_numpy(),
         "height": table.column("height").to_numpy(),
     })
-    frame.insert(3, "name", [file_name(p) for p in frame["path"]])
-    return frame
+
+
+def text_series(column: pa.Array | pa.ChunkedArray) -> pd.Series:
+    """An Arrow string column as the column its `to_pylist()` would make in a DataFrame (pandas' default string type,
+    Arrow-backed), without a Python string per row. All null or empty: exactly that list's column."""
+    if column.null_count == len(column):
+        return pd.DataFrame({"text": column.to_pylist()})["text"].rename(None)
+    return column.to_pandas()
+
+
+def file_names(paths: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    """`file_name` of every path, by Arrow kernels (nulls stay null)."""
+    paths = paths if isinstance(paths, pa.ChunkedArray) else pa.chunked_array([paths], pa.string())
+    names = []
+    for chunk in paths.chunks:
+        parts = pc.split_pattern(pc.utf8_rtrim(pc.fill_null(chunk, ""), "/"), "/", reverse=True, max_splits=1)
+        last = parts.values.take(pc.subtract(parts.offsets[1:], 1))  # every list holds one part at least: the name
+        if len(last) and pc.min(pc.binary_length(last)).as_py() == 0:  # nothing left after the slashes: the path
+            last = pc.if_else(pc.equal(last, ""), chunk, last)
+        names.append(pc.if_else(pc.is_null(chunk), pa.scalar(None, pa.string()), last) if chunk.null_count else last)
+    return pa.chunked_array(names, pa.string())
 
 
 def load_thumbnails(run: str | os.PathLike | RunDir, rows: Iterable[int] | None = None) -> list[bytes]:
@@ -160,16 +194,72 @@ def label_counts(index: pd.DataFrame) -> pd.DataFrame:
     return counts.sort_values(["images", "label"], ascending=[False, True], ignore_index=True)
 
 
+def browse_order(index: pd.DataFrame) -> np.ndarray:
+    """Positions (for `.iloc`) of the index's rows ordered by label, then path; equal ones keep their order.
+
+    One stable Arrow sort, as pandas' was: ~0.8 s for 1,000,000 rows, so the dashboard computes it once per run version,
+    and only for pages past the first SELECT_MAX rows (`ordered_rows` picks those without it)."""
+    return ordered_rows(index)
+
+
+def matching_rows(index: pd.DataFrame, labels=(), name_contains: str = "") -> np.ndarray | None:
+    """Positions (for `.iloc`), in index order, of the rows whose label is one of `labels` (all when empty) and whose
+    file name contains the text (any case); None when neither filters: every row."""
+    chosen = None
+    if labels:
+        chosen = np.flatnonzero(index["label"].isin(list(labels)).to_numpy(dtype=bool))
+    needle = name_contains.strip().lower()
+    if needle:
+        names = index["name"] if chosen is None else index["name"].iloc[chosen]  # only the chosen labels' names
+        found = names.str.lower().str.contains(needle, regex=False).to_numpy(dtype=bool, na_value=False)
+        chosen = np.flatnonzero(found) if chosen is None else chosen[found]
+    return chosen
+
+
+def ordered_rows(index: pd.DataFrame, chosen: np.ndarray | None = None, window: slice | None = None,
+                 order: np.ndarray | None = None) -> np.ndarray:
+    """Positions of the `chosen` rows (`matching_rows`; None: all) ordered by label, then path (equal ones in index
+    order), or just those in `window` of that order.
+
+    `order`, the index's `browse_order`, makes this a filter of it. Without it a window within the first SELECT_MAX
+    rows is picked by a partial sort (~0.05 s for 24 rows of 1,000,000, against ~0.8 s for the whole sort); anything
+    else sorts the chosen rows."""
+    if order is not None:
+        if chosen is not None:
+            keep = np.zeros(len(index), dtype=bool)
+            keep[chosen] = True
+            order = order[keep[order]]
+        return order if window is None else order[window]
+    count = len(index) if chosen is None else len(chosen)
+    keys = pa.table({"label": _arrow_text(index["label"], chosen), "path": _arrow_text(index["path"], chosen),
+                     "position": pa.array(np.arange(count, dtype=np.int64))})
+    by = [("label", "ascending"), ("path", "ascending"), ("position", "ascending")]  # position: a stable order
+    if window is not None and window.stop < count and window.stop <= SELECT_MAX:
+        found = pc.select_k_unstable(keys, k=max(window.stop, 1), sort_keys=by).to_numpy()
+    else:
+        found = pc.sort_indices(keys, sort_keys=by[:2]).to_numpy()  # Arrow's sort is stable
+    found = found.astype(np.int64, copy=False)
+    if chosen is not None:
+        found = chosen[found]
+    return found if window is None else found[window]
+
+
+def _arrow_text(column: pd.Series, chosen: np.ndarray | None) -> pa.ChunkedArray | pa.Array:
+    """A text column as Arrow (no copy for pandas' Arrow-backed strings), only the `chosen` positions if given."""
+    values = column.array if chosen is None else column.array.take(chosen)
+    return pa.array(values, pa.string(), from_pandas=True)
+
+
+def filter_positions(index: pd.DataFrame, labels=(), name_contains: str = "",
+                     order: np.ndarray | None = None) -> np.ndarray:
+    """`filter_index` as positions (for `.iloc`) into `index`: pass `order` (its `browse_order`) to reuse the sort."""
+    return ordered_rows(index, matching_rows(index, labels, name_contains), order=order)
+
+
 def filter_index(index: pd.DataFrame, labels=(), name_contains: str = "") -> pd.DataFrame:
     """Rows whose label is one of `labels` (all when empty) and whose file name contains the text (any case),
     ordered by label, then path (Ray writes its files in no useful order)."""
-    rows = index
-    if labels:
-        rows = rows[rows["label"].isin(list(labels))]
-    needle = name_contains.strip().lower()
-    if needle:
-        rows = rows[rows["name"].str.lower().str.contains(needle, regex=False)]
-    return rows.sort_values(["label", "path"], kind="stable")
+    return index.iloc[filter_positions(index, labels, name_contains)]
 
 
 def detail_image(path: str, thumbnail: bytes, max_side: int = DETAIL_MAX_SIDE) -> tuple[bytes, str, tuple[int, int]]:

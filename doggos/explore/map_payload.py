@@ -26,10 +26,14 @@ MAX_LABELS = 65535  # label codes are uint16
 
 def label_codes(labels: pd.Series) -> tuple[list[str], np.ndarray]:
     """The distinct labels, sorted, and each point's index into them (the component's colours follow that order)."""
-    names, codes = np.unique(labels.astype(str).to_numpy(), return_inverse=True)
+    # Hashing, then sorting only the distinct names: np.unique sorts every string (1.7 s at a million points).
+    first_seen, names = pd.factorize(labels.astype(str), sort=False)
     if len(names) > MAX_LABELS:
         raise ValueError(f"labels: the map can colour at most {MAX_LABELS:,} distinct labels (got {len(names):,})")
-    return names.tolist(), codes.reshape(-1).astype(np.uint16)
+    order = np.argsort(np.asarray(names, dtype=object), kind="stable")
+    rank = np.empty(len(names), np.int64)
+    rank[order] = np.arange(len(names))
+    return [str(names[i]) for i in order], rank[first_seen].astype(np.uint16)
 
 
 def quantize(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

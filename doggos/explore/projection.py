@@ -10,11 +10,14 @@ background, status files and machine-wide slots are `doggos.runs.steps`' job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -82,11 +85,12 @@ def projection_path(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> Path:
     return MAP.result(run_dir, params)
 
 
-def project(vectors: np.ndarray, params: ProjectionParams = DEFAULT_PARAMS) -> tuple[np.ndarray, str]:
+def project(vectors: np.ndarray, params: ProjectionParams = DEFAULT_PARAMS,
+            report: Callable[[str], None] = lambda stage: None) -> tuple[np.ndarray, str]:
     """2-D coordinates (n × 2, float32) for the rows of `vectors`, and a note on the method actually used.
 
     Duplicate vectors are projected once and share their point (UMAP trips over exact duplicates); tiny inputs
-    clamp n_neighbors, or fall back to PCA, instead of failing.
+    clamp n_neighbors, or fall back to PCA, instead of failing. `report` is told each stage as it starts.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2:
@@ -99,13 +103,14 @@ def project(vectors: np.ndarray, params: ProjectionParams = DEFAULT_PARAMS) -> t
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
     # Rounded: copies that differ only in float noise (say, one rescaled) count as duplicates too.
+    report("finding duplicate images")
     first, inverse = _distinct_rows(np.round(vectors, 6))
     unique = vectors[first]
     if params.method == "pca" or len(unique) < MIN_UMAP_POINTS:
         note = "pca" if params.method == "pca" else f"pca (only {len(unique)} distinct points; too few for UMAP)"
         return pca_2d(unique)[inverse], note
     neighbors = max(2, min(params.n_neighbors, len(unique) - 2))
-    coords = _umap(unique, neighbors, params.min_dist)
+    coords = _umap(unique, neighbors, params.min_dist, report)
     note = "umap" if neighbors == params.n_neighbors else f"umap (n_neighbors clamped to {neighbors}: {len(unique)} distinct points)"
     return coords[inverse], note
 
@@ -137,10 +142,13 @@ def _distinct_rows(rows: np.ndarray, keys: np.ndarray | None = None) -> tuple[np
     return first, inverse.reshape(-1)
 
 
-def _umap(vectors: np.ndarray, n_neighbors: int, min_dist: float) -> np.ndarray:
+def _umap(vectors: np.ndarray, n_neighbors: int, min_dist: float,
+          report: Callable[[str], None] = lambda stage: None) -> np.ndarray:
     import warnings
 
+    report("loading UMAP")
     umap = _import_umap()
+    report(f"principal components ({PCA_DIMS})")
     reduced = principal_components(vectors, PCA_DIMS) if vectors.shape[1] > PCA_DIMS else vectors
     reduced = np.ascontiguousarray(reduced, dtype=np.float32)
     # Spectral initialization needs a connected neighbour graph of some size; tiny sets start from random instead.
@@ -149,12 +157,35 @@ def _umap(vectors: np.ndarray, n_neighbors: int, min_dist: float) -> np.ndarray:
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", "cannot cache" and friends: expected
         # Neighbours are found here: umap measures small sets' distances with a Python loop over every pair (4 s at
         # 2,880 rows), and searches large ones on one core (random_state), compiling anew in every process.
+        report(f"neighbour graph ({n_neighbors} per point)")
         knn = map_neighbours.knn_graph(reduced, n_neighbors, SEED)
+        report("layout")
+        # umap reports its layout's epochs through tqdm: a file-like object turns its bar into "epoch 40 of 100".
         reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric="euclidean", init=init,
                             random_state=SEED, n_jobs=1, n_components=2, precomputed_knn=knn,
-                            n_epochs=layout_epochs(len(reduced)))
+                            n_epochs=layout_epochs(len(reduced)),
+                            tqdm_kwds={"disable": False, "file": _EpochReport(report), "mininterval": 1.0,
+                                       "ascii": True})
         coords = reducer.fit_transform(reduced)
     return np.asarray(coords, dtype=np.float32)
+
+
+class _EpochReport:
+    """A stream for tqdm: each bar it draws ("… 40/100 […]") is reported as the layout's epoch."""
+
+    _BAR = re.compile(r"(\d+)/(\d+)")
+
+    def __init__(self, report: Callable[[str], None]):
+        self.report = report
+
+    def write(self, text: str) -> None:
+        found = self._BAR.findall(text)
+        if found:
+            done, total = found[-1]
+            self.report(f"layout: epoch {done} of {total}")
+
+    def flush(self) -> None:
+        pass
 
 
 def layout_epochs(rows: int) -> int | None:
@@ -266,9 +297,19 @@ def compute(run: RunDir, params: ProjectionParams, out: Path) -> None:
     from doggos.base import store
 
     started = time.monotonic()
+    progress = MAP.progress_file(run, params)
+
+    def report(stage: str) -> None:  # the page shows it under "Computing …"; best effort, a map never fails for it
+        with contextlib.suppress(OSError), atomic_output(progress) as tmp:
+            progress.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(stage, encoding="utf-8")
+
+    report("reading the embeddings")
     vectors, meta = store.load_embeddings(run)
-    coords, note = project(vectors, params)
+    coords, note = project(vectors, params, report)
+    report("writing the map")
     _write_to(out, params, coords, meta["path"].tolist(), meta["label"].tolist(), note, time.monotonic() - started)
+    progress.unlink(missing_ok=True)
 
 
 def _default_slots() -> int:

@@ -43,6 +43,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from doggos.explore.neighbours import (Neighbours, StoredTiles, check_k, nearest_neighbours, neighbours_of_tiles,
                                        normalise)
@@ -114,7 +116,7 @@ class QualityResults:
 
     params: QualityParams
     images: pd.DataFrame
-    neighbours: Neighbours
+    neighbours: Neighbours  # read back: a quality_step.StoredNeighbours, the same attributes, read when first used
     labels: pd.DataFrame
     duplicates: pd.DataFrame
     near_threshold: float
@@ -130,8 +132,12 @@ class QualityResults:
     def confusion(self) -> pd.DataFrame:
         """Counts of (filed label, suggested label): rows filed, columns suggested, every label on both axes."""
         names = list(self.labels["label"])
-        table = pd.crosstab(self.images["class"], self.images["suggested"])
-        return table.reindex(index=names, columns=names, fill_value=0).rename_axis(index="filed", columns="suggested")
+        # Label codes and one bincount: ~0.05 s for 1,000,000 images, where pd.crosstab took ~0.15 s.
+        filed, suggested = (_codes(self.images[column], names) for column in ("class", "suggested"))
+        known = (filed >= 0) & (suggested >= 0)  # a label outside the table (none in results `assess` made): left out
+        counts = np.bincount(filed[known] * len(names) + suggested[known], minlength=len(names) ** 2)
+        return pd.DataFrame(counts.reshape(len(names), len(names)).astype(np.int64),
+                            index=pd.Index(names, name="filed"), columns=pd.Index(names, name="suggested"))
 
     def likely_mislabeled(self) -> pd.DataFrame:
         """Images whose suggested label is not their own, most suspicious first (see the module docstring)."""
@@ -143,6 +149,12 @@ class QualityResults:
         """The likely mislabeled that zero-shot also puts elsewhere (empty without zero-shot)."""
         frame = self.likely_mislabeled()
         return frame[frame["zero_shot"].notna() & (frame["zero_shot"] != frame["class"])]
+
+
+def _codes(values: pd.Series, names: list[str]) -> np.ndarray:
+    """Each value's position in `names` (int64; -1 where it is not there, or missing), by an Arrow hash lookup."""
+    found = pc.index_in(pa.array(values, pa.string(), from_pandas=True), value_set=pa.array(names, pa.string()))
+    return found.fill_null(-1).to_numpy().astype(np.int64)
 
 
 def prompts(labels: Sequence[str], template: str = TEMPLATE) -> list[str]:
@@ -261,12 +273,20 @@ def assess(vectors: np.ndarray | StoredTiles, labels: Sequence[str], paths: Sequ
 def _images_frame(row, path, label, agreement, suggested, suggested_similarity, zero_shot, probability) -> pd.DataFrame:
     """The per-image table with the same dtypes whether just computed or read back (text: pandas' default string type)."""
     return pd.DataFrame({
-        "row": np.asarray(row, np.int64), "path": list(path), "class": list(label),
-        "agreement": np.asarray(agreement, np.float64), "suggested": list(suggested),
+        "row": np.asarray(row, np.int64), "path": _texts(path), "class": _texts(label),
+        "agreement": np.asarray(agreement, np.float64), "suggested": _texts(suggested),
         "suggested_similarity": np.asarray(suggested_similarity, np.float64),
-        "zero_shot": pd.Series(list(zero_shot), dtype=None),  # all None: object; else a string column
+        "zero_shot": _texts(zero_shot, series=True),  # all None: object; else a string column
         "zero_shot_probability": np.asarray(probability, np.float32),
     })
+
+
+def _texts(values, series: bool = False) -> pd.Series | list:
+    """A text column for `_images_frame`: a Series as it is (read back from Arrow: `doggos.base.store.text_series`),
+    anything else as a list, or with `series` a Series of it (pandas picks its default string type, or object)."""
+    if isinstance(values, pd.Series):
+        return values.reset_index(drop=True)
+    return pd.Series(list(values), dtype=None) if series else list(values)
 
 
 def _suggest(neighbours: Neighbours, codes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@
 A step runs in the foreground (a run's driver, as its last phases) or in a background process (the dashboard asks for a map
 with new parameters, or for a step an older run never had). Files under `<run>/<step folder>/`, for parameters named NAME:
 NAME<suffix> (the result, written atomically: it exists only when complete), NAME.running (a background computation's pid),
-NAME.waiting (it waits for a machine-wide slot), NAME.error.txt (why it failed; cleared by a retry) and NAME.log (its output).
+NAME.waiting (it waits for a machine-wide slot), NAME.progress (the stage it says it is at), NAME.error.txt (why it
+failed; cleared by a retry) and NAME.log (its output).
 `python -m doggos.runs.steps STEP RUN_DIR PARAMS_JSON` is the background process.
 """
 
@@ -38,6 +39,7 @@ class StepStatus:
     error: str | None = None
     started: float | None = None  # when a running computation was launched (time.time())
     waiting: bool = False  # running, but queued behind others for a slot (see Step.slots)
+    stage: str | None = None  # what a running computation says it is doing (its NAME.progress), if it says
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class Step:
             pid = started.get("pid")
             if pid and alive(pid):
                 return StepStatus("running", path, started=started.get("created"),
-                                  waiting=self._file(run, params, ".waiting").exists())
+                                  waiting=self._file(run, params, ".waiting").exists(), stage=self._stage(run, params))
             if not pid and time.time() - started.get("created", 0) < STALE_START_S:
                 return StepStatus("running", path, started=started.get("created"))
             if path.exists():  # finished between our two looks
@@ -116,6 +118,7 @@ class Step:
         marker = self._file(run, params, ".running")
         marker.parent.mkdir(parents=True, exist_ok=True)
         self._file(run, params, ".error.txt").unlink(missing_ok=True)
+        self.progress_file(run, params).unlink(missing_ok=True)  # a dead computation's last word
         if current.state == "failed":
             marker.unlink(missing_ok=True)  # a dead computation's leftovers; a missing result has none to remove
             self._file(run, params, ".waiting").unlink(missing_ok=True)
@@ -130,6 +133,16 @@ class Step:
         created = time.time()
         write_json_atomic(marker, {"created": created, "pid": child.pid})
         return StepStatus("running", self.result(run, params), started=created)
+
+    def progress_file(self, run, params) -> Path:
+        """Where a computation may write, as one line of text, the stage it is at (the page shows it)."""
+        return self._file(run_dir_of(run), params, ".progress")
+
+    def _stage(self, run, params) -> str | None:
+        try:
+            return self.progress_file(run, params).read_text(encoding="utf-8").strip()[:200] or None
+        except OSError:
+            return None
 
     def fail(self, run, params, message: str) -> None:
         """Record why a computation failed, for the page that waits on it."""

@@ -84,11 +84,15 @@ def shown_bytes(page, image) -> bytes:
     return bytes(data)
 
 
-def select_run(page, run_id: str) -> None:
+def select_run(page, run_id: str, points: int) -> None:
+    """Make `run_id` the current run, and wait for its map (the old run's map may still be on screen a moment)."""
     box = page.get_by_test_id("stSidebar").get_by_role("combobox", name="Current run")
     box.click()
     page.get_by_role("option").filter(has_text=re.compile(r"dogs · ")).nth(
         [BIG, PAIR, SOLO].index(run_id)).click()  # the picker lists runs newest first
+    # For a moment both maps are on the page: the new one loading, the old one about to go.
+    expect(page.locator(f'[data-testid="doggos-map"][data-points="{points}"]')).to_be_visible(timeout=SETTLE_MS)
+    expect(chart(page)).to_have_count(1, timeout=SETTLE_MS)
     ready(page)
 
 
@@ -209,15 +213,59 @@ def test_label_agreement_colours_and_the_hover_verdict(map_page):
 
 
 def test_a_map_of_two_points_with_damaged_thumbnails_draws_placeholders(map_page):
-    select_run(map_page, PAIR)
-    assert chart(map_page).get_attribute("data-points") == "2"
+    select_run(map_page, PAIR, points=2)
     assert chart(map_page).get_attribute("data-images") == "2"  # few enough: drawn as images at once
     image = hover(map_page, 0).locator("img")
     assert shown_bytes(map_page, image) == store.placeholder()
 
 
 def test_a_map_of_one_point_draws(map_page, artifacts):
-    select_run(map_page, SOLO)
-    assert chart(map_page).get_attribute("data-points") == "1"
+    select_run(map_page, SOLO, points=1)
     hover(map_page, 0)
     map_page.screenshot(path=artifacts / "map-one-point.png")
+
+
+def test_the_components_javascript_reads_the_buffer_python_packs(browser):
+    """map.js's own functions, run in Chromium on a buffer made by map_payload.pack: the format agrees on both
+    sides, the grid index holds every point once in its cell, and the lasso's point-in-polygon test is right."""
+    import base64
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+
+    from doggos.explore import map_payload
+
+    rng = np.random.default_rng(3)
+    points = pd.DataFrame({"row": np.arange(500), "x": rng.normal(size=500), "y": rng.normal(size=500) * 3,
+                           "label": rng.choice(["b", "a", "c"], 500)})
+    agreement = pd.DataFrame({"row": np.arange(0, 500, 2), "agreement": rng.random(250), "suggested": "a"})
+    buffer, names = map_payload.pack(points, agreement)
+    expected = map_payload.unpack(buffer)
+    source = (Path(__file__).resolve().parents[2] / "dashboard" / "map_component" / "map.js").read_bytes()
+    context = browser.new_context()
+    tab = context.new_page()
+    got = tab.evaluate("""async ([source, data]) => {
+        const js = await import("data:text/javascript;base64," + source);
+        const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+        const p = js.parsePoints(bytes.buffer);
+        const cells = [];
+        for (let c = 0; c + 1 < p.grid.start.length; c++)
+            for (let j = p.grid.start[c]; j < p.grid.start[c + 1]; j++) cells.push([p.grid.order[j], c]);
+        const square = [[0, 0], [10, 0], [10, 10], [0, 10]];
+        return {n: p.n, x: Array.from(p.x), y: Array.from(p.y), label: Array.from(p.label),
+                agreement: Array.from(p.agreement), suspect: Array.from(p.suspect), cells,
+                inside: [js.pointInPolygon(5, 5, square), js.pointInPolygon(11, 5, square),
+                         js.pointInPolygon(5, -1, square)]};
+    }""", [base64.b64encode(source).decode(), base64.b64encode(buffer).decode()])
+    context.close()
+    assert got["n"] == 500 and names == ["a", "b", "c"]
+    assert got["x"] == expected["x"].tolist() and got["y"] == expected["y"].tolist()
+    assert got["label"] == expected["label"].tolist()
+    assert got["suspect"] == expected["suspect"].astype(int).tolist()
+    share = np.array(got["agreement"], float)
+    assert np.allclose(np.where(share == 255, np.nan, share / 200), expected["agreement"], equal_nan=True)
+    cell_of = {row: cell for row, cell in got["cells"]}
+    assert sorted(cell_of) == list(range(500))  # every point in the index, once
+    assert all(cell_of[i] == (expected["x"][i] >> 8) + (expected["y"][i] >> 8) * 256 for i in range(500))
+    assert got["inside"] == [True, False, False]
