@@ -7,22 +7,17 @@ import base64
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from doggos.base.processes import PROJECT_ROOT
+from doggos.bench import app_server
 
 # The map component's "drawn and interactive" state: adjust here if the component names it differently.
 MAP_READY = '[data-testid="doggos-map"][data-state="ready"]'
@@ -36,7 +31,6 @@ LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1400, "height": 900}  # the browser tests' size: the Map and its legend side by side
 START_TIMEOUT_S = 180.0  # a cold streamlit start beside a just-written million-row run on 2 busy cores
-STOP_TIMEOUT_S = 15.0  # SIGTERM lets streamlit close its sessions; after this it is killed
 RSS_EVERY_S = 0.1  # the server's memory is sampled this often: a page's peak lasts a fraction of a second
 POLL_MS = 50  # how often the browser re-checks a page's readiness: the timing's resolution
 HOVER_AWAY_MS = 2_000  # the card must be gone before the next hover is timed; else its old image would count
@@ -245,63 +239,6 @@ def synthetic_runs(args, rows: int, scratch: Path) -> tuple[Path, Path, float | 
     return runs, run, time.monotonic() - started
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on now (the OS picks it; the race until streamlit binds it is accepted)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(runs: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """`streamlit run app.py` over `runs`, in its own session (so a signal reaches all of it); waits until healthy."""
-    port = free_port()
-    env = {**os.environ, "DOGGOS_RUNS_DIR": str(runs), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none"]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(process, url, log_path)
-    except BaseException:
-        stop_server(process)
-        raise
-    return process, url
-
-
-def _wait_healthy(process: subprocess.Popen, url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        try:  # the pause between polls doubles as the check that the server still runs
-            code = process.wait(timeout=0.25)
-        except subprocess.TimeoutExpired:
-            continue
-        raise RuntimeError(f"streamlit exited with code {code} before serving; see {log_path}")
-    raise RuntimeError(f"streamlit did not answer /_stcore/health within {START_TIMEOUT_S:.0f} s; see {log_path}")
-
-
-def stop_server(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except ProcessLookupError:  # gone between poll() and killpg()
-        pass
-
-
 # ---- one page in the browser -----------------------------------------------------------------------------------------
 
 def measure_page(browser, url: str, kind: str, timeout_s: float, rss: PeakRss, result: SizeResult, args,
@@ -457,19 +394,20 @@ def measure_size(browser, args, rows: int, out: Path) -> SizeResult:
         result.run = str(run)
         started = time.monotonic()
         try:
-            server, url = start_server(runs, out / f"server-{rows}.log")
+            server = app_server.serve(runs, out / f"server-{rows}.log", START_TIMEOUT_S)
+            url = server.url
         except RuntimeError as error:
             result.problems.append(str(error))
             return result
         result.server_start_s = time.monotonic() - started
-        rss = PeakRss(server.pid)
+        rss = PeakRss(server.process.pid)
         try:
             result.cells = [measure_page(browser, url, kind, args.timeout, rss, result, args, out)
                             for kind in args.pages]
         finally:
             rss.stop()
             result.peak_rss_mb = rss.peak / MB
-            stop_server(server)
+            server.stop()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # a million rows are ~3 GB: never left behind without --keep
     return result
