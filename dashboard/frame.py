@@ -254,7 +254,8 @@ def image_dialog(run, row: int, neighbours: int = 0) -> None:
     if neighbours:
         from doggos.explore import search
 
-        hits = search.by_row(search.load_index(run.path), row, k=neighbours)
+        with st.spinner("Finding its nearest neighbours…"):  # the first time, the run's embeddings are read
+            hits = search.by_row(search.load_index(run.path), row, k=neighbours)
         st.markdown(f"**Nearest neighbours** · {ui.markdown_literal(search.label_summary(hits))}")
         thumbnail_grid(run, run_index(run).iloc[[hit.row for hit in hits]], key="dialog-neighbours",
                        captions=[ui.caption_for(f"{hit.score:.3f} · {hit.label}", store.file_name(hit.path))

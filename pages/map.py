@@ -4,6 +4,7 @@ see an image, click to open it, box or lasso a region to list its images below."
 import streamlit as st
 
 from dashboard import frame, map_view, ui
+from doggos.base import store
 from doggos.base.rundir import run_dir_of
 from doggos.explore import map_serving, projection
 from doggos.explore.projection import MAP
@@ -92,14 +93,17 @@ elif colour == "agreement" and quality_state.state in ("missing", "failed"):
 map_path = state.path
 quality_path = result_paths(run_dir_of(run).quality, quality_params)[0] if by_agreement else None
 labels, counts = map_labels(str(run.path), map_path.stem, map_path.stat().st_mtime_ns)
+# A selection is this run's rows as published: a run republished into the same folder (a new version) drops it.
+version = store.run_version(run.path)
 selection = st.session_state.get("map_selection") or {}
-chosen_rows = [row for row in selection.get("rows", []) if 0 <= row < total] if selection.get("run") == run.id else []
+ours = selection.get("run") == run.id and selection.get("version", version) == version
+chosen_rows = [row for row in selection.get("rows", []) if 0 <= row < total] if ours else []
 data = map_view.component_data(run, map_path, labels, counts, "agreement" if by_agreement else "label", quality_path,
                                chosen_rows, st.session_state.get("map_selection_version", 0))
-event = map_view.draw(data, key=f"map-{run.id}")
+event = map_view.draw(data, key=f"map-{run.id}-{version}")
 if event.selected is not None:  # a lasso or a box just closed: its rows (none: the selection is cleared)
     chosen_rows = [row for row in event.selected if 0 <= row < total]
-    st.session_state["map_selection"] = {"run": run.id, "rows": chosen_rows}
+    st.session_state["map_selection"] = {"run": run.id, "version": version, "rows": chosen_rows}
     frame.first_page("map_selection_page")
 if event.clicked is not None:
     frame.image_dialog(run, int(event.clicked), neighbours=NEIGHBOURS_SHOWN)

@@ -114,3 +114,22 @@ def test_routes_refuse_rows_past_the_end(served_run):
         map_serving.thumbnail(run, 9)
     with pytest.raises(map_serving.NotServed):
         map_serving.thumbnail(run, -1)
+
+
+def test_a_missing_label_is_coded_as_the_empty_label_on_both_sides(tmp_path):
+    points = pd.DataFrame({"row": [0, 1, 2], "x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 2.0], "label": ["b", None, "a"]})
+    buffer, names = map_payload.pack(points)
+    assert names == ["", "a", "b"] and map_payload.unpack(buffer)["label"].tolist() == [2, 0, 1]
+
+
+def test_thumbnails_come_from_the_shelf_once_there_and_absurd_rows_are_refused(served_run, monkeypatch):
+    from doggos.base import shelf
+
+    _, run = served_run
+    with pytest.raises(map_serving.NotServed):
+        map_serving.thumbnail(run, 2**70)
+    stored = store.load_thumbnails(run, [3])[0]
+    assert map_serving.thumbnail(run, 3) == stored  # no shelf yet: read from the Parquet
+    shelf.build(run)
+    monkeypatch.setattr(store, "load_thumbnails", lambda *args: pytest.fail("read the Parquet despite a shelf"))
+    assert map_serving.thumbnail(run, 3) == stored

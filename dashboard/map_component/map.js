@@ -143,6 +143,7 @@ class MapView {
   update(data, setTriggerValue) {
     this.trigger = setTriggerValue;
     const fresh = !this.data || this.data.points_url !== data.points_url;
+    if (!this.data || this.data.point_url !== data.point_url) this.facts.clear(); // facts carry the check's verdict
     const labelsChanged = !this.data || JSON.stringify(this.data.labels) !== JSON.stringify(data.labels);
     this.data = data;
     this.root.style.setProperty("--dg-height", `${data.height}px`);
@@ -159,7 +160,7 @@ class MapView {
         }).then(parsePoints));
       }
       payloads.get(data.points_url).then((points) => {
-        if (this.data !== data) return; // a newer map replaced this one while it loaded
+        if (this.data.points_url !== data.points_url) return; // another map replaced this one while it loaded
         this.points = points;
         const saved = savedViews.get(data.view_key);
         if (saved && saved.hidden.length === data.labels.length) {
@@ -168,7 +169,7 @@ class MapView {
         } else {
           this.fit();
         }
-        this.syncSelection(data);
+        this.syncSelection(this.data); // the newest data: a rerun during the load may have changed the selection
         this.drawLegend();
         this.draw();
         this.root.setAttribute("data-points", String(points.n));
@@ -196,6 +197,16 @@ class MapView {
 
   save() {
     if (this.data && this.points) savedViews.set(this.data.view_key, { view: { ...this.view }, hidden: this.hidden });
+  }
+
+  // The labels left out of drawing, hovering and selecting: the legend's choice in label colours; none in agreement
+  // colours, whose legend (a colour ramp) could not bring them back.
+  get hiddenNow() {
+    if (this.data && this.data.colour_by === "agreement") {
+      if (this.noneHidden?.length !== this.hidden.length) this.noneHidden = new Uint8Array(this.hidden.length);
+      return this.noneHidden;
+    }
+    return this.hidden;
   }
 
   setMode(mode) {
@@ -261,12 +272,13 @@ class MapView {
     const cx0 = clampCell(dx - r), cx1 = clampCell(dx + r), cy0 = clampCell(dy - r), cy1 = clampCell(dy + r);
     if (dx + r < 0 || dy + r < 0 || dx - r > 65535 || dy - r > 65535) return -1;
     let best = -1, bestD = r * r;
+    const hidden = this.hiddenNow;
     for (let cy = cy0; cy <= cy1; cy++) {
       for (let cx = cx0; cx <= cx1; cx++) {
         const cell = cx + cy * GRID_SIDE;
         for (let j = p.grid.start[cell]; j < p.grid.start[cell + 1]; j++) {
           const i = p.grid.order[j];
-          if (this.hidden[p.label[i]]) continue;
+          if (hidden[p.label[i]]) continue;
           const ex = p.x[i] - dx, ey = p.y[i] - dy, d = ex * ex + ey * ey;
           if (d <= bestD) { bestD = d; best = i; } // ties: the later (drawn on top) wins
         }
@@ -312,7 +324,7 @@ class MapView {
     // Passes: context first (unselected greyed; in agreement colours, the agreeing), what matters last, on top.
     // With neither a selection nor agreement colours one pass draws all. The loop is written out (no call per point):
     // at a million points it is most of a frame.
-    const selected = this.selected, hidden = this.hidden, colours = this.colours, lut = this.lut;
+    const selected = this.selected, hidden = this.hiddenNow, colours = this.colours, lut = this.lut;
     const xs = p.x, ys = p.y, labels = p.label, suspect = p.suspect, agreement = p.agreement;
     const layered = Boolean(selected || byAgreement);
     for (let pass = layered ? 0 : 1; pass < 2; pass++) {
@@ -375,7 +387,7 @@ class MapView {
       const side = Math.max(28, Math.min(roomy, gap * 0.92));
       let node = this.imageNodes.get(row);
       if (!node) {
-        node = element("img", { class: "dg-thumb", "data-row": String(row), loading: "eager", decoding: "async",
+        node = element("img", { class: "dg-thumb", "data-row": String(row), draggable: "false", decoding: "async",
                                 alt: this.data.labels[this.points.label[row]] ?? "" }, this.images);
         node.src = this.data.thumb_url.replace("{row}", String(row));
         this.imageNodes.set(row, node);
@@ -521,7 +533,9 @@ class MapView {
       event.preventDefault();
       const [sx, sy] = this.local(event);
       const [dx, dy] = this.toData(sx, sy);
-      this.view.k *= Math.exp(-event.deltaY * 0.0015);
+      // Between a quarter of the whole map and 64 px per grid unit: beyond, pixel positions would overflow int32.
+      const fitK = (Math.min(this.size().w, this.size().h) * FIT_MARGIN) / 65535;
+      this.view.k = Math.min(64, Math.max(fitK / 4, this.view.k * Math.exp(-event.deltaY * 0.0015)));
       const [nx, ny] = this.toData(sx, sy);
       this.view.cx += dx - nx; // the point under the pointer stays under it
       this.view.cy += dy - ny;
@@ -533,6 +547,7 @@ class MapView {
       const [sx, sy] = this.local(event);
       this.press = { sx, sy, view: { ...this.view }, path: [[sx, sy]], moved: false };
       this.card.hidden = true;
+      this.hoverRow = -1; // the same point hovered after the press shows its card again
     });
     stage.addEventListener("pointermove", (event) => {
       const [sx, sy] = this.local(event);
@@ -563,6 +578,10 @@ class MapView {
       if (this.mode === "pan") { this.save(); return; }
       this.select(this.mode === "box" ? this.boxPolygon(press.sx, press.sy, sx, sy) : press.path);
     });
+    const abandon = () => { this.press = null; this.clearSketch(); }; // the browser took the pointer away
+    stage.addEventListener("pointercancel", abandon);
+    stage.addEventListener("lostpointercapture", () => { if (this.press) abandon(); });
+    stage.addEventListener("dragstart", (event) => event.preventDefault()); // a thumbnail is not dragged off the map
     stage.addEventListener("pointerleave", () => {
       if (this.press) return;
       this.hoverRow = -1;
@@ -615,9 +634,9 @@ class MapView {
     for (const [x, y] of shape) {
       x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
     }
-    const rows = [];
+    const rows = [], hidden = this.hiddenNow;
     for (let i = 0; i < p.n; i++) {
-      if (this.hidden[p.label[i]]) continue;
+      if (hidden[p.label[i]]) continue;
       const x = p.x[i], y = p.y[i];
       if (x < x0 || x > x1 || y < y0 || y > y1) continue;
       if (pointInPolygon(x, y, shape)) rows.push(i);

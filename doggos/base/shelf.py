@@ -81,7 +81,7 @@ def ensure(run: str | os.PathLike | RunDir) -> bool:
         with _build_lock(run_dir):
             if not is_current(run_dir):  # another caller may have built it while this one waited for the lock
                 _build(run_dir)
-    except OSError as error:  # a read-only or full disk, a run deleted meanwhile: pages read the Parquet instead
+    except Exception as error:  # a full disk, a run deleted or rewritten meanwhile: pages read the Parquet instead
         log.warning("thumbnail shelf of %s not built: %s", run_dir.path, error)
         return False
     return is_current(run_dir)

@@ -27,7 +27,7 @@ MAX_LABELS = 65535  # label codes are uint16
 def label_codes(labels: pd.Series) -> tuple[list[str], np.ndarray]:
     """The distinct labels, sorted, and each point's index into them (the component's colours follow that order)."""
     # Hashing, then sorting only the distinct names: np.unique sorts every string (1.7 s at a million points).
-    first_seen, names = pd.factorize(labels.astype(str), sort=False)
+    first_seen, names = pd.factorize(labels.fillna("").astype(str), sort=False)  # a missing label is "", as in search
     if len(names) > MAX_LABELS:
         raise ValueError(f"labels: the map can colour at most {MAX_LABELS:,} distinct labels (got {len(names):,})")
     order = np.argsort(np.asarray(names, dtype=object), kind="stable")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from doggos.base import store
+from doggos.base import shelf, store
 from doggos.base.rundir import RunDir
 from doggos.explore import map_payload
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,199}$")  # run ids and result stems: no slash, no '..'
+
+
+_PARQUET_READS = threading.BoundedSemaphore(2)  # thumbnails read from Parquet at once, server-wide (see thumbnail)
 
 
 class NotServed(LookupError):
@@ -111,19 +115,26 @@ def label_counts(run: RunDir, map_name: str) -> tuple[list[str], list[int]]:
     import pyarrow.compute as pc
 
     projection = map_file(run, map_name)
-    counts = pc.value_counts(_table(str(projection), _mtime(projection), ("path", "class")).column("class"))
+    classes = _table(str(projection), _mtime(projection), ("path", "class")).column("class")
+    counts = pc.value_counts(pc.fill_null(classes, ""))  # a missing label is "", as the point buffer codes it
     names = counts.field("values").to_pylist()
     order = np.argsort(np.array([str(n) for n in names], dtype=object), kind="stable")
     return [str(names[i]) for i in order], [int(counts.field("counts")[int(i)].as_py()) for i in order]
 
 
 def thumbnail(run: RunDir, row: int) -> bytes:
-    """One row's stored thumbnail (the grey placeholder when it is damaged)."""
-    if row < 0:
+    """One row's stored thumbnail (the grey placeholder when it is damaged): from the run's shelf in two preads; a run
+    without one yet (its shelf is being built) is read from the Parquet, a few requests at a time, because that costs
+    a column chunk each and a zoomed-in map asks for 300 at once."""
+    if not 0 <= row < 2**62:
         raise NotServed(f"row {row}: no such row")
     try:
-        return store.load_thumbnails(run, [row])[0]
-    except (IndexError, ValueError) as error:  # past the last row
+        shelved = shelf.read(run, [row])
+        if shelved is not None:
+            return store.usable_thumbnail(shelved[0])
+        with _PARQUET_READS:
+            return store.load_thumbnails(run, [row])[0]
+    except (IndexError, ValueError, OSError) as error:  # past the last row; the run's files went meanwhile
         raise NotServed(f"row {row}: {error}") from error
 
 
