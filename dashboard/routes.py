@@ -59,8 +59,3 @@ ROUTES = [
     Route(PREFIX + "/{run_id}/maps/{map_name}/points.bin", points, methods=["GET"]),
     Route(PREFIX + "/{run_id}/maps/{map_name}/points/{row:int}.json", point, methods=["GET"]),
 ]
-
-
-def thumbnail_url(base: str, run_id: str, version: int) -> str:
-    """The URL template of a run's thumbnails; the component puts a row id where `{row}` is."""
-    return f"{base}{PREFIX}/{run_id}/thumbnails/{{row}}.jpg?v={version}"

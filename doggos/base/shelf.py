@@ -234,13 +234,6 @@ def read(run: str | os.PathLike | RunDir, rows: Iterable[int]) -> list[bytes] | 
             return None
 
 
-def read_one(run: str | os.PathLike | RunDir, row: int) -> bytes | None:
-    """One row's stored bytes, or None without a current shelf (for a web route; as stored, so a route serves
-    `store.usable_thumbnail` of it, or simply `store.load_thumbnails(run, [row])[0]`)."""
-    found = read(run, [row])
-    return None if found is None else found[0]
-
-
 def _check_row(row: int, rows: int) -> None:
     if not 0 <= row < rows:
         raise ValueError(f"row {row} is out of range: the run has {rows} row{'' if rows == 1 else 's'}")
