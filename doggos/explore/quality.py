@@ -126,22 +126,34 @@ class QualityResults:
 
     @property
     def zero_shot_accuracy(self) -> float | None:
-        predicted = self.images["zero_shot"]
-        return None if predicted.isna().all() else float((predicted == self.images["class"]).mean())
+        images = self.in_dataset()
+        predicted = images["zero_shot"]
+        return None if predicted.isna().all() else float((predicted == images["class"]).mean())
 
     def confusion(self) -> pd.DataFrame:
         """Counts of (filed label, suggested label): rows filed, columns suggested, every label on both axes."""
         names = list(self.labels["label"])
         # Label codes and one bincount: ~0.05 s for 1,000,000 images, where pd.crosstab took ~0.15 s.
-        filed, suggested = (_codes(self.images[column], names) for column in ("class", "suggested"))
+        images = self.in_dataset()
+        filed, suggested = (_codes(images[column], names) for column in ("class", "suggested"))
         known = (filed >= 0) & (suggested >= 0)  # a label outside the table (none in results `assess` made): left out
         counts = np.bincount(filed[known] * len(names) + suggested[known], minlength=len(names) ** 2)
         return pd.DataFrame(counts.reshape(len(names), len(names)).astype(np.int64),
                             index=pd.Index(names, name="filed"), columns=pd.Index(names, name="suggested"))
 
+    def in_dataset(self) -> pd.DataFrame:
+        """The images still in the dataset: all, unless label decisions (`doggos.explore.label_review.recheck`)
+        excluded some."""
+        images = self.images
+        return images[~images["excluded"].to_numpy(bool)] if "excluded" in images else images
+
     def likely_mislabeled(self) -> pd.DataFrame:
-        """Images whose suggested label is not their own, most suspicious first (see the module docstring)."""
-        frame = self.images[self.images["suggested"] != self.images["class"]]
+        """Images whose suggested label is not their own, most suspicious first (see the module docstring); after
+        label decisions, neither excluded nor reviewed ones."""
+        images = self.in_dataset()
+        if "reviewed" in images:
+            images = images[~images["reviewed"].to_numpy(bool)]
+        frame = images[images["suggested"] != images["class"]]
         return frame.sort_values(["agreement", "suggested_similarity", "path"], ascending=[True, False, True],
                                  kind="mergesort")
 
@@ -289,20 +301,31 @@ def _texts(values, series: bool = False) -> pd.Series | list:
     return pd.Series(list(values), dtype=None) if series else list(values)
 
 
-def _suggest(neighbours: Neighbours, codes: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+def _suggest(neighbours: Neighbours, codes: np.ndarray, count: int,
+             voters: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the neighbours' majority label code (ties: summed similarity, then code, which is name order) and
-    the mean similarity of the neighbours that carry it."""
+    the mean similarity of the neighbours that carry it. `voters`: which rows may vote (excluded images do not); a row
+    none of whose neighbours votes is suggested its own label, with similarity NaN."""
     rows, k = neighbours.indices.shape
     if rows == 0:
         return np.zeros(0, np.int64), np.zeros(0)
-    keys = (np.repeat(np.arange(rows), k) * count + codes[neighbours.indices].ravel()).astype(np.int64)
+    owner = np.repeat(np.arange(rows), k)
+    flat, similarities = neighbours.indices.ravel(), neighbours.similarities.ravel()
+    if voters is not None:
+        votes_of = voters[flat]
+        owner, flat, similarities = owner[votes_of], flat[votes_of], similarities[votes_of]
+    keys = (owner * count + codes[flat]).astype(np.int64)
     unique, inverse = np.unique(keys, return_inverse=True)
     votes = np.bincount(inverse)
-    summed = np.bincount(inverse, weights=neighbours.similarities.ravel().astype(np.float64))
+    summed = np.bincount(inverse, weights=similarities.astype(np.float64))
     row, code = unique // count, unique % count
     order = np.lexsort((code, -summed, -votes, row))
-    first = order[np.concatenate([[0], np.nonzero(np.diff(row[order]))[0] + 1])]
-    return code[first], summed[first] / votes[first]
+    first = order[np.concatenate([[0], np.nonzero(np.diff(row[order]))[0] + 1])] if len(order) else order
+    if voters is None:
+        return code[first], summed[first] / votes[first]
+    suggested, similarity = codes.astype(np.int64).copy(), np.full(rows, np.nan)
+    suggested[row[first]], similarity[row[first]] = code[first], summed[first] / votes[first]
+    return suggested, similarity
 
 
 def _duplicates(vectors, neighbours, codes, paths, labels, hashes, threshold) -> tuple[pd.DataFrame, str | None]:
@@ -371,9 +394,9 @@ def _labels_frame(label, images, purity, confused_with, likely_mislabeled, zero_
 
 
 def _per_label(results: QualityResults, names: list[str]) -> pd.DataFrame:
-    images = results.images
+    images = results.in_dataset()
     by_label = images.groupby("class")
-    wrong = images[images["suggested"] != images["class"]]
+    wrong = results.likely_mislabeled()
     confused = {}
     for label, counts in wrong.groupby("class")["suggested"]:
         counts = counts.value_counts()
