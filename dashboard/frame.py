@@ -1,5 +1,6 @@
 """The dashboard's shared page frame (the Streamlit side of dashboard.ui): session keys, the page start, cached run
-data, the thumbnail grid with paging, the image dialog and the random-weights warning. Pages only draw with these."""
+data (with the label decisions in effect), the thumbnail grid with paging and selection, the image dialog and the
+random-weights warning. Pages only draw with these."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import ui
-from doggos.base import shelf, store
+from doggos.base import decisions, shelf, store
 
 APP_DIR = Path(__file__).resolve().parents[1]  # where app.py and pages/ are
 
@@ -106,36 +107,58 @@ def _shelve(run_path: str, version: int) -> threading.Thread:
 # The run's index and what is derived from it are st.cache_resource: one object per server, shared by every session
 # and rerun without a copy (st.cache_data would pickle a 1,000,000-row index and unpickle it on every call). Nothing
 # may modify them: pages and helpers only read, select and slice them (the arrays are made read-only).
+# Everything that depends on labels is keyed by the run's version and its label decisions' (`labels_version`): a
+# decision made in any session shows on the next rerun of every page.
 @st.cache_resource(max_entries=4, show_spinner="Reading the run's table…")
-def _index(run_path: str, version: int) -> pd.DataFrame:
-    return store.load_index(run_path)
+def _folder_index(run_path: str, version: int) -> pd.DataFrame:
+    return store.folder_index(run_path)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _index(run_path: str, version: int, labels: tuple[int, int]) -> pd.DataFrame:
+    # Only the label columns are new: the rest is shared with the folder index (a decision costs no re-read).
+    return store.with_decisions(_folder_index(run_path, version), decisions.state(run_path))
+
+
+def labels_version(run) -> tuple[int, int]:
+    """The version of the run's label decisions (`doggos.base.decisions.version`): part of every label cache key."""
+    return decisions.version(run.path)
+
+
+def _keys(run) -> tuple[str, int, tuple[int, int]]:
+    return str(run.path), store.run_version(run.path), labels_version(run)
 
 
 def run_index(run) -> pd.DataFrame:
-    """One row per image of the run (row, path, label, name, width, height), cached per run version. Shared by every
-    session: read it, never modify it."""
-    return _index(str(run.path), store.run_version(run.path))
+    """One row per image of the run (row, path, label, name, width, height, folder_label, excluded: `store.load_index`),
+    with the label decisions in effect, cached per run and decisions version. Shared by every session: read it, never
+    modify it."""
+    return _index(*_keys(run))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _label_counts(run_path: str, version: int, labels: tuple[int, int], include_excluded: bool) -> pd.DataFrame:
+    return store.label_counts(_index(run_path, version, labels), include_excluded)
+
+
+def label_counts(run, include_excluded: bool = False) -> pd.DataFrame:
+    """Images per effective label (columns label, images), most frequent first: the images in the dataset (excluded
+    ones too with `include_excluded`). Once per run and decisions version; shared: never modify."""
+    return _label_counts(*_keys(run), include_excluded)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def _label_counts(run_path: str, version: int) -> pd.DataFrame:
-    return store.label_counts(_index(run_path, version))
-
-
-def label_counts(run) -> pd.DataFrame:
-    """Images per label (columns label, images), most frequent first, once per run version; shared: never modify."""
-    return _label_counts(str(run.path), store.run_version(run.path))
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _label_names(run_path: str, version: int) -> tuple[str, ...]:
-    labels = _index(run_path, version)["label"]
-    return tuple(sorted(set(_label_counts(run_path, version)["label"]) | ({""} if labels.isna().any() else set())))
+def _label_names(run_path: str, version: int, labels_version: tuple[int, int]) -> tuple[str, ...]:
+    index = _index(run_path, version, labels_version)
+    labels = index["label"][~index["excluded"].to_numpy(dtype=bool)]
+    counted = set(_label_counts(run_path, version, labels_version, False)["label"])
+    return tuple(sorted(counted | ({""} if labels.isna().any() else set())))
 
 
 def label_names(run) -> tuple[str, ...]:
-    """The run's labels, sorted, a missing one as "" (as doggos.explore.search names them), once per run version."""
-    return _label_names(str(run.path), store.run_version(run.path))
+    """The labels of the run's images in the dataset, sorted, a missing one as "" (as doggos.explore.search names
+    them), once per run and decisions version: a label made by relabelling is one of them."""
+    return _label_names(*_keys(run))
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -149,13 +172,15 @@ def row_count(run) -> int:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Sorting the run's images…")
-def _browse_order(run_path: str, version: int) -> np.ndarray:
-    return _read_only(store.browse_order(_index(run_path, version)))
+def _browse_order(run_path: str, version: int, labels: tuple[int, int]) -> np.ndarray:
+    return _read_only(store.browse_order(_index(run_path, version, labels)))
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)  # up to 8 MB each for 1,000,000 rows
-def _matching(run_path: str, version: int, labels: tuple[str, ...], name_contains: str) -> np.ndarray | None:
-    return _read_only(store.matching_rows(_index(run_path, version), labels, name_contains))
+def _matching(run_path: str, version: int, labels_version: tuple[int, int], labels: tuple[str, ...],
+              name_contains: str, include_excluded: bool) -> np.ndarray | None:
+    return _read_only(store.matching_rows(_index(run_path, version, labels_version), labels, name_contains,
+                                          include_excluded))
 
 
 def _read_only(array: np.ndarray | None) -> np.ndarray | None:
@@ -164,19 +189,21 @@ def _read_only(array: np.ndarray | None) -> np.ndarray | None:
     return array
 
 
-def matching_rows(run, labels=(), name_contains: str = "") -> np.ndarray | None:
-    """Row positions matching Browse's filters (`store.matching_rows`; None: every row), cached per run version and
-    filters, so paging through them costs no filtering."""
-    return _matching(str(run.path), store.run_version(run.path), tuple(labels), name_contains.strip().lower())
+def matching_rows(run, labels=(), name_contains: str = "", include_excluded: bool = False) -> np.ndarray | None:
+    """Row positions matching Browse's filters (`store.matching_rows`: excluded images left out unless
+    `include_excluded`; None: every row), cached per run and decisions version and filters, so paging through them
+    costs no filtering."""
+    return _matching(*_keys(run), tuple(labels), name_contains.strip().lower(), include_excluded)
 
 
 def ordered_page(run, chosen: np.ndarray | None, window: slice) -> pd.DataFrame:
     """The index's rows of `window` in the label, path order of the `chosen` rows (`matching_rows`). The whole sort
-    is made (once per run version) only for windows past store.SELECT_MAX of more than store.SORT_ALONE_MAX rows: the
-    first pages are picked without it, and a few labels' rows are sorted alone."""
-    index = run_index(run)
+    is made (once per run and decisions version) only for windows past store.SELECT_MAX of more than
+    store.SORT_ALONE_MAX rows: the first pages are picked without it, and a few labels' rows are sorted alone."""
+    keys = _keys(run)
+    index = _index(*keys)
     whole = window.stop > store.SELECT_MAX and (chosen is None or len(chosen) > store.SORT_ALONE_MAX)
-    order = _browse_order(str(run.path), store.run_version(run.path)) if whole else None
+    order = _browse_order(*keys) if whole else None
     return index.iloc[store.ordered_rows(index, chosen, window, order)]
 
 
@@ -193,6 +220,12 @@ def thumbnails(run, rows) -> dict[int, bytes]:
 @st.cache_data(max_entries=32, show_spinner=False)
 def _detail(path: str, thumbnail: bytes) -> tuple[bytes, str, tuple[int, int]]:
     return store.detail_image(path, thumbnail)
+
+
+def detail_image(run, row: int) -> bytes:
+    """One image larger than its thumbnail: a local original (up to store.DETAIL_MAX_SIDE) when it is still there."""
+    path = run_index(run)["path"].iloc[int(row)]
+    return _detail(path, thumbnails(run, (int(row),))[int(row)])[0]
 
 
 def page_window(total: int, key: str, page_size: int) -> slice:
@@ -214,19 +247,43 @@ def pager(total: int, key: str, page_size: int) -> None:
 
 
 def thumbnail_grid(run, items: pd.DataFrame, captions: list[str] | None = None,
-                   on_view: Callable[[int], None] | None = None, key: str = "grid") -> None:
-    """Thumbnails of `items` (columns row, label, path) in a responsive grid, each captioned (default: label · file
-    name) and, given `on_view`, with a View button that calls it with the row."""
+                   on_view: Callable[[int], None] | None = None, key: str = "grid", selectable: bool = False) -> None:
+    """Thumbnails of `items` (columns row, label, path; from the run's index also folder_label and excluded) in a
+    responsive grid, each captioned (default: `ui.thumbnail_captions`: "label · file name", "husky · was beagle ·
+    file name", "excluded · file name") and, given `on_view`, with a View button that calls it with the row.
+    `selectable`: a checkbox on each, kept in `selection(run, key)`."""
     shown = thumbnails(run, items["row"])
     if captions is None:
-        captions = [ui.caption_for(label, store.file_name(path)) for label, path in zip(items["label"], items["path"])]
+        captions = ui.thumbnail_captions(items)
+    chosen = selection(run, key) if selectable else None
     gallery = st.grid(columns="auto", min_column_width=130, gap="small", border=True)
     for row, caption in zip(items["row"], captions):
         with gallery.cell():
             st.image(shown[int(row)], caption=caption, width="stretch")
+            if chosen is not None:
+                box = f"{key}-pick-{run.id}-{row}"
+                st.session_state[box] = int(row) in chosen  # the set decides: Select page, Clear, another page's picks
+                st.checkbox("Select", key=box, on_change=_pick, args=(chosen, int(row), box))
             if on_view is not None and st.button("View", key=f"{key}-view-{row}", type="tertiary",
                                                  icon=":material/zoom_in:"):
                 on_view(int(row))
+
+
+def selection(run, key: str) -> set[int]:
+    """The rows this session has selected in the grid under `key` (a set to change in place), kept per run: another
+    run, or this one republished, starts empty."""
+    held = st.session_state.get(f"{key}_selection")
+    stamp = (run.id, store.run_version(run.path))
+    if not held or held["run"] != stamp:
+        held = st.session_state[f"{key}_selection"] = {"run": stamp, "rows": set()}
+    return held["rows"]
+
+
+def _pick(chosen: set[int], row: int, box: str) -> None:
+    if st.session_state.get(box):
+        chosen.add(row)
+    else:
+        chosen.discard(row)
 
 
 def more_like_this(run, row: int) -> None:
@@ -237,20 +294,24 @@ def more_like_this(run, row: int) -> None:
 
 @st.dialog("Image", width="large")
 def image_dialog(run, row: int, neighbours: int = 0) -> None:
-    """One image larger, with its label and full path: a local original when it is still there, else the thumbnail;
-    with `neighbours`, that many nearest neighbours below it."""
+    """One image larger, with its effective label ("was X" when relabelled) and full path: a local original when it
+    is still there, else the thumbnail; the label decisions' actions (`dashboard.decide.image_actions`); with
+    `neighbours`, that many nearest neighbours below it (images in the dataset only)."""
+    from dashboard import decide  # it draws with this module's helpers: imported when first needed
+
     item = run_index(run).iloc[row]
     image, origin, size = _detail(item["path"], thumbnails(run, (row,))[row])
     picture, facts = st.columns(2, gap="medium")
     picture.image(image, width=ui.detail_width(size))
     with facts:
         st.markdown("**Label**")
-        st.text(item["label"])
+        st.text(ui.label_words(item["label"], item["folder_label"]) + (" · excluded" if item["excluded"] else ""))
         st.markdown("**Full path**")
         st.code(item["path"], language=None, wrap_lines=True)
         st.caption(f"Original size {item['width']} × {item['height']} px · shown: {origin}")
         if st.button("More like this", icon=":material/image_search:", key="dialog-more-like-this"):
             more_like_this(run, row)
+        decide.image_actions(run, row, key="dialog")
     if neighbours:
         from doggos.explore import search
 

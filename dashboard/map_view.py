@@ -35,19 +35,24 @@ def _hex(colour: str) -> str:
 
 
 def component_data(run, map_path: Path, labels: list[str], counts: list[int], colour_by: str,
-                   quality_path: Path | None, selected: list[int], selection_version: int) -> dict:
-    """What the component is sent on each rerun: URLs (each with the version of what it names), the label legend,
-    the colours, and the current selection with its version (the component applies it only when the version is new:
-    see map.js). A few KB, whatever the run's size, but for a selection of up to SELECTION_SENT rows."""
+                   quality_path: Path | None, selected: list[int], selection_version: int,
+                   labels_version: tuple[int, int] = (0, 0), show_excluded: bool = False) -> dict:
+    """What the component is sent on each rerun: URLs (each with the version of what it names: the points and facts
+    also the run's label decisions', so a decision refetches them), the label legend (effective labels), the colours,
+    and the current selection with its version (the component applies it only when the version is new: see map.js).
+    A few KB, whatever the run's size, but for a selection of up to SELECTION_SENT rows. `show_excluded`: the points
+    keep the images a label decision excluded."""
     base_path = st.get_option("server.baseUrlPath").strip("/")  # the app served under a path: the routes are too
     base = f"/{base_path}" if base_path else ""
     map_name, run_version = map_path.stem, store.run_version(run.path)
     quality = f"&quality={quality_path.stem}" if quality_path is not None else ""
     version = f"{map_path.stat().st_mtime_ns}-{quality_path.stat().st_mtime_ns if quality_path else 0}"
+    decided = f"&labels={labels_version[0]}-{labels_version[1]}"
     maps = f"{base}{routes.PREFIX}/{run.id}/maps/{map_name}"
+    shown = f"&excluded={routes.SHOW_EXCLUDED}" if show_excluded else ""
     return {
-        "points_url": f"{maps}/points.bin?v={version}{quality}",
-        "point_url": f"{maps}/points/{{row}}.json?v={version}{quality}",
+        "points_url": f"{maps}/points.bin?v={version}{decided}{quality}{shown}",
+        "point_url": f"{maps}/points/{{row}}.json?v={version}{decided}{quality}",
         "thumb_url": f"{base}{routes.PREFIX}/{run.id}/thumbnails/{{row}}.jpg?v={run_version}",
         "labels": labels, "counts": counts, "colours": [_hex(PALETTE[n % len(PALETTE)]) for n in range(len(labels))],
         "colour_by": colour_by, "agreement_scale": [[at, _hex(colour)] for at, colour in AGREEMENT_SCALE],

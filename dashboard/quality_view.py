@@ -226,3 +226,38 @@ def _csv(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
+
+
+def queue_position(queue: pd.DataFrame, row) -> int:
+    """Where the review queue stands: the position of `row` (the image on show) when it is still queued, else the
+    first image without a decision, else the first."""
+    rows = queue["row"].to_numpy()
+    if row is not None:
+        found = np.flatnonzero(rows == int(row))
+        if len(found):
+            return int(found[0])
+    open_ = np.flatnonzero(~queue["decided"].to_numpy(bool))
+    return int(open_[0]) if len(open_) else 0
+
+
+def next_open(queue: pd.DataFrame, position: int) -> int:
+    """The next position after `position` (wrapping round) whose image has no decision; position + 1 when none has."""
+    decided = queue["decided"].to_numpy(bool)
+    count = len(decided)
+    for step in range(1, count):
+        candidate = (position + step) % count
+        if not decided[candidate]:
+            return candidate
+    return (position + 1) % max(count, 1)
+
+
+def queue_facts(item) -> str:
+    """What the checks say about a queued image, in one line: its folder label, its label now when a decision changed
+    it, the neighbours' suggestion with their agreement, and zero-shot's opinion when there is one."""
+    parts = [f"filed as {item['folder_label']}"]
+    if item["label"] != item["folder_label"]:
+        parts.append(f"now {item['label']}")
+    parts.append(f"neighbours say {item['suggested']} (agreement {item['agreement']:.0%})")
+    if _present(item.get("zero_shot")):
+        parts.append(f"zero-shot says {item['zero_shot']} ({item['zero_shot_probability']:.0%})")
+    return " · ".join(parts)

@@ -1,9 +1,10 @@
 """The app's own web routes, served by `streamlit run app.py` beside its pages (app.py hands them to `st.App`).
 
 The Map's browser side fetches from these without a rerun: a run's point buffer once per map and colouring, then the
-thumbnails and facts of the points it hovers or shows. A URL carries the run's version (`?v=`), so the browser may
-keep each answer: a republished run gets new URLs. Handlers are plain functions: Starlette runs them in its thread
-pool, off the event loop that carries every session's websocket.
+thumbnails and facts of the points it hovers or shows. A URL carries the run's version (`?v=`) and, for points and
+facts, the version of its label decisions (`&labels=`), so the browser may keep each answer: a republished run or a
+new decision gets new URLs. The points leave excluded images out unless the URL says `&excluded=shown`. Handlers are
+plain functions: Starlette runs them in its thread pool, off the event loop that carries every session's websocket.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from doggos.runs.manager import default_root
 PREFIX = "/doggos/runs"
 # The URL changes with the run's version, so an answer may be kept for good (a week: long enough for any workshop).
 CACHED = {"Cache-Control": "private, max-age=604800, immutable"}
+SHOW_EXCLUDED = "shown"  # the points URL's `excluded=` value that keeps the images a label decision excluded
 
 
 def _run(request: Request):
@@ -39,7 +41,8 @@ def thumbnail(request: Request) -> Response:
 def points(request: Request) -> Response:
     try:
         data = map_serving.points_buffer(_run(request), request.path_params["map_name"],
-                                         request.query_params.get("quality") or None)
+                                         request.query_params.get("quality") or None,
+                                         include_excluded=request.query_params.get("excluded") == SHOW_EXCLUDED)
     except map_serving.NotServed as error:
         return _not_found(error)
     return Response(data, media_type="application/octet-stream", headers=CACHED)

@@ -259,7 +259,8 @@ def progress_caption(progress, step_elapsed_s: float | None = None) -> str:
 
 
 def selection_csv(points) -> str:
-    """A map selection (rows with path and label) as CSV: path,label, in the selection's order."""
+    """A selection on the Map or Browse (rows with path and label: the effective label, from the run's index or
+    `map_serving.map_rows`) as CSV: path,label, in the selection's order."""
     return points[["path", "label"]].to_csv(index=False)
 
 
@@ -285,3 +286,35 @@ def detail_width(size: tuple[int, int], target: int = 320, max_zoom: float = 3.0
 
 def caption_for(label: str, name: str) -> str:
     return markdown_literal(f"{label} · {name}")
+
+
+def label_words(label, folder_label: str | None = None, excluded: bool = False) -> str:
+    """An image's label as a caption says it: "husky", "husky · was beagle" (relabelled: its folder label differs),
+    "excluded" (left out of the dataset, shown on request). A missing label is ""; `folder_label` None: not known."""
+    if excluded:
+        return "excluded"
+    label = _text(label)
+    if folder_label is None or _text(folder_label) == label:
+        return label
+    return f"{label} · was {_text(folder_label) or '(no label)'}"
+
+
+def thumbnail_caption(label, name: str, folder_label: str | None = None, excluded: bool = False) -> str:
+    """A thumbnail's caption, safe for Markdown: "label · name", "husky · was beagle · name", "excluded · name"."""
+    return caption_for(label_words(label, folder_label, excluded), name)
+
+
+def thumbnail_captions(items) -> list[str]:
+    """`thumbnail_caption` of each row of a frame with columns label, path and, from a run's index, folder_label and
+    excluded."""
+    from doggos.base.store import file_name
+
+    folders = [_text(f) for f in items["folder_label"]] if "folder_label" in items else [None] * len(items)
+    excluded = items["excluded"] if "excluded" in items else [False] * len(items)
+    return [thumbnail_caption(label, file_name(path), folder, bool(out))
+            for label, path, folder, out in zip(items["label"], items["path"], folders, excluded)]
+
+
+def _text(label) -> str:
+    """A label as text: a missing one (None, NaN where a label column has a gap) is ""."""
+    return label if isinstance(label, str) else ""

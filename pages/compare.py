@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import frame, ui
-from doggos.base import store
+from doggos.base import decisions, store
 from doggos.base.config import ConfigError, user_message
 from doggos.explore import compare
 from doggos.runs.manager import RunManager
@@ -14,9 +14,10 @@ DIFFERS_STYLE = "background-color: rgba(255, 189, 69, 0.35)"  # Streamlit's ambe
 
 
 @st.cache_data(max_entries=8, show_spinner="Finding each shared image's neighbours in both runs…")
-def _agreement(path_a: str, version_a: int, path_b: str, version_b: int) -> compare.Agreement | str:
-    # The versions are in the key so that a re-published run is never served stale. A problem is returned, not
-    # raised, so that it is cached too (st.cache_data keeps no exceptions).
+def _agreement(path_a: str, version_a: tuple, path_b: str, version_b: tuple) -> compare.Agreement | str:
+    # The versions (the run's and its label decisions') are in the key so that a re-published run or a new decision
+    # is never served stale. A problem is returned, not raised, so that it is cached too (st.cache_data keeps no
+    # exceptions).
     try:
         return compare.agreement(path_a, path_b)
     except ConfigError as error:
@@ -89,7 +90,8 @@ st.dataframe(shown.style.apply(_highlight, axis=1), hide_index=True,
                             "differs": st.column_config.CheckboxColumn("Differs", width="small")})
 
 st.subheader("Do the embeddings agree?")
-found = _agreement(str(run_a.path), store.run_version(run_a.path), str(run_b.path), store.run_version(run_b.path))
+found = _agreement(str(run_a.path), (store.run_version(run_a.path), decisions.version(run_a.path)),
+                   str(run_b.path), (store.run_version(run_b.path), decisions.version(run_b.path)))
 if isinstance(found, str):
     st.warning(ui.markdown_literal(found), icon=":material/join_inner:")
     st.stop()
@@ -105,7 +107,8 @@ purity_b_col.metric("Label purity · B", f"{found.overall_purity_b:.3f}",
                     help="The mean share of an image's neighbours filed under its own label; the delta is B − A")
 st.caption(f"Each run's {found.k} nearest neighbours (cosine, itself excluded) of each image, among the "
            f"{found.images_in_both:,} images both runs embedded (k = the smaller of {compare.K} and the shared images "
-           f"− 1). {found.only_in_a:,} image(s) only in A and {found.only_in_b:,} only in B are left out.")
+           f"− 1). {found.only_in_a:,} image(s) only in A and {found.only_in_b:,} only in B are left out, as are images "
+           "a label decision excluded; labels are as decided (each run's label decisions in effect).")
 
 st.markdown("**Label purity per label**")
 st.caption("Click a column to sort: by **B − A** to see where B groups a label better (positive) or worse.")

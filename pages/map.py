@@ -1,9 +1,10 @@
 """Map page: a 2-D UMAP (or PCA) of the run's embeddings, its points becoming their images as you zoom in; hover to
-see an image, click to open it, box or lasso a region to list its images below."""
+see an image, click to open it, box or lasso a region to list its images below and decide their labels in bulk.
+Points are coloured by effective labels; images a label decision excluded are left out unless shown on request."""
 
 import streamlit as st
 
-from dashboard import frame, map_view, ui
+from dashboard import decide, frame, map_view, ui
 from doggos.base import store
 from doggos.base.rundir import run_dir_of
 from doggos.explore import map_serving, projection
@@ -24,8 +25,9 @@ def map_info(path: str, mtime_ns: int) -> dict:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def map_labels(run_path: str, map_name: str, mtime_ns: int) -> tuple[list[str], list[int]]:
-    return map_serving.label_counts(run_dir_of(run_path), map_name)
+def map_labels(run_path: str, map_name: str, mtime_ns: int, labels_version: tuple[int, int],
+               show_excluded: bool) -> tuple[list[str], list[int]]:
+    return map_serving.label_counts(run_dir_of(run_path), map_name, include_excluded=show_excluded)
 
 
 params = st.session_state.get("map_params", projection.DEFAULT_PARAMS)
@@ -56,7 +58,7 @@ total, seconds = info.get("points", 0), info.get("seconds")
 # "label agreement" colours by the Quality page's current parameters (its defaults until it applies others).
 quality_params = st.session_state.get(frame.QUALITY_PARAMS, QUALITY_DEFAULTS)
 quality_state = QUALITY.status(run.path, quality_params)
-colour_col, caption_col = st.columns([2.4, 3], vertical_alignment="center")
+colour_col, caption_col, excluded_col = st.columns([2.4, 3, 1.1], vertical_alignment="center")
 colour = colour_col.segmented_control(
     "Colour by", ["label", "agreement"], default="label", key="map_colour",
     format_func={"label": "Label", "agreement": "Label agreement"
@@ -68,6 +70,8 @@ caption_col.caption(f"{total:,} points · {ui.markdown_literal(info.get('method'
                     + (f" · computed in {seconds:.1f} s" if seconds else "")
                     + (" · red: neighbours mostly carry another label; larger: likely mislabeled" if by_agreement
                        else ""))
+show_excluded = excluded_col.toggle("Show excluded", key="map_show_excluded",
+                                   help="Also show the images a label decision excluded from the dataset")
 if colour == "agreement" and quality_state.state == "running":
 
     @st.fragment(run_every=1.0)
@@ -92,17 +96,30 @@ elif colour == "agreement" and quality_state.state in ("missing", "failed"):
 
 map_path = state.path
 quality_path = result_paths(run_dir_of(run).quality, quality_params)[0] if by_agreement else None
-labels, counts = map_labels(str(run.path), map_path.stem, map_path.stat().st_mtime_ns)
+labels_version = frame.labels_version(run)
+labels, counts = map_labels(str(run.path), map_path.stem, map_path.stat().st_mtime_ns, labels_version, show_excluded)
 # A selection is this run's rows as published: a run republished into the same folder (a new version) drops it.
 version = store.run_version(run.path)
 selection = st.session_state.get("map_selection") or {}
 ours = selection.get("run") == run.id and selection.get("version", version) == version
 chosen_rows = [row for row in selection.get("rows", []) if 0 <= row < total] if ours else []
+left_out = None if show_excluded else map_serving.excluded_points(run_dir_of(run), map_path.stem)
+
+
+def in_dataset(rows: list[int]) -> list[int]:
+    return rows if left_out is None or not left_out.any() else [row for row in rows if not left_out[row]]
+
+
+if len(kept := in_dataset(chosen_rows)) < len(chosen_rows):  # excluded since selected (the bulk bar's Exclude)
+    chosen_rows = kept
+    st.session_state["map_selection"] = {"run": run.id, "version": version, "rows": chosen_rows}
+    st.session_state["map_selection_version"] = st.session_state.get("map_selection_version", 0) + 1  # resend it
 data = map_view.component_data(run, map_path, labels, counts, "agreement" if by_agreement else "label", quality_path,
-                               chosen_rows, st.session_state.get("map_selection_version", 0))
+                               chosen_rows, st.session_state.get("map_selection_version", 0), labels_version,
+                               show_excluded)
 event = map_view.draw(data, key=f"map-{run.id}-{version}")
 if event.selected is not None:  # a lasso or a box just closed: its rows (none: the selection is cleared)
-    chosen_rows = [row for row in event.selected if 0 <= row < total]
+    chosen_rows = in_dataset([row for row in event.selected if 0 <= row < total])
     st.session_state["map_selection"] = {"run": run.id, "version": version, "rows": chosen_rows}
     frame.first_page("map_selection_page")
 if event.clicked is not None:
@@ -123,6 +140,7 @@ if clear_col.button("Clear selection", icon=":material/deselect:", width="stretc
     st.session_state.pop("map_selection", None)
     st.session_state["map_selection_version"] = st.session_state.get("map_selection_version", 0) + 1  # see map_view
     st.rerun()
+decide.bulk_bar(run, chosen["row"].tolist(), key="map-bulk")
 per_label = chosen.groupby("label").size().sort_values(ascending=False)
 table_col, _ = st.columns([1, 2])
 table_col.dataframe(per_label.rename("images").rename_axis("label").reset_index(), hide_index=True,

@@ -4,9 +4,11 @@ import functools
 
 import streamlit as st
 
-from dashboard import frame, quality_view, ui
+from dashboard import decide, frame, quality_view, ui
+from doggos.base import decisions
 from doggos.base.rundir import run_dir_of
 from doggos.base.store import file_name
+from doggos.explore import label_review
 from doggos.explore.neighbours import check_k
 from doggos.explore.quality import DEFAULT_PARAMS, QualityParams
 from doggos.explore.quality_step import QUALITY, read_results
@@ -17,6 +19,7 @@ PARAMS_KEY = frame.QUALITY_PARAMS
 CELL_KEY = "quality_cell"  # the clicked confusion cell: {"run", "params", "filed", "suggested"}
 
 run = frame.start_page(__file__, "Quality")
+decide.show_notice()
 frame.random_weights_warning(run, "label agreement, suspects and duplicates")
 rows = frame.row_count(run)
 
@@ -27,12 +30,23 @@ def results_of(folder: str, params: QualityParams, mtime_ns: int):
     return read_results(folder, params)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Re-checking with your label decisions…")
+def rechecked_of(folder: str, params: QualityParams, mtime_ns: int, run_path: str, labels_version: tuple) -> tuple:
+    # The stored results seen through the label decisions in effect (label_review.recheck: from the stored
+    # neighbours, no Ray), once per results and log version: (results, queue, review). Shared, never modified.
+    first = results_of(folder, params, mtime_ns)
+    state = decisions.state(run_path)
+    now = label_review.recheck(first, state)
+    waiting = label_review.queue(first, now)
+    return now, waiting, label_review.review(first, now, state, waiting)
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
-def views_of(folder: str, params: QualityParams, mtime_ns: int) -> tuple:
-    # What the page draws from the results, derived once per results rather than on every rerun (a 1,000,000-image
-    # run's suspects are a sort of the whole table): (suspects, label table, confusion chart). Shared by every session
-    # like the results themselves: nothing below modifies them.
-    results = results_of(folder, params, mtime_ns)
+def views_of(folder: str, params: QualityParams, mtime_ns: int, run_path: str, labels_version: tuple) -> tuple:
+    # What the page draws from the results, derived once per results and decisions rather than on every rerun (a
+    # 1,000,000-image run's suspects are a sort of the whole table): (suspects, label table, confusion chart). Shared
+    # by every session like the results themselves: nothing below modifies them.
+    results = rechecked_of(folder, params, mtime_ns, run_path, labels_version)[0]
     return quality_view.suspects(results), quality_view.label_table(results), quality_view.confusion_chart(results)
 
 
@@ -64,8 +78,9 @@ state = frame.ready_step(
             "parameters.",
     units=("label check runs", "label checks run"))
 
-results_key = (str(run_dir_of(run).quality), params, state.path.stat().st_mtime_ns)
-results = results_of(*results_key)
+results_key = (str(run_dir_of(run).quality), params, state.path.stat().st_mtime_ns, str(run.path),
+               decisions.version(run.path))
+results, review_queue, review = rechecked_of(*results_key)
 ranked, label_table, confusion_chart = views_of(*results_key)
 duplicates = results.duplicates
 accuracy = results.zero_shot_accuracy
@@ -79,9 +94,52 @@ strongest_col.metric("Strongest suspects", f"{int(ranked['strongest'].sum()):,}"
 pairs_col.metric("Duplicate pairs", f"{len(duplicates):,}", help=f"{cross_label:,} filed under different labels")
 zero_col.metric("Zero-shot accuracy", "—" if accuracy is None else f"{accuracy:.0%}",
                 help="How often CLIP's text tower picks the folder's label.")
-st.caption(f"{ui.markdown_literal(params.describe())} · kept per run and parameters: change them above")
+st.caption(f"{ui.markdown_literal(params.describe())} · kept per run and parameters: change them above · "
+           f"{review.purity_text()}" + (f" ({review.reviewed:,} reviewed, {review.excluded:,} excluded)"
+                                         if review.decisions else ""))
 if results.zero_shot_note:
     st.info(f"No zero-shot check: {ui.markdown_literal(results.zero_shot_note)}", icon=":material/info:")
+
+# ---- review queue ------------------------------------------------------------------------------------------------
+QUEUE_KEY = f"quality_queue-{run.id}-{params.name}"  # the row on show in the queue: stays put when the queue changes
+st.subheader("Review queue")
+st.caption(f"{review.progress_text()} · the suspects of the first check, strongest first, then any the re-check "
+           "found since · keys: **A** accept the suggestion · **L** relabel to the label picked · **K** label is right "
+           "· **X** exclude · **U** undo · **←** / **→** previous / next")
+if review.queue:
+    st.progress(review.queue_done / review.queue)
+if review_queue.empty:
+    st.success("Nothing to review: no image's neighbours disagree with its label.", icon=":material/check_circle:")
+else:
+    queued = review_queue["row"].to_numpy()
+    position = quality_view.queue_position(review_queue, st.session_state.get(QUEUE_KEY))
+    item = review_queue.iloc[position]
+
+    def go_to(target: int) -> None:
+        st.session_state[QUEUE_KEY] = int(queued[target % len(queued)])
+
+    def next_open() -> None:
+        go_to(quality_view.next_open(review_queue, position))
+
+    back_col, where_col, forward_col = st.columns([1, 3, 1], vertical_alignment="center")
+    back_col.button("Previous", icon=":material/arrow_back:", key="queue-previous", shortcut="Left", width="stretch",
+                    on_click=go_to, args=(position - 1,))
+    where_col.markdown(f"Image **{position + 1:,}** of {len(review_queue):,} in the queue"
+                       + (" · decided" if item["decided"] else ""), text_alignment="center")
+    forward_col.button("Next", icon=":material/arrow_forward:", key="queue-next", shortcut="Right", width="stretch",
+                       on_click=go_to, args=(position + 1,))
+    picture_col, facts_col = st.columns([2, 3], gap="medium")
+    with picture_col:
+        st.image(frame.detail_image(run, int(item["row"])), width="stretch")
+    with facts_col:
+        st.markdown(ui.markdown_literal(quality_view.queue_facts(item)))
+        st.code(item["path"], language=None, wrap_lines=True)
+        decide.image_actions(run, int(item["row"]), suggested=item["suggested"], key="queue", shortcuts=True,
+                             then=next_open)
+    near = quality_view.neighbours_of(results, int(item["row"]))
+    st.markdown(f"**Its {len(near)} nearest neighbours**, best first")
+    frame.thumbnail_grid(run, near, key="queue-neighbours", captions=[
+        ui.markdown_literal(f"{label} · {similarity:.3f}") for label, similarity in zip(near["label"], near["similarity"])])
 
 # ---- per label ---------------------------------------------------------------------------------------------------
 st.subheader("Labels")
@@ -146,6 +204,7 @@ def suspect_dialog(row: int) -> None:
         if (frame.APP_DIR / "pages" / "search.py").exists() and st.button(
                 "More like this", icon=":material/image_search:", key="quality-more-like-this"):
             frame.more_like_this(run, row)
+        decide.image_actions(run, row, suggested=item["suggested"], key="suspect")
     near = quality_view.neighbours_of(results, row)
     st.markdown(f"**Its {len(near)} nearest neighbours**, best first")
     frame.thumbnail_grid(run, near, key="quality-neighbours", captions=[
@@ -195,4 +254,15 @@ for pair in pairs.to_dict("records"):
         right.image(shown[pair["b"]], caption=ui.caption_for(pair["class_b"], file_name(pair["path_b"])), width="stretch")
         words.markdown(("⚠️ " if pair["cross_label"] else "") + ui.markdown_literal(quality_view.duplicate_caption(pair)))
         words.caption(ui.markdown_literal(f"{pair['path_a']}  ·  {pair['path_b']}"))
+        pair_key = f"pair-{pair['a']}-{pair['b']}"
+        keep_left, keep_right, keep_both = words.columns(3)
+        if keep_left.button("Keep left", key=f"{pair_key}-left", icon=":material/west:", width="stretch",
+                            help="Exclude the right one: the left stays in the dataset"):
+            decide.apply(run, "exclude", [pair["b"]])
+        if keep_right.button("Keep right", key=f"{pair_key}-right", icon=":material/east:", width="stretch",
+                             help="Exclude the left one: the right stays in the dataset"):
+            decide.apply(run, "exclude", [pair["a"]])
+        if keep_both.button("Keep both", key=f"{pair_key}-both", icon=":material/done_all:", width="stretch",
+                            help="Both belong: mark both reviewed, and the pair leaves this list"):
+            decide.apply(run, "keep", [pair["a"], pair["b"]])
 frame.pager(len(duplicates), "quality_duplicates_page", PAIRS_PAGE_SIZE)

@@ -1,4 +1,5 @@
-"""Search page: the current run's images most like some words, an uploaded image, or one of its own images."""
+"""Search page: the current run's images most like some words, an uploaded image, or one of its own images. Labels
+are the effective ones; images a label decision excluded are left out of the results unless shown on request."""
 
 import streamlit as st
 
@@ -40,12 +41,15 @@ if request and request.get("run") == run.id:
 
 st.session_state.setdefault("search_mode", "text")
 mode = st.segmented_control("Search by", list(MODES), format_func=MODES.get, key="search_mode") or "text"
-query_col, k_col, labels_col = st.columns([4, 1, 3], vertical_alignment="bottom")
+query_col, k_col, labels_col, excluded_col = st.columns([4, 1, 3, 1.2], vertical_alignment="bottom")
 error_at = st.empty()
 k = k_col.number_input("Results", min_value=1, max_value=search.MAX_K, value=12, key="search_k",
                        help=f"How many of the nearest images to show (1 to {search.MAX_K:,}).")
-labels = labels_col.multiselect("Only these labels", frame.label_names(run), key="search_labels",
-                                placeholder="All labels")
+# A label picked earlier stays offered when a decision took its last image: the search then says it has none.
+offered = sorted(set(frame.label_names(run)) | set(st.session_state.get("search_labels", [])))
+labels = labels_col.multiselect("Only these labels", offered, key="search_labels", placeholder="All labels")
+show_excluded = excluded_col.toggle("Show excluded", key="search_show_excluded",
+                                    help="Also find the images a label decision excluded from the dataset")
 
 hits, query_note = None, ""
 try:
@@ -54,7 +58,7 @@ try:
                                     help="Embedded by the run's model's text tower exactly as typed: no template added.")
         if text.strip():
             encoder = text_encoder(model)  # first: a model that cannot load here costs no reading
-            hits = search.by_text(embeddings(), encoder, text, k, labels)
+            hits = search.by_text(embeddings(), encoder, text, k, labels, include_excluded=show_excluded)
             query_note = f"words: {text}"
     elif mode == "upload":
         upload = query_col.file_uploader("Image file", key="search_upload",
@@ -63,7 +67,7 @@ try:
         if upload is not None:
             data = upload.getvalue()
             encoder = image_encoder(model)
-            hits = search.by_image(embeddings(), encoder, data, k, labels)
+            hits = search.by_image(embeddings(), encoder, data, k, labels, include_excluded=show_excluded)
             query_note = f"image file: {upload.name}"
     else:
         row = query_col.number_input("Row of the run", min_value=0, max_value=len(paths) - 1, step=1,
@@ -71,8 +75,8 @@ try:
         item = paths.iloc[int(row)]
         picture, facts = query_col.columns([1, 3])
         picture.image(frame.thumbnails(run, (int(row),))[int(row)], width=96, caption="the query")
-        facts.text(f"{item['label']} · {item['name']}")
-        hits = search.by_row(embeddings(), int(row), k, labels)
+        facts.text(f"{ui.label_words(item['label'], item['folder_label'], item['excluded'])} · {item['name']}")
+        hits = search.by_row(embeddings(), int(row), k, labels, include_excluded=show_excluded)
         query_note = f"this run's image {item['name']} (itself left out)"
 except search.SearchError as error:  # bad input or a model that cannot load here: said under the query, nothing lost
     error_at.error(f"**{FIELDS.get(error.field, error.field)}** (`{error.field}`): {ui.markdown_literal(error.message)}")
@@ -91,5 +95,6 @@ summary_col.markdown(f"**{ui.markdown_literal(search.label_summary(hits))}** · 
 download_col.download_button("Download CSV", search.hits_csv(hits), file_name=f"search-{run.id}.csv",
                              mime="text/csv", icon=":material/download:", width="stretch")
 results = paths.iloc[[hit.row for hit in hits]]
-captions = [ui.caption_for(f"{hit.score:.3f} · {hit.label}", store.file_name(hit.path)) for hit in hits]
+captions = [ui.caption_for(f"{hit.score:.3f} · {ui.label_words(hit.label, folder, out)}", store.file_name(hit.path))
+            for hit, folder, out in zip(hits, results["folder_label"], results["excluded"])]
 frame.thumbnail_grid(run, results, captions=captions, on_view=lambda row: frame.image_dialog(run, row), key="search")

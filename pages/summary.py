@@ -40,6 +40,13 @@ with source_col:
     st.text(manifest.source)
 
 st.subheader("Images per label")
+index = frame.run_index(run)
+excluded = index["excluded"].to_numpy(dtype=bool)
+relabelled = 0 if frame.labels_version(run) == (0, 0) else int(  # no decisions log: nothing to count
+    ((index["label"].fillna("") != index["folder_label"].fillna("")).to_numpy(dtype=bool) & ~excluded).sum())
+if relabelled or excluded.any():
+    st.caption(f"Labels as decided: {relabelled:,} image{'s' if relabelled != 1 else ''} relabelled, "
+               f"{int(excluded.sum()):,} excluded from the dataset and left out of these counts.")
 chart_height = max(160, min(24 * len(counts) + 60, 3000))  # room for every label's name (120 breeds: 2,940 px)
 st.bar_chart(counts, x="label", y="images", horizontal=True, sort="-images", height=chart_height)
 with st.expander("Counts as a table"):

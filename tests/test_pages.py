@@ -118,7 +118,7 @@ def test_browse_filters_by_label_and_paginates(runs_root):
     assert len(at.image) == 48
     at.pagination(key="browse_page").select(2).run()
     assert len(at.image) == 61 - 48
-    labels.select("border collie").run()
+    at.multiselect(key="browse_labels").select("border collie").run()  # this run's widget: page 1's checkboxes are gone
     captions = [unescape_markdown(c) for image in at.image for c in image.captions]
     assert len(captions) == 25 and all(c.startswith("border collie · ") for c in captions)
     assert not at.get("pagination")  # one page: no pager, and the page number went back to 1

@@ -25,11 +25,12 @@ def run(tmp_path):
 def test_index_has_one_row_per_image_in_file_order(run):
     index = store.load_index(run)
     table = pq.read_table(run / "embeddings")  # pyarrow's own reading of the folder, for comparison
-    assert list(index.columns) == ["row", "path", "label", "name", "width", "height"]
+    assert list(index.columns) == ["row", "path", "label", "name", "width", "height", "folder_label", "excluded"]
     assert list(index["row"]) == list(range(12))
     assert sorted(index["path"]) == sorted(table.column("path").to_pylist())
     assert index["path"][0] == "s3://bucket/dogs/beagle/beagle-0000.jpg" and index["name"][0] == "beagle-0000.jpg"
     assert index["label"].tolist().count(NASTY_LABEL) == 3
+    assert index["folder_label"].tolist() == index["label"].tolist() and not index["excluded"].any()  # no decisions
 
 
 def test_row_ids_agree_across_index_thumbnails_and_embeddings(run):
@@ -73,7 +74,9 @@ def test_index_is_what_python_lists_would_give(run):
     plain = pd.DataFrame({"row": np.arange(len(paths), dtype=np.int64), "path": paths,
                           "label": table.column("class").to_pylist(), "name": [store.file_name(p) for p in paths],
                           "width": table.column("width").to_numpy(), "height": table.column("height").to_numpy()})
-    pd.testing.assert_frame_equal(store.load_index(run), plain)
+    pd.testing.assert_frame_equal(store.folder_index(run), plain)
+    pd.testing.assert_frame_equal(store.load_index(run),
+                                  plain.assign(folder_label=plain["label"], excluded=np.zeros(len(plain), bool)))
 
 
 @pytest.mark.parametrize("paths", [
@@ -121,6 +124,21 @@ def test_ordered_rows_page_by_page_is_filter_index_sliced(shuffled, filters, mon
             pd.testing.assert_frame_equal(shuffled.iloc[store.ordered_rows(shuffled, chosen, window, order)], expected)
     assert store.filter_positions(shuffled, *filters, order=order).tolist() == \
         store.filter_positions(shuffled, *filters).tolist()
+
+
+def test_ordered_rows_leaves_a_few_excluded_rows_out_of_every_window(shuffled, monkeypatch):
+    """All rows but a few chosen (the excluded ones left out): the first windows come from the whole index's order."""
+    excluded = np.zeros(len(shuffled), dtype=bool)
+    excluded[[0, 3, 17]] = True
+    index = shuffled.assign(excluded=excluded)
+    chosen = store.matching_rows(index)
+    assert len(chosen) == len(index) - 3
+    whole = store.filter_index(index)
+    assert not whole["excluded"].any() and len(whole) == len(index) - 3
+    for select_max in (store.SELECT_MAX, 8):  # the whole index's first rows, or the chosen ones sorted
+        monkeypatch.setattr(store, "SELECT_MAX", select_max)
+        for window in (slice(0, 4), slice(4, 8), slice(0, len(whole)), slice(20, 40)):
+            pd.testing.assert_frame_equal(index.iloc[store.ordered_rows(index, chosen, window)], whole.iloc[window])
 
 
 def test_matching_rows_is_none_without_filters(shuffled):

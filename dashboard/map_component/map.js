@@ -6,6 +6,7 @@
 
 const HEADER_BYTES = 32;
 const AGREEMENT_FLAG = 1;
+const LEFT_OUT_FLAG = 2; // a byte per point follows: 1 for an image a label decision excluded, which the map leaves out
 const NO_AGREEMENT = 255;
 const GRID_SHIFT = 8; // 256 × 256 cells over the 0..65535 coordinates: the hover and click index
 const GRID_SIDE = 1 << (16 - GRID_SHIFT);
@@ -27,27 +28,29 @@ export function parsePoints(buffer) {
   let at = HEADER_BYTES;
   const take16 = () => { const a = new Uint16Array(buffer.slice(at, at + 2 * n)); at += 2 * n; return a; };
   const x = take16(), y = take16(), label = take16();
-  let agreement = null, suspect = null;
+  let agreement = null, suspect = null, leftOut = null;
   if (flags & AGREEMENT_FLAG) {
     agreement = new Uint8Array(buffer, at, n); at += n;
     suspect = new Uint8Array(buffer, at, n); at += n;
   }
-  return { n, x, y, label, agreement, suspect, grid: buildGrid(n, x, y) };
+  if (flags & LEFT_OUT_FLAG) { leftOut = new Uint8Array(buffer, at, n); at += n; }
+  return { n, x, y, label, agreement, suspect, leftOut, grid: buildGrid(n, x, y, leftOut) };
 }
 
-// Points bucketed by cell (a counting sort): the candidates for a hover or a click are a few cells' points.
-export function buildGrid(n, x, y) {
+// Points bucketed by cell (a counting sort): the candidates for a hover or a click are a few cells' points. A point
+// left out is in no cell: nothing finds it.
+export function buildGrid(n, x, y, leftOut = null) {
   const start = new Int32Array(GRID_SIDE * GRID_SIDE + 1);
   const cellOf = new Int32Array(n);
   for (let i = 0; i < n; i++) {
     const cell = (x[i] >> GRID_SHIFT) + (y[i] >> GRID_SHIFT) * GRID_SIDE;
-    cellOf[i] = cell;
-    start[cell + 1]++;
+    cellOf[i] = leftOut && leftOut[i] ? -1 : cell;
+    if (cellOf[i] >= 0) start[cell + 1]++;
   }
   for (let c = 0; c < GRID_SIDE * GRID_SIDE; c++) start[c + 1] += start[c];
   const fill = start.slice(0, GRID_SIDE * GRID_SIDE);
-  const order = new Uint32Array(n);
-  for (let i = 0; i < n; i++) order[fill[cellOf[i]]++] = i;
+  const order = new Uint32Array(start[GRID_SIDE * GRID_SIDE]);
+  for (let i = 0; i < n; i++) if (cellOf[i] >= 0) order[fill[cellOf[i]]++] = i;
   return { start, order };
 }
 
@@ -325,13 +328,13 @@ class MapView {
     // With neither a selection nor agreement colours one pass draws all. The loop is written out (no call per point):
     // at a million points it is most of a frame.
     const selected = this.selected, hidden = this.hiddenNow, colours = this.colours, lut = this.lut;
-    const xs = p.x, ys = p.y, labels = p.label, suspect = p.suspect, agreement = p.agreement;
+    const xs = p.x, ys = p.y, labels = p.label, suspect = p.suspect, agreement = p.agreement, leftOut = p.leftOut;
     const layered = Boolean(selected || byAgreement);
     for (let pass = layered ? 0 : 1; pass < 2; pass++) {
       const wantLate = pass === 1;
       for (let i = 0; i < p.n; i++) {
         const code = labels[i];
-        if (hidden[code]) continue;
+        if (hidden[code] || (leftOut && leftOut[i])) continue;
         if (layered && (selected ? selected[i] === 1 : suspect[i] === 1) !== wantLate) continue;
         const sx = (xs[i] * k + ox) | 0, sy = (oy - ys[i] * k) | 0;
         if (sx < 0 || sy < 0 || sx >= W || sy >= H) continue;
@@ -636,7 +639,7 @@ class MapView {
     }
     const rows = [], hidden = this.hiddenNow;
     for (let i = 0; i < p.n; i++) {
-      if (hidden[p.label[i]]) continue;
+      if (hidden[p.label[i]] || (p.leftOut && p.leftOut[i])) continue;
       const x = p.x[i], y = p.y[i];
       if (x < x0 || x > x1 || y < y0 || y > y1) continue;
       if (pointInPolygon(x, y, shape)) rows.push(i);

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from doggos.base import shelf
+from doggos.base import decisions, shelf
 # embedding_files lives in rundir, below the shelf too, so both number rows alike; the wings above read it from here.
 from doggos.base.rundir import RunDir, embedding_files, read_json, run_dir_of
 
@@ -57,7 +57,15 @@ def file_name(path: str) -> str:
 
 
 def load_index(run: str | os.PathLike | RunDir) -> pd.DataFrame:
-    """One row per image, without the heavy columns: row (id), path, label, name, width, height.
+    """One row per image, without the heavy columns: row (id), path, label (the effective label: the folder's unless a
+    label decision says otherwise, see `doggos.base.decisions`), name, width, height, folder_label and excluded (bool:
+    a decision left it out of the dataset)."""
+    return with_decisions(folder_index(run), decisions.state(run))
+
+
+def folder_index(run: str | os.PathLike | RunDir) -> pd.DataFrame:
+    """`load_index` as the pipeline wrote it, before any label decision: row, path, label (the folder's), name, width,
+    height.
 
     The text columns stay in Arrow (pandas' default string type, no Python string per row), and the names are cut
     from the paths by Arrow kernels: a 1,000,000-row run's index takes ~0.4 s, where Python strings took ~4.5 s."""
@@ -73,6 +81,36 @@ def load_index(run: str | os.PathLike | RunDir) -> pd.DataFrame:
         "width": table.column("width").to_numpy(),
         "height": table.column("height").to_numpy(),
     })
+
+
+def with_decisions(index: pd.DataFrame, state: decisions.LabelState) -> pd.DataFrame:
+    """A `folder_index` with the decisions of `state` in effect: label becomes the effective label, folder_label keeps
+    the folder's, excluded says which images are out of the dataset. Only the decided rows change (the label column
+    stays in Arrow); the other columns are shared with `index`, not copied."""
+    folder = pa.array(index["label"].array, pa.string(), from_pandas=True)
+    labels, excluded = effective_labels(index["path"], folder, state)
+    return index.assign(label=index["label"] if labels is folder else text_series(labels),
+                        folder_label=index["label"], excluded=excluded)
+
+
+def effective_labels(paths: pd.Series | np.ndarray, folder: pa.Array,
+                     state: decisions.LabelState) -> tuple[pa.Array, np.ndarray]:
+    """The effective label of each row (`folder` itself when no decision changes one: only the changed rows are
+    replaced) and whether each row is excluded, for rows with these paths and folder labels (whole columns)."""
+    excluded = np.zeros(len(folder), dtype=bool)
+    positions, effects = decisions.decided_rows(paths, state)
+    if not len(positions):
+        return folder, excluded
+    excluded[positions] = [effect.excluded for effect in effects]
+    new = np.array([effect.label for effect in effects], dtype=object)
+    # A missing folder label is recorded as "": no new label (an exclusion, a keep).
+    was = np.array(["" if old is None else old for old in folder.take(pa.array(positions)).to_pylist()], dtype=object)
+    changed = new != was
+    if not changed.any():
+        return folder, excluded
+    mask = np.zeros(len(folder), dtype=bool)
+    mask[positions[changed]] = True
+    return pc.replace_with_mask(folder, pa.array(mask), pa.array(new[changed].tolist(), pa.string())), excluded
 
 
 def text_series(column: pa.Array | pa.ChunkedArray) -> pd.Series:
@@ -188,10 +226,21 @@ def embedding_chunks(run: str | os.PathLike | RunDir, rows_per_chunk: int) -> It
     pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages for reuse: hand them back
 
 
-def label_counts(index: pd.DataFrame) -> pd.DataFrame:
-    """Images per label, most frequent first (ties by label), as columns label, images."""
-    counts = index.groupby("label", sort=False).size().reset_index(name="images")
+def label_counts(index: pd.DataFrame, include_excluded: bool = False) -> pd.DataFrame:
+    """Images per label, most frequent first (ties by label), as columns label, images: the images in the dataset
+    (excluded ones too with `include_excluded`)."""
+    leave = _excluded(index, include_excluded)
+    labels = index["label"] if leave is None else index["label"][~leave]
+    counts = labels.groupby(labels, sort=False).size().rename_axis("label").reset_index(name="images")
     return counts.sort_values(["images", "label"], ascending=[False, True], ignore_index=True)
+
+
+def _excluded(index: pd.DataFrame, include_excluded: bool) -> np.ndarray | None:
+    """The index's excluded column as booleans when it leaves any row out; else None (nothing to filter)."""
+    if include_excluded or "excluded" not in index:
+        return None
+    excluded = index["excluded"].to_numpy(dtype=bool)
+    return excluded if excluded.any() else None
 
 
 def browse_order(index: pd.DataFrame) -> np.ndarray:
@@ -202,12 +251,18 @@ def browse_order(index: pd.DataFrame) -> np.ndarray:
     return ordered_rows(index)
 
 
-def matching_rows(index: pd.DataFrame, labels=(), name_contains: str = "") -> np.ndarray | None:
+def matching_rows(index: pd.DataFrame, labels=(), name_contains: str = "",
+                  include_excluded: bool = False) -> np.ndarray | None:
     """Positions (for `.iloc`), in index order, of the rows whose label is one of `labels` (all when empty) and whose
-    file name contains the text (any case); None when neither filters: every row."""
+    file name contains the text (any case), excluded images left out unless `include_excluded`; None when nothing
+    filters: every row."""
     chosen = None
+    leave = _excluded(index, include_excluded)
     if labels:
-        chosen = np.flatnonzero(index["label"].isin(list(labels)).to_numpy(dtype=bool))
+        found = index["label"].isin(list(labels)).to_numpy(dtype=bool)
+        chosen = np.flatnonzero(found if leave is None else found & ~leave)
+    elif leave is not None:
+        chosen = np.flatnonzero(~leave)
     needle = name_contains.strip().lower()
     if needle:
         names = index["name"] if chosen is None else index["name"].iloc[chosen]  # only the chosen labels' names
@@ -222,8 +277,9 @@ def ordered_rows(index: pd.DataFrame, chosen: np.ndarray | None = None, window: 
     order), or just those in `window` of that order.
 
     `order`, the index's `browse_order`, makes this a filter of it. Without it a window within the first SELECT_MAX
-    rows is picked by a partial sort (~0.05 s for 24 rows of 1,000,000, against ~0.8 s for the whole sort); anything
-    else sorts the chosen rows."""
+    rows is picked by a partial sort (~0.05 s for 24 rows of 1,000,000, against ~0.8 s for the whole sort), of the
+    whole index when all but a few rows are chosen (the excluded ones left out: no copy of the chosen rows' keys);
+    anything else sorts the chosen rows. `chosen` is ascending, as `matching_rows` gives it."""
     if order is not None:
         if chosen is not None:
             keep = np.zeros(len(index), dtype=bool)
@@ -231,6 +287,12 @@ def ordered_rows(index: pd.DataFrame, chosen: np.ndarray | None = None, window: 
             order = order[keep[order]]
         return order if window is None else order[window]
     count = len(index) if chosen is None else len(chosen)
+    spare = len(index) - count  # rows not chosen: when few (the excluded ones), pick from the whole and drop them
+    if chosen is not None and window is not None and window.stop < count and window.stop + spare <= SELECT_MAX:
+        keep = np.zeros(len(index), dtype=bool)
+        keep[chosen] = True
+        found = ordered_rows(index, None, slice(0, window.stop + spare))
+        return found[keep[found]][window]
     keys = pa.table({"label": _arrow_text(index["label"], chosen), "path": _arrow_text(index["path"], chosen),
                      "position": pa.array(np.arange(count, dtype=np.int64))})
     by = [("label", "ascending"), ("path", "ascending"), ("position", "ascending")]  # position: a stable order
@@ -251,15 +313,16 @@ def _arrow_text(column: pd.Series, chosen: np.ndarray | None) -> pa.ChunkedArray
 
 
 def filter_positions(index: pd.DataFrame, labels=(), name_contains: str = "",
-                     order: np.ndarray | None = None) -> np.ndarray:
+                     order: np.ndarray | None = None, include_excluded: bool = False) -> np.ndarray:
     """`filter_index` as positions (for `.iloc`) into `index`: pass `order` (its `browse_order`) to reuse the sort."""
-    return ordered_rows(index, matching_rows(index, labels, name_contains), order=order)
+    return ordered_rows(index, matching_rows(index, labels, name_contains, include_excluded), order=order)
 
 
-def filter_index(index: pd.DataFrame, labels=(), name_contains: str = "") -> pd.DataFrame:
+def filter_index(index: pd.DataFrame, labels=(), name_contains: str = "", include_excluded: bool = False) -> pd.DataFrame:
     """Rows whose label is one of `labels` (all when empty) and whose file name contains the text (any case),
-    ordered by label, then path (Ray writes its files in no useful order)."""
-    return index.iloc[filter_positions(index, labels, name_contains)]
+    ordered by label, then path (Ray writes its files in no useful order); excluded images left out unless
+    `include_excluded`."""
+    return index.iloc[filter_positions(index, labels, name_contains, include_excluded=include_excluded)]
 
 
 def detail_image(path: str, thumbnail: bytes, max_side: int = DETAIL_MAX_SIDE) -> tuple[bytes, str, tuple[int, int]]:

@@ -1,7 +1,8 @@
 """Compare two finished runs: their settings, their speed, and how far their embeddings agree on the images both hold.
 
 Agreement is measured on the images both runs embedded, matched by `path` (an image only one run holds says nothing
-about the other). In each run, each shared image's k nearest shared images are found (cosine, itself excluded,
+about the other), less those a label decision excluded from either (`doggos.base.decisions`); labels are each run's
+effective ones. In each run, each shared image's k nearest shared images are found (cosine, itself excluded,
 `doggos.explore.neighbours`), with k = min(K, shared images − 1):
 
 - `neighbour_overlap`: the mean, over the shared images, of |neighbours in A ∩ neighbours in B| / k. 1.0 when the two
@@ -126,8 +127,8 @@ def agreement(run_a, run_b, k: int = K, threads: int | None = None) -> Agreement
     from doggos.explore.neighbours import check_k, nearest_neighbours
 
     k = check_k(k)
-    vectors_a, meta_a = store.load_embeddings(run_a)
-    vectors_b, meta_b = store.load_embeddings(run_b)
+    vectors_a, meta_a = _decided(run_a, *store.load_embeddings(run_a))
+    vectors_b, meta_b = _decided(run_b, *store.load_embeddings(run_b))
     rows_a, rows_b = _rows_by_path(meta_a), _rows_by_path(meta_b)
     shared = rows_a.index.intersection(rows_b.index).sort_values()
     only_a, only_b = len(rows_a) - len(shared), len(rows_b) - len(shared)
@@ -150,6 +151,19 @@ def agreement(run_a, run_b, k: int = K, threads: int | None = None) -> Agreement
         overall_purity_a=float(image_agreement["a"].mean()), overall_purity_b=float(image_agreement["b"].mean()),
         labels=_label_table(labels, image_agreement, overlap),
     )
+
+
+def _decided(run, vectors: np.ndarray, meta: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """A run's embeddings and path/label rows with its label decisions in effect: effective labels, excluded images
+    left out."""
+    from doggos.base import decisions
+
+    applied = decisions.state(run).apply(meta["path"], meta["label"])
+    if not applied.excluded.any() and not applied.changed.any():
+        return vectors, meta
+    kept = ~applied.excluded
+    meta = meta.assign(label=applied.labels)[kept].reset_index(drop=True)
+    return vectors[kept], meta
 
 
 def _rows_by_path(meta: pd.DataFrame) -> pd.Series:

@@ -29,7 +29,9 @@ def recheck(first: QualityResults, state: decisions.LabelState) -> QualityResult
     names = label_names(labels[voters]) or label_names(labels)
     name_array = np.array(names, dtype=object)
     codes = np.searchsorted(name_array, labels).astype(np.int64)
-    codes[~np.isin(labels, name_array)] = 0  # an excluded image's label may be gone from the table: it never votes
+    known = codes < len(names)
+    known[known] = name_array[codes[known]] == labels[known]  # not np.isin: it sorts the strings (0.37 s at 100,000)
+    codes[~known] = 0  # an excluded image's label may be gone from the table: it never votes
     neighbours = first.neighbours
     if state.effects:
         suggested, similarity = _suggest(neighbours, codes, len(names), voters)

@@ -248,7 +248,7 @@ def summary(results: QualityResults) -> dict:
     return {
         "version": VERSION, "name": results.params.name, "params": asdict(results.params),
         "counts": {
-            "images": len(results.images), "labels": len(results.labels),
+            "images": len(results.in_dataset()), "labels": len(results.labels),
             "likely_mislabeled": len(results.likely_mislabeled()), "strongest_suspects": len(results.strongest_suspects()),
             "exact_duplicate_pairs": int((duplicates["kind"] == "exact").sum()),
             "near_duplicate_pairs": int((duplicates["kind"] == "near").sum()),
@@ -263,9 +263,17 @@ def summary(results: QualityResults) -> dict:
     }
 
 
-def report_json(results: QualityResults, top: int = 50) -> dict:
-    """The findings for people and tools: the `top` suspects and duplicates, every label (schema: module docstring)."""
+def report_json(results: QualityResults, top: int = 50, decisions: int = 0) -> dict:
+    """The findings for people and tools: the `top` suspects and duplicates, every label (schema: module docstring).
+    Counts also say how many images were reviewed and excluded by label decisions (re-checked results,
+    `doggos.explore.label_review`), and how many `decisions` are in effect."""
     full = summary(results)
+    images = results.images
+    full["counts"].update(
+        reviewed=int((images["reviewed"].to_numpy(bool) & ~images["excluded"].to_numpy(bool)).sum())
+        if "reviewed" in images else 0,
+        excluded=int(images["excluded"].to_numpy(bool).sum()) if "excluded" in images else 0,
+        decisions=int(decisions))
     suspects = results.likely_mislabeled()
     strongest = suspects["zero_shot"].notna() & (suspects["zero_shot"] != suspects["class"])
     suspects = pd.concat([suspects[strongest], suspects[~strongest]]).head(top)

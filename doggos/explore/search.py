@@ -1,4 +1,7 @@
-"""Search a finished run by example: exact cosine top-k over its embeddings, by a row, an image file or words."""
+"""Search a finished run by example: exact cosine top-k over its embeddings, by a row, an image file or words.
+
+Labels are the effective ones (`doggos.base.decisions`): a label filter means the labels as decided, and images a
+decision excluded are left out of the results unless asked for."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from doggos.base import store
+from doggos.base import decisions, store
 from doggos.base.rundir import RunDir
 from doggos.pipeline.encoders import SearchError
 
@@ -36,11 +39,13 @@ class SearchIndex:
 
     vectors: np.ndarray  # (rows, dim) float32, L2-normalised rows
     paths: np.ndarray  # (rows,) object array of str
-    labels: np.ndarray  # (rows,) object array of str: label_names[label_codes]
+    labels: np.ndarray  # (rows,) object array of str: label_names[label_codes], the effective labels
     label_codes: np.ndarray  # (rows,) int32 index into label_names, for fast filtering
-    label_names: tuple[str, ...]  # the run's labels, sorted
+    label_names: tuple[str, ...]  # the labels rows have, sorted
     run_path: str
     version: int  # doggos.base.store.run_version when it was loaded
+    excluded: np.ndarray | None = None  # (rows,) bool: left out of the dataset by a decision; None: no row is
+    labels_version: tuple[int, int] = (0, 0)  # doggos.base.decisions.version of the decisions in effect
 
     def __len__(self) -> int:
         return len(self.vectors)
@@ -70,12 +75,30 @@ class Hit:
 _cache: collections.OrderedDict[tuple[str, int], SearchIndex] = collections.OrderedDict()
 _cache_lock = threading.Lock()
 _load_locks: dict[tuple[str, int], threading.Lock] = {}
+_decided: dict[tuple[str, int], SearchIndex] = {}  # per cached run: its index with the newest decisions in effect
 
 
 def load_index(run: str | os.PathLike | RunDir) -> SearchIndex:
-    """The run's SearchIndex, loaded once per (run folder, run_version): a re-published run is read again."""
+    """The run's SearchIndex with its label decisions in effect. The embeddings are read once per (run folder,
+    run_version): a re-published run is read again; a new decision only recomputes the labels (`with_decisions`)."""
     run_dir = store.run_dir_of(run)
     key = (str(run_dir.path.resolve()), store.run_version(run_dir))
+    index = _load_folder_index(run_dir, key)
+    labels_version = decisions.version(run_dir)
+    if labels_version == index.labels_version:  # no decisions log: the index as the pipeline wrote it
+        return index
+    with _cache_lock:
+        decided = _decided.get(key)
+    if decided is not None and decided.labels_version == labels_version:
+        return decided
+    decided = with_decisions(index, decisions.state(run_dir))
+    with _cache_lock:
+        if key in _cache:  # not let go meanwhile
+            _decided[key] = decided
+    return decided
+
+
+def _load_folder_index(run_dir: RunDir, key: tuple[str, int]) -> SearchIndex:
     with _cache_lock:
         if key in _cache:
             _cache.move_to_end(key)
@@ -89,16 +112,42 @@ def load_index(run: str | os.PathLike | RunDir) -> SearchIndex:
         with _cache_lock:
             for old in [k for k in _cache if k[0] == key[0]]:
                 del _cache[old]  # an older version of this run is never asked for again: free its memory now
+                _decided.pop(old, None)
             _cache[key] = index
             while len(_cache) > CACHE_ENTRIES:
-                _cache.popitem(last=False)
+                _decided.pop(_cache.popitem(last=False)[0], None)
             _load_locks.pop(key, None)
     return index
+
+
+def with_decisions(index: SearchIndex, state: decisions.LabelState) -> SearchIndex:
+    """`index` (as `read_index` gives it) with the decisions of `state` in effect: effective labels, codes and names,
+    and the excluded rows. The matrix and the paths are shared, not copied."""
+    rows, effects = decisions.decided_rows(index.paths, state)
+    excluded = np.zeros(len(index), dtype=bool)
+    excluded[rows] = [effect.excluded for effect in effects]
+    new = [effect.label for effect in effects]
+    names = sorted(set(index.label_names) | set(new))
+    position = {name: code for code, name in enumerate(names)}
+    codes = np.array([position[name] for name in index.label_names], dtype=np.int32)[index.label_codes] \
+        if len(index.label_codes) else np.zeros(0, dtype=np.int32)
+    codes[rows] = [position[name] for name in new]
+    used = np.bincount(codes, minlength=len(names)) > 0  # a label every image of which was relabelled is gone
+    if not used.all():
+        codes = (np.cumsum(used) - 1).astype(np.int32)[codes]
+        names = [name for name, kept in zip(names, used) if kept]
+    labels = np.array(names, dtype=object)[codes] if names else np.zeros(0, dtype=object)
+    for array in (labels, codes, excluded):
+        array.flags.writeable = False
+    return SearchIndex(vectors=index.vectors, paths=index.paths, labels=labels, label_codes=codes,
+                       label_names=tuple(names), run_path=index.run_path, version=index.version,
+                       excluded=excluded if excluded.any() else None, labels_version=state.version)
 
 
 def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
+        _decided.clear()
 
 
 def read_index(run: str | os.PathLike | RunDir, version: int | None = None) -> SearchIndex:
@@ -203,13 +252,16 @@ def _label_codes(batches: list[pa.DictionaryArray]) -> tuple[np.ndarray, list[st
 # ---- queries -------------------------------------------------------------------------------------------------
 
 def top_k(index: SearchIndex, query: np.ndarray, k: int = DEFAULT_K, labels: Iterable[str] | str | None = None,
-          exclude_rows: Iterable[int] = ()) -> list[Hit]:
+          exclude_rows: Iterable[int] = (), include_excluded: bool = False) -> list[Hit]:
     """The k rows most cosine-similar to `query` (exact, brute force), best first; equal scores in path order.
 
-    `labels` keeps only rows with one of those labels (None or empty: all). Fewer than k candidates: all of them.
+    `labels` keeps only rows with one of those (effective) labels (None or empty: all). Images a decision excluded
+    are left out unless `include_excluded`. Fewer than k candidates: all of them.
     """
     k = check_k(k)
     allowed = label_filter(index, labels)
+    if index.excluded is not None and not include_excluded:
+        allowed = ~index.excluded if allowed is None else allowed & ~index.excluded
     unit = _unit_query(index, query)
     if not len(index):
         return []
@@ -239,31 +291,33 @@ def _best(scores: np.ndarray, k: int, path_of) -> np.ndarray:
     return np.concatenate([above, tied])
 
 
-def by_row(index: SearchIndex, row: int, k: int = DEFAULT_K, labels: Iterable[str] | str | None = None) -> list[Hit]:
-    """The nearest neighbours of the run's own row `row` (0..rows-1). The row itself is excluded from the results
-    (it would always come first); an exact duplicate image at another row still shows, at score 1."""
+def by_row(index: SearchIndex, row: int, k: int = DEFAULT_K, labels: Iterable[str] | str | None = None,
+           include_excluded: bool = False) -> list[Hit]:
+    """The nearest neighbours of the run's own row `row` (0..rows-1), which may be an excluded one. The row itself is
+    left out of the results (it would always come first); an exact duplicate image at another row still shows, at
+    score 1."""
     row = check_row(index, row)
-    return top_k(index, index.vectors[row], k=k, labels=labels, exclude_rows=(row,))
+    return top_k(index, index.vectors[row], k=k, labels=labels, exclude_rows=(row,), include_excluded=include_excluded)
 
 
 def by_text(index: SearchIndex, encoder, text: str, k: int = DEFAULT_K,
-            labels: Iterable[str] | str | None = None) -> list[Hit]:
+            labels: Iterable[str] | str | None = None, include_excluded: bool = False) -> list[Hit]:
     """Rows nearest to the words `text`, embedded as typed (no prompt template) by the run's model's text tower
     (`encoder`: a `doggos.pipeline.encoders.TextEncoder`)."""
     k, _ = check_k(k), label_filter(index, labels)  # the cheap checks first: the model need not run for a typo
     vector = encoder.encode([text])[0]
     _check_dim(index, vector, "text")
-    return top_k(index, vector, k=k, labels=labels)
+    return top_k(index, vector, k=k, labels=labels, include_excluded=include_excluded)
 
 
 def by_image(index: SearchIndex, encoder, data: bytes, k: int = DEFAULT_K,
-             labels: Iterable[str] | str | None = None) -> list[Hit]:
+             labels: Iterable[str] | str | None = None, include_excluded: bool = False) -> list[Hit]:
     """Rows nearest to an image file's bytes, embedded exactly as the pipeline embeds (`encoder`: a
     `doggos.pipeline.encoders.ImageEncoder`)."""
     k, _ = check_k(k), label_filter(index, labels)
     vector = encoder.encode_file(data)
     _check_dim(index, vector, "image")
-    return top_k(index, vector, k=k, labels=labels)
+    return top_k(index, vector, k=k, labels=labels, include_excluded=include_excluded)
 
 
 # ---- validation ----------------------------------------------------------------------------------------------
@@ -285,7 +339,7 @@ def check_row(index: SearchIndex, row) -> int:
 
 
 def label_filter(index: SearchIndex, labels: Iterable[str] | str | None) -> np.ndarray | None:
-    """A boolean mask of the rows whose label is one of `labels`; None when no filter is asked for."""
+    """A boolean mask of the rows whose (effective) label is one of `labels`; None when no filter is asked for."""
     if labels is None:
         return None
     wanted = [labels] if isinstance(labels, str) else list(labels)
