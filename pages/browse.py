@@ -12,7 +12,7 @@ def back_to_first_page() -> None:
     frame.first_page("browse_page")
 
 
-labels_col, name_col, size_col, excluded_col = st.columns([4, 2, 1, 1.2], vertical_alignment="bottom")
+labels_col, name_col, size_col, excluded_col = st.columns([3.6, 2, 1, 1.6], vertical_alignment="bottom")
 show_excluded = excluded_col.toggle("Show excluded", key="browse_show_excluded", on_change=back_to_first_page,
                                     help="Also show the images a label decision excluded from the dataset")
 counts = frame.label_counts(run, include_excluded=show_excluded)

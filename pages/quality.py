@@ -87,7 +87,10 @@ accuracy = results.zero_shot_accuracy
 cross_label = int(duplicates["cross_label"].sum())
 
 images_col, suspects_col, strongest_col, pairs_col, zero_col = st.columns(5)
-images_col.metric("Images", f"{len(results.images):,}")
+kept = len(results.in_dataset())
+images_col.metric("Images", f"{kept:,}", help="In the dataset: " + (f"{len(results.images) - kept:,} excluded by a label "
+                                                                       "decision are left out" if kept < len(results.images)
+                                                                       else "every image of the run"))
 suspects_col.metric("Likely mislabeled", f"{len(ranked):,}", help="Images whose neighbours' majority label is another.")
 strongest_col.metric("Strongest suspects", f"{int(ranked['strongest'].sum()):,}",
                      help="Likely mislabeled that zero-shot also puts under another label.")

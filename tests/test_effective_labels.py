@@ -291,3 +291,31 @@ def test_summary_counts_images_per_label_as_decided(run):
     assert table.to_dict("records") == [{"label": "husky", "images": 4}, {"label": "beagle", "images": 3},
                                         {"label": "wolf", "images": 1}]
     assert any("2 images relabelled, 1 excluded" in unescape_markdown(c.value) for c in at.caption)
+
+
+def test_browse_relabels_and_excludes_a_selection_in_bulk_then_undoes(run):
+    at = open_page("pages/browse.py")
+    for row in (2, 3):
+        at.checkbox(key=f"browse-pick-{RUN_ID}-{row}").check().run()
+    at.selectbox(key="browse-bulk-target").set_value("husky").run()
+    next(b for b in at.button if b.key == "browse-bulk-relabel").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    log = decisions.read_log(run)
+    assert [(d.row, d.new_label) for d in log if d.action == log[-1].action] == [(2, "husky"), (3, "husky")]
+    assert "husky · was beagle · beagle-0002.jpg" in captions(at)
+    next(b for b in at.button if b.key == "browse-bulk-exclude").click().run()
+    assert {e.row for e in decisions.state(run).effects.values() if e.excluded} == {EXCLUDED, 2, 3}
+    assert not any("beagle-0002.jpg" in c for c in captions(at))  # out of view, and out of the selection
+    assert not bulk_widgets(at, "browse-bulk")
+    at.checkbox(key=f"browse-pick-{RUN_ID}-4").check().run()
+    next(b for b in at.button if b.key == "browse-bulk-undo").click().run()  # the newest action: the exclude
+    assert "husky · was beagle · beagle-0002.jpg" in captions(at)  # the exclude taken back, the relabel stays
+    assert decisions.read_log(run)[-1].decision == "undo"
+
+
+def test_the_map_selection_is_decided_in_bulk(run):
+    at = open_page("pages/map.py", map_selection={"run": RUN_ID, "rows": [2, 3, 4]})
+    next(b for b in at.button if b.key == "map-bulk-keep").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert sorted(e.row for e in decisions.state(run).effects.values() if e.decision == "keep") == [2, 3, 4]
+    assert decisions.read_log(run)[-1].source == "dashboard"
