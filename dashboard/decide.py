@@ -13,9 +13,6 @@ import streamlit as st
 from dashboard import frame, ui
 from doggos.base import decisions
 
-NOTICE = "decide_notice"  # the last decision in words, shown once as a toast on the next run
-
-
 def label_state(run) -> decisions.LabelState:
     """The decisions in effect for `run`, read once per log version."""
     return _state(str(run.path), decisions.version(run.path))
@@ -24,13 +21,6 @@ def label_state(run) -> decisions.LabelState:
 @st.cache_data(max_entries=16, show_spinner=False)
 def _state(run_path: str, version: tuple[int, int]) -> decisions.LabelState:
     return decisions.state(run_path)
-
-
-def show_notice() -> None:
-    """Toast what the last decision did (once), on whatever page the rerun lands."""
-    notice = st.session_state.pop(NOTICE, None)
-    if notice:
-        st.toast(notice, icon=":material/done:")
 
 
 def _images(run, rows: Sequence[int]) -> list[decisions.Image]:
@@ -49,7 +39,10 @@ def apply(run, decision: str, rows: Sequence[int], new_label=None, then=None) ->
     except decisions.DecisionError as error:
         st.error(ui.markdown_literal(error), icon=":material/error:")
         return False
-    st.session_state[NOTICE] = f"Done: {decisions.describe(run.path, action)}"
+    except OSError as error:  # a read-only run folder, a full disk: nothing was recorded
+        st.error(f"The decision could not be recorded: {ui.markdown_literal(error)}", icon=":material/error:")
+        return False
+    st.session_state[frame.DECISION_NOTICE] = f"Done: {decisions.describe(run.path, action)}"
     if then is not None:
         then()
     st.rerun(scope="app")
@@ -63,7 +56,10 @@ def undo(run, action: int | None = None, then=None) -> None:
     except decisions.DecisionError as error:
         st.error(ui.markdown_literal(error), icon=":material/error:")
         return
-    st.session_state[NOTICE] = f"Undone: {decisions.describe(run.path, taken[0])}"
+    except OSError as error:
+        st.error(f"The undo could not be recorded: {ui.markdown_literal(error)}", icon=":material/error:")
+        return
+    st.session_state[frame.DECISION_NOTICE] = f"Undone: {decisions.describe(run.path, taken[0])}"
     if then is not None:
         then()
     st.rerun(scope="app")
@@ -75,7 +71,7 @@ def effect_text(effect: decisions.Effect | None) -> str:
         return ""
     if effect.excluded:
         return "Excluded from the dataset"
-    if effect.label != effect.folder_label:
+    if effect.decision == "relabel":
         return f"Relabelled {effect.folder_label} → {effect.label}"
     return "Marked right: its label stays"
 
@@ -89,12 +85,11 @@ def image_actions(run, row: int, *, suggested: str | None = None, key: str = "di
     moves to the next image)."""
     item = frame.run_index(run).iloc[int(row)]
     effect = label_state(run).effects.get(str(item["path"]))
-    current = effect.label if effect is not None else str(item["label"])
+    current = str(item["label"])  # the index's label is the effective one
     if effect is not None:
         text_col, undo_col = st.columns([3, 1], vertical_alignment="center")
         text_col.markdown(f"**{ui.markdown_literal(effect_text(effect))}**")
         if undo_col.button("Undo", key=f"{key}-undo", icon=":material/undo:", width="stretch",
-                           shortcut="U" if shortcuts else None,
                            help=f"Take back: {decisions.describe(run.path, effect.action)}"):
             undo(run, effect.action, then=None)
     if suggested and suggested != current and st.button(
@@ -145,4 +140,4 @@ def bulk_bar(run, rows: Sequence[int], *, key: str) -> None:
         if undo_col.button("Undo", key=f"{key}-undo", icon=":material/undo:", width="stretch", disabled=not newest,
                            help=f"Take back: {decisions.describe(run.path, newest[-1])}" if newest
                            else "Nothing to undo"):
-            undo(run)
+            undo(run, newest[-1])  # the action its help names, whatever another tab recorded since

@@ -26,6 +26,7 @@ REQUEST_CURRENT_RUN = "request_current_run"  # a page asks app.py to make this r
 DEEP_LINK = "deep_link"  # the page a first request by URL asked for, while app.py draws the frame
 WATCHED_RUN = "watched_run"  # the run launched from this session's Run page
 SEARCH_REQUEST = "search_request"  # {"run": id, "row": n}: "More like this" from Browse or Map, read by Search
+DECISION_NOTICE = "decision_notice"  # the last label decision in words (dashboard.decide), toasted once on the next page
 QUALITY_PARAMS = "quality_params"  # the Quality page's applied QualityParams; the Map's "label agreement" reads them
 
 
@@ -40,6 +41,9 @@ def start_page(script: str, title: str, needs_run: bool = True):
         st.session_state[DEEP_LINK] = Path(script).resolve().relative_to(APP_DIR).as_posix()
         st.switch_page("app.py")
     st.title(title)
+    notice = st.session_state.pop(DECISION_NOTICE, None)
+    if notice:  # a decision's rerun lands here, on whichever page it was made
+        st.toast(notice, icon=":material/done:")
     run = st.session_state.get(CURRENT_RUN)
     if run is not None:
         _shelve(str(run.path), store.run_version(run.path))

@@ -144,7 +144,7 @@ def cell_from_selection(points: Iterable[dict], names: Sequence[str]) -> tuple[s
 def cell_images(results: QualityResults, filed: str, suggested: str) -> pd.DataFrame:
     """The images behind one confusion cell (filed under `filed`, neighbours say `suggested`), least agreement first;
     columns row, path, label, suggested, agreement, zero_shot (thumbnail_grid's row/label/path included)."""
-    images = results.images
+    images = results.in_dataset()  # as the confusion matrix counts them
     chosen = images[(images["class"] == filed) & (images["suggested"] == suggested)]
     chosen = chosen.sort_values(["agreement", "path"], kind="mergesort")
     return _as_items(chosen)
@@ -198,10 +198,13 @@ def duplicate_caption(pair) -> str:
 
 
 def neighbours_of(results: QualityResults, row: int) -> pd.DataFrame:
-    """Row `row`'s stored neighbours, best first: row, path, label, similarity, same_label (filed as `row` is)."""
+    """Row `row`'s stored neighbours, best first: row, path, label, similarity, same_label (filed as `row` is). After
+    label decisions, an excluded neighbour's label reads "excluded": it no longer votes."""
     rows = results.neighbours.indices[int(row)]
     images = results.images
     labels = images["class"].to_numpy()[rows]
+    if "excluded" in images:
+        labels = np.where(images["excluded"].to_numpy(bool)[rows], "excluded", labels)
     return pd.DataFrame({
         "row": rows.astype(np.int64), "path": images["path"].to_numpy()[rows], "label": labels,
         "similarity": results.neighbours.similarities[int(row)].astype(np.float64),

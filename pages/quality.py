@@ -19,7 +19,6 @@ PARAMS_KEY = frame.QUALITY_PARAMS
 CELL_KEY = "quality_cell"  # the clicked confusion cell: {"run", "params", "filed", "suggested"}
 
 run = frame.start_page(__file__, "Quality")
-decide.show_notice()
 frame.random_weights_warning(run, "label agreement, suspects and duplicates")
 rows = frame.row_count(run)
 
@@ -108,7 +107,7 @@ QUEUE_KEY = f"quality_queue-{run.id}-{params.name}"  # the row on show in the qu
 st.subheader("Review queue")
 st.caption(f"{review.progress_text()} · the suspects of the first check, strongest first, then any the re-check "
            "found since · keys: **A** accept the suggestion · **L** relabel to the label picked · **K** label is right "
-           "· **X** exclude · **U** undo · **←** / **→** previous / next")
+           "· **X** exclude · **U** undo the last decision · **←** / **→** previous / next")
 if review.queue:
     st.progress(review.queue_done / review.queue)
 if review_queue.empty:
@@ -124,9 +123,15 @@ else:
     def next_open() -> None:
         go_to(quality_view.next_open(review_queue, position))
 
-    back_col, where_col, forward_col = st.columns([1, 3, 1], vertical_alignment="center")
+    back_col, where_col, undo_col, forward_col = st.columns([1, 2.2, 1.2, 1], vertical_alignment="center")
     back_col.button("Previous", icon=":material/arrow_back:", key="queue-previous", shortcut="Left", width="stretch",
                     on_click=go_to, args=(position - 1,))
+    newest = decide.label_state(run).actions
+    if undo_col.button("Undo last", icon=":material/undo:", key="queue-undo-last", shortcut="U", width="stretch",
+                       disabled=not newest, help=f"Take back: {decisions.describe(run.path, newest[-1])}" if newest
+                       else "Nothing to undo yet"):
+        undone = [line.row for line in decisions.lines_of(run.path, newest[-1]) if line.row is not None]
+        decide.undo(run, newest[-1], then=lambda: st.session_state.update({QUEUE_KEY: undone[0]} if undone else {}))
     where_col.markdown(f"Image **{position + 1:,}** of {len(review_queue):,} in the queue"
                        + (" · decided" if item["decided"] else ""), text_alignment="center")
     forward_col.button("Next", icon=":material/arrow_forward:", key="queue-next", shortcut="Right", width="stretch",

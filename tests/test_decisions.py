@@ -260,3 +260,14 @@ def test_writers_in_several_processes_lose_nothing(tmp_path):
         assert [seq for seq, _ in lines] == list(range(first, first + IMAGES_EACH))
     state = decisions.state(tmp_path)
     assert state.decisions == total and len(state.actions) == WRITERS * ACTIONS_EACH
+
+
+def test_a_keep_or_an_exclude_follows_the_folder_label_the_run_has_now(tmp_path):
+    """A run published again after the file moved folders: a keep or an exclude does not pin the old folder label;
+    a relabel still gives its label."""
+    decisions.record(tmp_path, "keep", [decisions.Image(0, "/d/a.jpg", "beagle")], source="cli")
+    decisions.record(tmp_path, "exclude", [decisions.Image(1, "/d/b.jpg", "beagle")], source="cli")
+    decisions.record(tmp_path, "relabel", [decisions.Image(2, "/d/c.jpg", "beagle")], "wolf", source="cli")
+    applied = decisions.state(tmp_path).apply(["/d/a.jpg", "/d/b.jpg", "/d/c.jpg"], ["husky", "husky", "husky"])
+    assert list(applied.labels) == ["husky", "husky", "wolf"] and list(applied.changed) == [False, False, True]
+    assert list(applied.excluded) == [False, True, False]

@@ -319,3 +319,37 @@ def test_the_map_selection_is_decided_in_bulk(run):
     assert not at.exception, [e.value for e in at.exception]
     assert sorted(e.row for e in decisions.state(run).effects.values() if e.decision == "keep") == [2, 3, 4]
     assert decisions.read_log(run)[-1].source == "dashboard"
+
+
+def test_the_maps_label_agreement_follows_the_recheck(runs_root):
+    """Coloured by a label check: after decisions the agreement and suspects are the re-check's, and an image marked
+    right is no suspect any more (as on the Quality page)."""
+    from _dashboard_fixtures import misfile, precompute_quality
+
+    from doggos.explore import label_review
+    from doggos.explore.quality import DEFAULT_PARAMS
+
+    run = write_fake_run(runs_root, RUN_ID)
+    misfile(run)  # rows 3 and 4: beagles filed as border collies
+    precompute_map(run)
+    precompute_quality(run)
+    served = RunDir(run)
+    before = map_payload.unpack(map_serving.points_buffer(served, MAP_PARAMS.name, DEFAULT_PARAMS.name))
+    assert before["suspect"][[3, 4]].tolist() == [True, True]
+    index = store.folder_index(run)
+    decisions.record(run, "keep", [decisions.Image(3, index.path[3], index.label[3])], source="cli")
+    decisions.record(run, "relabel", [decisions.Image(4, index.path[4], index.label[4])], "beagle", source="cli")
+    after = map_payload.unpack(map_serving.points_buffer(served, MAP_PARAMS.name, DEFAULT_PARAMS.name))
+    assert after["suspect"][[3, 4]].tolist() == [False, False]
+    now = label_review.load(run, DEFAULT_PARAMS)[1].images.set_index("row")["agreement"]
+    assert np.allclose(after["agreement"][4], now[4], atol=0.005)  # stored in half-percent steps
+    assert map_serving.point_facts(served, MAP_PARAMS.name, 4, DEFAULT_PARAMS.name)["label"] == "beagle"
+
+
+def test_a_decision_made_on_browse_is_confirmed_there(run):
+    at = open_page("pages/browse.py")
+    at.checkbox(key=f"browse-pick-{RUN_ID}-2").check().run()
+    next(b for b in at.button if b.key == "browse-bulk-keep").click().run()
+    assert [t.value for t in at.get("toast")] == ["Done: mark right beagle-0002.jpg"]
+    at.run()
+    assert not at.get("toast")  # once

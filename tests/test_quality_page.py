@@ -404,7 +404,7 @@ def test_the_queue_shows_the_strongest_suspect_first_with_its_evidence(quality_r
     labels = [b.label for b in at.button]
     assert "Accept suggestion (→ beagle)" in labels and "Label is right" in labels and "Exclude" in labels
     assert {b.proto.shortcut.lower() for b in at.button if b.key and b.key.startswith("queue")} >= \
-        {"a", "k", "x", "l", "u", "left", "right"} - {"u"}  # U (undo) only once the image has a decision
+        {"a", "k", "x", "l", "u", "left", "right"}
 
 
 def test_accepting_moves_on_and_the_recheck_counts_it(quality_run):
@@ -488,3 +488,29 @@ def test_the_suspect_dialog_offers_the_decisions(quality_run):
     keys = {b.key for b in at.button}
     assert {"suspect-accept", "suspect-relabel", "suspect-keep", "suspect-exclude"} <= keys
     assert not any(b.proto.shortcut for b in at.button if b.key.startswith("suspect-"))  # the queue's keys only
+
+
+def test_undo_last_takes_back_the_newest_decision_and_shows_its_image(quality_run):
+    from doggos.base import decisions
+
+    run, _ = quality_run
+    at = open_page("pages/quality.py")
+    assert at.button(key="queue-undo-last").disabled  # nothing to undo yet
+    at.button(key="queue-keep").click().run()
+    assert queue_where(at).startswith("Image 2 of 2")
+    at.button(key="queue-undo-last").click().run()
+    assert not decisions.state(run).effects
+    assert queue_where(at).startswith("Image 1 of 2")  # back to the image whose decision was taken back
+    assert at.get("toast") and at.get("toast")[0].value.startswith("Undone: mark right")
+
+
+def test_a_confusion_cell_leaves_excluded_images_out(quality_run):
+    from doggos.base import decisions
+
+    run, _ = quality_run
+    decisions.record(run, "exclude", [decisions.Image(3, "/data/dogs/beagle/beagle-0003.jpg", "border collie")],
+                     source="cli")
+    at = open_page("pages/quality.py", quality_cell={"run": RUN_ID, "params": DEFAULT_PARAMS.name,
+                                                     "filed": "border collie", "suggested": "beagle"})
+    assert any("1 image" in m.value and "border collie" in m.value for m in at.markdown)
+    assert not any("beagle-0003.jpg · agreement" in c for c in shown_captions(at))

@@ -89,8 +89,8 @@ class Effect:
 
     path: str
     row: int | None
-    folder_label: str
-    label: str  # the effective label
+    folder_label: str  # as the log recorded it
+    label: str | None  # the label a relabel in effect gave it; None: its folder label, whatever the folder is now
     excluded: bool
     reviewed: bool  # a relabel or a keep: a person has looked at it
     at: str  # the latest decision's time
@@ -99,7 +99,7 @@ class Effect:
     @property
     def decision(self) -> str:
         """One word for the image's state: exclude, relabel (its label is not the folder's) or keep."""
-        return "exclude" if self.excluded else "relabel" if self.label != self.folder_label else "keep"
+        return "exclude" if self.excluded else "relabel" if self.label not in (None, self.folder_label) else "keep"
 
     def to_dict(self) -> dict:
         """As `labels show --json` prints it: path, label (the folder's), new_label (relabel only), decision, at."""
@@ -138,7 +138,7 @@ class LabelState:
             for position, effect in zip(rows.tolist(), effects):
                 excluded[position] = effect.excluded
                 reviewed[position] = effect.reviewed
-                if effect.label != labels[position]:
+                if effect.label is not None and effect.label != labels[position]:
                     changed[position] = True
                     labels[position] = effect.label
         return Applied(labels, excluded, reviewed, changed)
@@ -230,7 +230,7 @@ def fold(entries: Iterable[Decision], version: tuple[int, int] = (0, 0)) -> Labe
             actions.append(entry.action)
         before = effects.get(entry.path)
         folder = entry.label if entry.label is not None else (before.folder_label if before else "")
-        label = before.label if before else folder
+        label = before.label if before else None  # a keep or an exclude never fixes the folder label as it was
         excluded, reviewed = (before.excluded, before.reviewed) if before else (False, False)
         if entry.decision == "relabel":
             label, excluded, reviewed = entry.new_label, False, True
@@ -354,9 +354,14 @@ def undo(run, count: int = 1, source: str = "dashboard", action: int | None = No
     return chosen
 
 
+def lines_of(run, action: int) -> list[Decision]:
+    """The log lines of one action (its images' decisions), in order."""
+    return [e for e in read_log(run) if e.action == action and e.decision != "undo"]
+
+
 def describe(run, action: int) -> str:
     """An action in words, for an Undo button: "relabel 14 images as husky", "exclude beagle-003.jpg"."""
-    lines = [e for e in read_log(run) if e.action == action and e.decision != "undo"]
+    lines = lines_of(run, action)
     if not lines:
         return f"action {action}"
     first = lines[0]

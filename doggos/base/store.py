@@ -102,10 +102,9 @@ def effective_labels(paths: pd.Series | np.ndarray, folder: pa.Array,
     if not len(positions):
         return folder, excluded
     excluded[positions] = [effect.excluded for effect in effects]
-    new = np.array([effect.label for effect in effects], dtype=object)
-    # A missing folder label is recorded as "": no new label (an exclusion, a keep).
+    new = np.array([effect.label for effect in effects], dtype=object)  # None: no relabel in effect (a keep, an exclude)
     was = np.array(["" if old is None else old for old in folder.take(pa.array(positions)).to_pylist()], dtype=object)
-    changed = new != was
+    changed = np.array([label is not None for label in new], dtype=bool) & (new != was)
     if not changed.any():
         return folder, excluded
     mask = np.zeros(len(folder), dtype=bool)

@@ -47,6 +47,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     accept.add_argument("--min-agreement", type=float, default=None, metavar="F",
                         help="only suggestions at least this share of the neighbours agree on, 0 to 1 (default: any)")
     accept.add_argument("--k", default="10", help="the label check's neighbours per image (default 10)")
+    accept.add_argument("--template", default=None,
+                        help='the label check\'s zero-shot prompt, as given to `quality` (default "a photo of a {label}.")')
     export = action("export", "a CSV of every image: path, label (the folder's), new_label, decision (both empty "
                               "where no decision is in effect)", _export)
     export.add_argument("file", metavar="FILE", help="the CSV file to write (FILE.csv)")
@@ -167,7 +169,8 @@ def _accept(args: argparse.Namespace) -> int:
     from doggos.explore import label_review, quality
 
     run_dir, manifest = _run(args)
-    _, now, _ = label_review.load(run_dir, quality.QualityParams(k=args.k))
+    template = {"template": args.template} if args.template is not None else {}
+    _, now, _ = label_review.load(run_dir, quality.QualityParams(k=args.k, **template))
     if manifest.random_weights:
         print("warning: this run's model has RANDOM WEIGHTS (the demo kit's): its suggestions carry no meaning",
               file=sys.stderr)

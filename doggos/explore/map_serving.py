@@ -106,8 +106,11 @@ def _checked(quality: str, quality_mtime: int, run_path: str, labels_version: tu
     except (TypeError, ValueError, FileNotFoundError):  # an unreadable summary: the stored figures, as before
         return pq.read_table(quality, columns=["row", "agreement", "suggested"])
     images = label_review.recheck(first, _state(run_path, labels_version)).images
+    # A reviewed image is no suspect any more (as on the Quality page): its label stands as the suggestion.
+    suggested = np.where(images["reviewed"].to_numpy(bool), images["class"].to_numpy(dtype=object),
+                         images["suggested"].to_numpy(dtype=object))
     return pa.table({"row": pa.array(images["row"], pa.int64()), "agreement": pa.array(images["agreement"], pa.float64()),
-                     "suggested": pa.array(images["suggested"], pa.string(), from_pandas=True)})
+                     "suggested": pa.array(suggested, pa.string(), from_pandas=True)})
 
 
 @functools.lru_cache(maxsize=4)

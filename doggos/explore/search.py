@@ -126,7 +126,8 @@ def with_decisions(index: SearchIndex, state: decisions.LabelState) -> SearchInd
     rows, effects = decisions.decided_rows(index.paths, state)
     excluded = np.zeros(len(index), dtype=bool)
     excluded[rows] = [effect.excluded for effect in effects]
-    new = [effect.label for effect in effects]
+    relabelled = np.array([effect.label is not None for effect in effects], dtype=bool)
+    rows, new = rows[relabelled], [effect.label for effect in effects if effect.label is not None]
     names = sorted(set(index.label_names) | set(new))
     position = {name: code for code, name in enumerate(names)}
     codes = np.array([position[name] for name in index.label_names], dtype=np.int32)[index.label_codes] \
