@@ -28,6 +28,7 @@ FORM_FIELDS = {  # RunConfig field → the label the form shows for it
     "fp16": "Half precision (fp16)",
     "projection": "Default map",
     "quality": "Label quality",
+    "reuse": "Updated run",  # no widget: "Update this run" sets it, the note above the form shows it
 }
 ADVANCED_FIELDS = ("ray_address", "s3_endpoint", "fp16", "projection", "quality")  # under the form's Advanced expander
 STATE_ICONS = {"queued": "⏳", "starting": "🚀", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
@@ -53,7 +54,8 @@ def plain_log(text: str) -> str:
     return _ANSI_ESCAPE.sub("", text)
 
 
-def machine_summary(gpu_folder: Path = Path("/proc/driver/nvidia/gpus"), torch_version: str | None = None) -> dict[str, Any]:
+def machine_summary(gpu_folder: Path = Path("/proc/driver/nvidia/gpus"),
+                    torch_version: str | None = None) -> dict[str, Any]:
     """What this machine offers the pipeline, found without importing torch (which takes seconds).
 
     GPUs come from the NVIDIA driver's entries under `gpu_folder`; whether torch can use them, from its version
@@ -69,7 +71,8 @@ def machine_summary(gpu_folder: Path = Path("/proc/driver/nvidia/gpus"), torch_v
     cuda_usable = bool(gpus) and bool(torch_version) and not cpu_only_torch
     parts = [f"{os.cpu_count() or '?'} CPU cores"]
     if gpus:
-        parts.append(f"{len(gpus)} NVIDIA GPU{'s' if len(gpus) > 1 else ''}" + (": " + ", ".join(gpus) if gpus[0] else ""))
+        named = ": " + ", ".join(gpus) if gpus[0] else ""
+        parts.append(f"{len(gpus)} NVIDIA GPU{'s' if len(gpus) > 1 else ''}{named}")
     else:
         parts.append("no CUDA GPU")
     if torch_version:
@@ -85,7 +88,8 @@ def _nvidia_gpus(folder: Path) -> list[str]:
     for entry in sorted(folder.iterdir()):
         try:
             info = (entry / "information").read_text()
-            names.append(next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("Model")), ""))
+            lines = info.splitlines()
+            names.append(next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model")), ""))
         except OSError:
             names.append("")
     return names
@@ -133,6 +137,7 @@ def _form_settings(values: dict[str, Any]) -> dict[str, Any]:
         fp16=bool(values.get("fp16", False)),
         projection=bool(values.get("projection", True)),
         quality=bool(values.get("quality", True)),
+        reuse=values.get("reuse") or None,
     )
 
 
@@ -182,12 +187,63 @@ def field_error_text(field_name: str, message: str) -> str:
 
 
 def form_values_of(config: RunConfig) -> dict[str, Any]:
-    """The Run form's widget values (session-state keys `form_<field>`) that would launch `config` again."""
+    """The Run form's widget values (session-state keys `form_<field>`) that would launch `config` again, as a full run:
+    reusing is asked for each time (`update_form_values`), never restored with the other settings."""
     values = {}
-    for name in FORM_FIELDS:
+    for name in [name for name in FORM_FIELDS if name != "reuse"]:
         value = getattr(config, name)
-        values[f"form_{name}"] = value if isinstance(value, bool) or name == "device" else ("" if value is None else str(value))
+        as_is = isinstance(value, bool) or name == "device"
+        values[f"form_{name}"] = value if as_is else ("" if value is None else str(value))
     return values
+
+
+def update_form_values(run) -> dict[str, Any]:
+    """The Run form's values that update finished `run`: its settings, and its folder as the run to reuse."""
+    return {**form_values_of(run.config), "form_reuse": str(run.path)}
+
+
+def update_note(folder: str, runs: Iterable) -> str:
+    """Markdown for the note above the form while it updates the run in `folder` (named as the history names it)."""
+    run = next((run for run in runs if str(run.path) == folder), None)
+    name = markdown_literal(run_name(run) if run else folder)
+    return (f"Updating run **{name}**: images whose bytes are unchanged are carried over, only new or changed files "
+            "are embedded.")
+
+
+def resume(manager, run_id: str) -> str | None:
+    """Resume failed run `run_id`; None once it is queued, else why not (not resumable any more, its source or model
+    gone, the driver not started), as plain text."""
+    from doggos.base.config import problems_of
+
+    try:
+        manager.resume(run_id)
+    except (ValueError, OSError) as error:  # ConfigError(s), SourceError, ModelError; a spawn that failed
+        problems = problems_of(error)  # each names its field, but for the run itself, which the page names already
+        return "; ".join(p.message if p.field == "run" else f"{p.field}: {p.message}" for p in problems) or str(error)
+    return None
+
+
+def rows_text(manifest) -> str:
+    """A finished run's row count, and the split for one that carried rows over: '27 images (reused 20, embedded 7)'."""
+    text = f"{manifest.rows:,} images"
+    if manifest.reuse_text() is None:
+        return text
+    dropped = f", dropped {manifest.dropped:,}" if manifest.dropped else ""
+    return f"{text} (reused {manifest.reused:,}, embedded {manifest.newly_embedded:,}{dropped})"
+
+
+def live_metrics(progress) -> dict[str, str]:
+    """The live view's metrics, label → value; "Reused" only for a run that carries rows over."""
+    metrics = {
+        "Embedded": f"{progress.embedded:,} / {progress.found:,}" if progress.found else "–",
+        "Reused": f"{progress.reused:,}",
+        "Images/s": f"{progress.images_per_s:.1f}" if progress.images_per_s else "–",
+        "ETA": format_duration(progress.eta_s) if progress.phase == "embedding" else "–",
+        "Failed files": f"{progress.failed:,}",
+    }
+    if not progress.reused:
+        del metrics["Reused"]
+    return metrics
 
 
 def settings_rows(record) -> list[dict[str, str]]:
@@ -198,19 +254,20 @@ def settings_rows(record) -> list[dict[str, str]]:
 
 
 def history_rows(runs: Iterable) -> list[dict[str, Any]]:
-    """The runs table: one plain dict per run, newest first, ready for st.dataframe ("" where a value does not apply)."""
+    """The runs table: one plain dict per run, newest first, for st.dataframe ("" where a value does not apply)."""
     rows = []
     for run in runs:
         progress, manifest, config = run.progress, run.manifest, run.config
         rows.append({
             "run": run_name(run),
             "state": f"{STATE_ICONS.get(run.state, '•')} {run.state}",
-            "images": manifest.rows if manifest else progress.embedded,
+            "images": manifest.rows if manifest else progress.embedded + progress.reused,
             "found": manifest.found if manifest else progress.found,
             "failed": run.failed_files,
             "labels": str(manifest.labels) if manifest else "",  # text: one type per column, and no "None"
             "duration": format_duration(run.duration_s),
             "images/s": f"{manifest.images_per_s:.1f}" if manifest else "",
+            "story": run.story(),  # how an updated or resumed run came to be; "" for a plain one
             "source": config.source if config else "",
             "model": config.model if config else "",
             "error": " ".join((run.error or "").split()),
@@ -247,6 +304,8 @@ def progress_caption(progress, step_elapsed_s: float | None = None) -> str:
     parts = [progress.phase]
     if progress.found:
         parts.append(f"{progress.embedded:,}/{progress.found:,} images embedded")
+    if progress.reused:
+        parts.append(f"{progress.reused:,} reused")
     if progress.failed:
         parts.append(f"{progress.failed:,} failed")
     if progress.images_per_s and progress.phase in ("loading model", "embedding", "writing"):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from pathlib import Path
 
 from doggos.base import console
 from doggos.base.config import DEFAULT_MODEL, DEVICES, RunConfig, user_messages
-from doggos.pipeline.progress import Progress, format_duration
+from doggos.runs import commands as run_commands
+from doggos.runs.commands import ProgressPrinter, format_progress, summary  # noqa: F401 (the CLI's, re-exported)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,21 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     kit.add_argument("--per-class", type=int, default=30, help="images per digit class (default 30)")
     kit.set_defaults(handler=_demo_kit)
 
-    runs = commands.add_parser("runs", help="background runs: start, list, status, cancel, delete")
-    runs.add_argument("--runs-dir", help="runs root (default: $DOGGOS_RUNS_DIR or ./runs in the project)")
-    actions = runs.add_subparsers(dest="action", metavar="ACTION", required=True)
-    start = actions.add_parser("start", help="launch a run in the background and print its id")
-    _add_run_options(start)
-    start.set_defaults(handler=_runs_start)
-    actions.add_parser("list", help="all runs, newest first").set_defaults(handler=_runs_list)
-    for name, handler, text in (
-        ("status", _runs_status, "one run's state and progress"),
-        ("cancel", _runs_cancel, "stop a queued or running run"),
-        ("delete", _runs_delete, "remove a finished run and its files"),
-    ):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("run_id")
-        action.set_defaults(handler=handler)
+    run_commands.add_parser(commands, _add_run_options, config_from_args)
 
     search = commands.add_parser("search", help="the run's images most like an image file, one of its rows, or a text")
     search.add_argument("run", metavar="RUN", help="a run folder (as embed --out writes) or a run id under the runs root")
@@ -104,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     drive = commands.add_parser("drive")  # internal: the detached driver of a background run
     drive.add_argument("run_dir")
-    drive.set_defaults(handler=lambda args: _drive(args.run_dir))
+    drive.add_argument("--resume", action="store_true")  # go on from the rows a failed attempt kept
+    drive.set_defaults(handler=lambda args: _drive(args.run_dir, args.resume))
     return parser
 
 
@@ -122,6 +109,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="skip the UMAP map at the end (the dashboard computes it when first opened)")
     parser.add_argument("--no-quality", dest="quality", action="store_false",
                         help="skip the label-quality check at the end (the dashboard or `quality` computes it later)")
+    parser.add_argument("--reuse", metavar="RUN",
+                        help="a finished run (folder or id): carry over its rows for unchanged files, embed the rest")
 
 
 def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
@@ -139,7 +128,17 @@ def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
         fp16=args.fp16,
         projection=args.projection,
         quality=args.quality,
+        reuse=_reuse_folder(args),
     )
+
+
+def _reuse_folder(args: argparse.Namespace) -> str | None:
+    """--reuse as a run folder: a folder, or a run id under the runs root (whether it can be reused: preflight)."""
+    if not getattr(args, "reuse", None):
+        return None
+    from doggos.runs.manager import resolve_run
+
+    return str(resolve_run(args.reuse, getattr(args, "runs_dir", None), field="reuse", finished=False).path)
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -159,7 +158,7 @@ def _embed(args: argparse.Namespace) -> int:
     with console.everything_else_to(run_dir.output, echo=args.verbose) as terminal:
         _quiet_ray()
         terminal.say(f"embedding {len(listing.paths)} images from {config.source} into {run_dir.path}")
-        printer = _ProgressPrinter(terminal.err)
+        printer = ProgressPrinter(terminal.err)
         run_dir.cancel_request.unlink(missing_ok=True)  # an earlier cancelled run's request must not touch this one
         driver.cancel_on_sigterm()
         try:
@@ -180,100 +179,12 @@ def _embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(manifest) -> str:
-    """What a finished run produced, in a few lines (`manifest` is a doggos.base.records.Manifest)."""
-    lines = [
-        f"done: {manifest.rows} images embedded in {format_duration(manifest.duration_s)} "
-        f"({manifest.images_per_s:.1f} images/s while embedding), {manifest.labels} labels",
-        f"model: {manifest.model_description}, dimension {manifest.embedding_dim}",
-        f"parquet: {manifest.embeddings_path}",
-        f"ray: {manifest.ray.address}; embedded on {manifest.ray.work_by_node()}",
-    ]
-    for step, seconds in manifest.steps.items():
-        lines.append(f"{step}: " + (f"ready in {format_duration(seconds)}" if seconds is not None
-                                    else "could not be computed (see the log; the dashboard retries it)"))
-    if manifest.failed:
-        lines.append(f"warning: {manifest.failed} file(s) could not be read; reasons in "
-                     f"{Path(manifest.embeddings_path).parent / 'failures.json'}")
-    return "\n".join(lines)
-
-
-class _ProgressPrinter:
-    """One progress line at most every 2 s (and at the end) on `stream`: done/total, rate, ETA."""
-
-    def __init__(self, stream, every_s: float = 2.0):
-        self.stream = stream
-        self.every_s = every_s
-        self.last = 0.0
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if now - self.last < self.every_s and progress.phase != "done":
-            return
-        self.last = now
-        print(format_progress(progress), file=self.stream, flush=True)
-
-
-def format_progress(progress: Progress) -> str:
-    eta = f", ETA {format_duration(progress.eta_s)}" if progress.eta_s is not None and progress.phase == "embedding" else ""
-    failed = f", {progress.failed} failed" if progress.failed else ""
-    phase = "" if progress.phase == "embedding" else f"{progress.phase} · "  # e.g. "loading model · 0/2880"
-    return f"  {phase}{progress.embedded}/{progress.found} images embedded{failed} · {progress.images_per_s:.1f} images/s{eta}"
-
-
 def _demo_kit(args: argparse.Namespace) -> int:
     from doggos.pipeline.demo import make_demo_kit
 
     kit = make_demo_kit(args.folder, per_class=args.per_class)
     print(f"images: {kit['source']}\nmodel:  {kit['model']}  (RANDOM WEIGHTS: shows the mechanics, not semantic quality)")
     print(f"try:    python -m doggos embed --source {kit['source']} --model {kit['model']} --out runs/demo")
-    return 0
-
-
-def _manager(args: argparse.Namespace):
-    from doggos.runs.manager import RunManager
-
-    return RunManager(args.runs_dir)
-
-
-def _runs_start(args: argparse.Namespace) -> int:
-    run_id = _manager(args).start(config_from_args(args, None))
-    print(run_id)
-    return 0
-
-
-def _runs_list(args: argparse.Namespace) -> int:
-    runs = _manager(args).list()
-    if not runs:
-        print("no runs yet")
-    for run in runs:
-        p, c = run.progress, run.config
-        settings = (f"{c.source}  model={c.model}  device={c.device}  batch={c.batch_size or 'auto'}  "
-                    f"actors={c.concurrency or 'auto'}") if c else (run.problem or "")
-        print(f"{run.id}  {run.state:<9}  {p.embedded}/{p.found} images  {format_duration(run.duration_s):>9}  {settings}")
-    return 0
-
-
-def _runs_status(args: argparse.Namespace) -> int:
-    run = _manager(args).get(args.run_id)
-    print(f"run {run.id}: {run.state}")
-    print(format_progress(run.progress))
-    if run.error:
-        print(f"error: {run.error}")
-    if run.manifest:
-        print(summary(run.manifest))
-    return 0 if run.state != "failed" else 1
-
-
-def _runs_cancel(args: argparse.Namespace) -> int:
-    run = _manager(args).cancel(args.run_id)
-    print(f"run {run.id}: {run.state}")
-    return 0
-
-
-def _runs_delete(args: argparse.Namespace) -> int:
-    _manager(args).delete(args.run_id)
-    print(f"deleted {args.run_id}")
     return 0
 
 
@@ -374,13 +285,13 @@ def _bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
-def _drive(run_dir: str) -> int:
+def _drive(run_dir: str, resume: bool) -> int:
     from doggos.explore.post_run import steps_for
     from doggos.runs.manager import drive
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     _quiet_ray()
-    return drive(run_dir, steps_for)
+    return drive(run_dir, steps_for, resume)
 
 
 def _quiet_ray() -> None:

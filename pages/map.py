@@ -1,6 +1,8 @@
 """Map page: a 2-D UMAP (or PCA) of the run's embeddings, its points becoming their images as you zoom in; hover to
 see an image, click to open it, box or lasso a region to list its images below and decide their labels in bulk.
-Points are coloured by effective labels; images a label decision excluded are left out unless shown on request."""
+Points are coloured by effective labels; images a label decision excluded are left out unless shown on request. An
+updated run's map keeps its old run's places (new images join their neighbours) until **Recompute map** asks for a
+fresh one."""
 
 import streamlit as st
 
@@ -32,7 +34,8 @@ def map_labels(run_path: str, map_name: str, mtime_ns: int, labels_version: tupl
 
 params = st.session_state.get("map_params", projection.DEFAULT_PARAMS)
 with st.form("map_params_form"):
-    method_col, neighbors_col, dist_col, metric_col, apply_col = st.columns([1.3, 2, 2, 1.2, 0.8], vertical_alignment="bottom")
+    method_col, neighbors_col, dist_col, metric_col, apply_col = st.columns([1.3, 2, 2, 1.2, 0.8],
+                                                                           vertical_alignment="bottom")
     method = method_col.segmented_control("Method", projection.METHODS, default=params.method, key="map_method",
                                           format_func={"umap": "UMAP", "pca": "PCA"}.get,
                                           help="UMAP keeps neighbourhoods; PCA is instant and linear.")
@@ -54,6 +57,17 @@ state = frame.ready_step(
     units=("UMAP computes", "UMAPs compute"))
 info = map_info(str(state.path), state.path.stat().st_mtime_ns)
 total, seconds = info.get("points", 0), info.get("seconds")
+if info.get("placed_from"):  # an updated run's map keeps its old run's places (doggos.explore.map_carry)
+    placed = info.get("placed", 0)
+    carry_col, recompute_col = st.columns([5, 1.2], vertical_alignment="center")
+    carry_col.caption(f"Images carried over from run {ui.markdown_literal(info['placed_from'])} keep their places; "
+                      + (f"{placed:,} new ones were placed" if placed != 1 else "1 new one was placed")
+                      + " by their neighbours.")
+    if recompute_col.button("Recompute map", icon=":material/refresh:", width="stretch",
+                            help=f"A fresh {ui.markdown_literal(params.describe())} of this run alone, in the "
+                                 "background: every point may move."):
+        projection.recompute(run.path, params)
+        st.rerun()
 
 # "label agreement" colours by the Quality page's current parameters (its defaults until it applies others).
 quality_params = st.session_state.get(frame.QUALITY_PARAMS, QUALITY_DEFAULTS)

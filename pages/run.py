@@ -1,4 +1,5 @@
-"""Run page: launch a background embedding run, watch it live, cancel it, and manage the history of runs."""
+"""Run page: launch a background embedding run (or an update of a finished one), watch it live, cancel it, resume a
+failed one, and manage the history of runs."""
 
 import time
 
@@ -33,16 +34,15 @@ st.session_state.setdefault("form_quality", True)
 
 def draw_active_run(run) -> None:
     with st.container(border=True):
-        st.markdown(f"**Run {ui.markdown_literal(ui.run_name(run))}** · {ui.STATE_ICONS.get(run.state, '')} {run.state}")
+        name = ui.markdown_literal(ui.run_name(run))
+        st.markdown(f"**Run {name}** · {ui.STATE_ICONS.get(run.state, '')} {run.state}")
         st.text(run.config.source if run.config else "")
         progress = run.progress
         step_elapsed = time.time() - run.status.step_started if run.status.step and run.status.step_started else None
         st.progress(progress.fraction, text=ui.progress_caption(progress, step_elapsed))
-        embedded, rate, eta, failed = st.columns(4)
-        embedded.metric("Embedded", f"{progress.embedded:,} / {progress.found:,}" if progress.found else "–")
-        rate.metric("Images/s", f"{progress.images_per_s:.1f}" if progress.images_per_s else "–")
-        eta.metric("ETA", ui.format_duration(progress.eta_s) if progress.phase == "embedding" else "–")
-        failed.metric("Failed files", f"{progress.failed:,}")
+        metrics = ui.live_metrics(progress)
+        for column, (label, value) in zip(st.columns(len(metrics)), metrics.items()):
+            column.metric(label, value)
         workshop.live_operators(run)
         st.code(ui.plain_log(manager.log_tail(run.id, 8)) or "(no log output yet)", language=None, wrap_lines=True)
         if st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
@@ -55,7 +55,7 @@ def draw_outcome(run) -> None:
     """How the run launched from this page ended."""
     name = ui.markdown_literal(ui.run_name(run))
     if run.state == "succeeded" and run.manifest:
-        st.success(f"Run {name} finished: {run.manifest.rows:,} images, {run.manifest.labels} labels, "
+        st.success(f"Run {name} finished: {ui.rows_text(run.manifest)}, {run.manifest.labels} labels, "
                    f"in {ui.format_duration(run.duration_s)}. It is now the current run.")
         links = st.columns(3)
         links[0].page_link("pages/browse.py", label="Browse its images", icon=":material/photo_library:")
@@ -72,7 +72,7 @@ def draw_outcome(run) -> None:
 
 @st.fragment(run_every=1.0 if active_now else None)
 def live_runs() -> None:
-    """Active runs with progress, log and cancel, above the form so a launch shows at once; every second while active."""
+    """Active runs with progress, log and cancel, above the form so a launch shows at once; each second while active."""
     current = manager.list()
     active = [run for run in current if run.active]
     watched = next((run for run in current if run.id == st.session_state.get(frame.WATCHED_RUN)), None)
@@ -112,13 +112,22 @@ with st.container(border=True):
     if st.session_state.pop("demo_kit_note", False):
         st.success("Demo kit ready: the form below now points at its images and model. Press **Launch run**.")
 
+if st.session_state.get("form_reuse"):
+    note, clear = st.columns([4, 1], vertical_alignment="center")
+    note.info(ui.update_note(st.session_state["form_reuse"], runs), icon=":material/update:")
+    if clear.button("Full run instead", key="clear_reuse", width="stretch"):
+        del st.session_state["form_reuse"]
+        st.rerun()
+reuse_error = st.empty()  # the updated run cannot be reused (gone, unfinished, another model): said by the note
+
 with st.form("launch"):
     general_error = st.empty()
     st.text_input("Source", key="form_source", placeholder="/data/dogs  or  s3://bucket/prefix",
                   help="A local folder or s3:// URI whose subfolders are labels and hold the images.")
     errors_at = {"source": st.empty()}
     st.text_input("Model", key="form_model",
-                  help="A Hugging Face CLIP id (needs network or a cached copy) or a local folder saved with save_pretrained.")
+                  help="A Hugging Face CLIP id (needs network or a cached copy) or a local folder saved with "
+                       "save_pretrained.")
     errors_at["model"] = st.empty()
     device_col, batch_col, concurrency_col, limit_col = st.columns(4)
     with device_col:
@@ -157,6 +166,7 @@ with st.form("launch"):
                   help="Off: the Quality page computes it when first opened.")
         errors_at["quality"] = st.empty()
     launched = st.form_submit_button("Launch run", type="primary", icon=":material/play_arrow:")
+errors_at["reuse"] = reuse_error
 
 if launched:
     values = {name: st.session_state.get(f"form_{name}") for name in ui.FORM_FIELDS}
@@ -171,12 +181,16 @@ if launched:
         st.session_state["advanced_errors"] = True
     if result.run_id:
         st.session_state[frame.WATCHED_RUN] = result.run_id
+        st.session_state.pop("form_reuse", None)  # that update is started; the next launch is a full run again
         st.rerun()  # the live view above the form picks the run up at once
 
 HISTORY_COLUMNS = {
     "run": st.column_config.TextColumn("Run", pinned=True),
-    "state": st.column_config.TextColumn("State", width="medium"), "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
-    "duration": "Duration", "images/s": "Images/s (embedding)", "source": "Source", "model": "Model",
+    "state": st.column_config.TextColumn("State", width="medium"),
+    "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
+    "duration": "Duration", "images/s": "Images/s (embedding)",
+    "story": st.column_config.TextColumn("Story", width="medium", help="How an updated or resumed run came to be"),
+    "source": "Source", "model": "Model",
     "error": st.column_config.TextColumn("Error", width="large", help="Hover a cell to read all of it"),
     "id": st.column_config.TextColumn("Run id"),
 }
@@ -193,9 +207,34 @@ def history() -> None:
 
 
 history()
+resumable = [run for run in runs if run.resumable]
+if resumable:
+    st.markdown("**Failed runs you can resume** (the images they embedded are kept: only the rest is embedded)")
+for run in resumable:
+    text, action = st.columns([4, 1], vertical_alignment="center")
+    text.markdown(f"{ui.markdown_literal(ui.run_name(run))} · {ui.markdown_literal(run.error or 'failed')}")
+    if action.button("Resume", key=f"resume-{run.id}", icon=":material/replay:", width="stretch"):
+        if problem := ui.resume(manager, run.id):
+            st.error(f"Run {ui.markdown_literal(ui.run_name(run))} cannot resume: {ui.markdown_literal(problem)}")
+        else:
+            st.session_state[frame.WATCHED_RUN] = run.id
+            st.rerun()  # the live view picks it up
+
+finished = {run.id: run for run in runs if run.state == "succeeded" and run.manifest and run.config}
 removable = {run.id: run for run in runs if not run.active}
+menus = st.container(horizontal=True)
+if finished:
+    with menus.popover("Update a finished run…", icon=":material/update:"):
+        chosen = st.selectbox("Run to update", list(finished), key="update_run_id",
+                              format_func=lambda run_id: f"{ui.run_name(finished[run_id])} ({run_id})")
+        st.caption("Fills the form with its settings: a new run then embeds only the images that are new or changed "
+                   "since, and carries the others' rows over.")
+        if st.button("Update this run", type="primary", key="update_run_confirm") and chosen:
+            st.session_state["pending_form_values"] = ui.update_form_values(finished[chosen])
+            st.toast(f"The form above now updates run {chosen}: press Launch run")
+            st.rerun()
 if removable:
-    with st.popover("Delete a run…", icon=":material/delete:"):
+    with menus.popover("Delete a run…", icon=":material/delete:"):
         doomed = st.selectbox("Run to delete", list(removable), key="delete_run_id",
                               format_func=lambda run_id: f"{ui.run_name(removable[run_id])} ({run_id})")
         st.caption("Deletes its folder: Parquet, thumbnails, maps, reports and log.")
@@ -203,5 +242,7 @@ if removable:
             manager.delete(doomed)
             if st.session_state.get(frame.WATCHED_RUN) == doomed:
                 del st.session_state[frame.WATCHED_RUN]
+            if st.session_state.get("form_reuse") == str(removable[doomed].path):
+                del st.session_state["form_reuse"]  # nothing left to update: the form is a full run again
             st.toast(f"Deleted run {doomed}")
             st.rerun()

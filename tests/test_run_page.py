@@ -1,7 +1,9 @@
-"""The Run page through Streamlit's AppTest: the form and its checks, launching, the live run, cancel, the history."""
+"""The Run page through Streamlit's AppTest: the form and its checks, launching, the live run, cancel, the history,
+updating a finished run and resuming a failed one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from pathlib import Path
@@ -10,6 +12,8 @@ import pytest
 from _dashboard_fixtures import button, open_page, unescape_markdown, write_failed_run, write_fake_run
 
 from doggos.base.config import RunConfig
+from doggos.base.records import read_manifest, write_manifest
+from doggos.base.rundir import RunDir
 from doggos.runs.manager import RunManager
 
 pytestmark = pytest.mark.usefixtures("every_run_goes_through_app_py")  # conftest.py says why
@@ -74,7 +78,8 @@ def test_run_launch_calls_the_run_manager_with_the_form_values(runs_root, record
     at.text_input(key="form_limit").input(" 5 ")
     button(at, "Launch run").click().run()
     assert not at.error
-    assert recorded_starts == [RunConfig(source=str(tmp_path), model="/models/clip", device="cpu", batch_size=8, limit=5)]
+    assert recorded_starts == [RunConfig(source=str(tmp_path), model="/models/clip", device="cpu", batch_size=8,
+                                         limit=5)]
     assert at.session_state["watched_run"] == "20990101-000000-beef"
 
 
@@ -121,12 +126,14 @@ def test_run_page_shows_a_live_run_and_cancels_it(runs_root):
         run.log.write_text("found 100 images\nplan: 1 embedder actor\n")
         update_status(run, state="running", pid=driver.pid, pid_start=process_start(driver.pid),
                       created_at="2025-01-05T00:00:00+00:00",
-                      progress=Progress(found=100, embedded=40, images_per_s=8.0, eta_s=7.5, phase="embedding"))
+                      progress=Progress(found=100, embedded=40, reused=30, images_per_s=8.0, eta_s=7.5,
+                                        phase="embedding"))
         at = open_page("pages/run.py")
         bars = at.get("progress")
-        assert len(bars) == 1 and bars[0].proto.value == 40
+        assert len(bars) == 1 and bars[0].proto.value == 70  # the rows carried over count as done
         assert any("plan: 1 embedder actor" in c.value for c in at.code)
-        assert [m.value for m in at.metric][:2] == ["40 / 100", "8.0"]
+        assert [(m.label, m.value) for m in at.metric][:3] == [("Embedded", "40 / 100"), ("Reused", "30"),
+                                                               ("Images/s", "8.0")]
         at.button(key="cancel-20250105-000000-live").click().run()
         assert driver.wait(timeout=10) is not None
         assert RunManager().get("20250105-000000-live").state == "cancelled"
@@ -149,3 +156,121 @@ def test_run_history_lists_runs_and_deletes_one(runs_root):
     assert list(at.dataframe[0].value["id"]) == [RUN_ID]
 
 
+
+
+def make_reusable(run: Path, model: str) -> Path:
+    """Give a fake finished run what a run made now has for another to reuse it: content hashes, the model's key."""
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from doggos.pipeline import reuse
+
+    for part in sorted((run / "embeddings").glob("*.parquet")):
+        table = pq.read_table(part)
+        hashes = [hashlib.sha256(path.encode()).hexdigest() for path in table.column("path").to_pylist()]
+        pq.write_table(table.append_column("content_hash", pa.array(hashes, pa.string())), part)
+    manifest = read_manifest(RunDir(run))
+    write_manifest(RunDir(run), dataclasses.replace(manifest, embedding_key=reuse.embedding_key(model, False, 224)))
+    return run
+
+
+@pytest.fixture
+def held_drivers(tmp_path, monkeypatch):
+    """Drivers started in the test wait at their first phase (a test hook: no Ray starts); the test's runs, listed
+    here, are cancelled at the end."""
+    monkeypatch.setenv("DOGGOS_TEST_HOLD", f"listing={tmp_path / 'never'}")  # inherited by the driver
+    started = []
+    yield started
+    for run_id in started:
+        RunManager().cancel(run_id)
+
+
+def test_run_update_fills_the_form_and_launches_a_run_that_reuses_the_old_one(runs_root, image_tree, tiny_clip,
+                                                                              held_drivers):
+    old = make_reusable(write_fake_run(runs_root, RUN_ID, source=str(image_tree[0]), model=tiny_clip), tiny_clip)
+    at = open_page("pages/run.py", form_source="/data/other", form_model="/models/other")
+    assert not [i for i in at.info if "Updating run" in i.value]  # a full run until asked
+    at.button(key="update_run_confirm").click().run()
+    assert at.text_input(key="form_source").value == str(image_tree[0])
+    assert at.text_input(key="form_model").value == tiny_clip
+    notes = [unescape_markdown(i.value) for i in at.info if "Updating run" in i.value]
+    assert notes == [f"Updating run **{image_tree[0].name} · 1 Jan 12:00:00**: images whose bytes are unchanged are "
+                     "carried over, only new or changed files are embedded."]
+    button(at, "Full run instead").click().run()  # back to a full run, settings kept
+    assert not [i for i in at.info if "Updating run" in i.value] and "form_reuse" not in at.session_state
+    assert at.text_input(key="form_source").value == str(image_tree[0])
+
+    at.button(key="update_run_confirm").click().run()
+    button(at, "Launch run").click().run()
+    assert not at.error, [e.value for e in at.error]
+    new_id = at.session_state["watched_run"]
+    held_drivers.append(new_id)
+    assert new_id != RUN_ID
+    config = json.loads((runs_root / new_id / "config.json").read_text())  # as RunManager.start wrote it
+    assert config["reuse"] == str(old) and config["source"] == str(image_tree[0]) and config["model"] == tiny_clip
+    assert not [i for i in at.info if "Updating run" in i.value]  # that update is started: the note goes
+
+
+def test_run_update_of_a_run_that_cannot_be_reused_says_why_by_the_note(runs_root, image_tree, tiny_clip):
+    write_fake_run(runs_root, RUN_ID, source=str(image_tree[0]), model=tiny_clip)  # no content hashes: made before
+    at = open_page("pages/run.py")
+    at.button(key="update_run_confirm").click().run()
+    button(at, "Launch run").click().run()
+    errors = [unescape_markdown(e.value) for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("**Updated run** (`reuse`): run 20250101-120000-0001 has no ")
+    assert [run.id for run in RunManager().list()] == [RUN_ID]  # nothing started
+    assert [i for i in at.info if "Updating run" in i.value]  # still updating, to fix or to clear
+
+
+def test_run_resume_button_restarts_a_failed_run_in_its_folder(runs_root, image_tree, tiny_clip, held_drivers):
+    run_id = "20250101-130000-0002"
+    run = runs_root / run_id
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(RunConfig(source=str(image_tree[0]), model=tiny_clip,
+                                                          output=str(run)).to_dict()))
+    (run / "status.json").write_text(json.dumps({
+        "state": "failed", "error": "the driver exited unexpectedly (killed by SIGKILL)",
+        "created_at": "2025-01-01T13:00:00+00:00", "ended_at": "2025-01-01T13:05:00+00:00",
+        "progress": {"found": 16, "embedded": 8, "phase": "embedding"}}))
+    at = open_page("pages/run.py")
+    assert any("Failed runs you can resume" in m.value for m in at.markdown)
+    at.button(key=f"resume-{run_id}").click().run()
+    held_drivers.append(run_id)
+    assert not at.error, [e.value for e in at.error]
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] in ("queued", "starting", "running"), status  # its driver goes on, held at listing
+    assert [(a["error"], a["fraction"]) for a in status["attempts"]] == [
+        ("the driver exited unexpectedly (killed by SIGKILL)", 0.5)]
+    assert at.session_state["watched_run"] == run_id
+    assert len(at.get("progress")) == 1  # the live view shows it
+    assert not [b for b in at.button if b.key == f"resume-{run_id}"]
+
+
+def test_run_resume_of_a_run_whose_source_is_gone_says_why(runs_root):
+    write_failed_run(runs_root, "20250101-130000-0002")  # its source, /nowhere, does not exist
+    at = open_page("pages/run.py")
+    at.button(key="resume-20250101-130000-0002").click().run()
+    errors = [unescape_markdown(e.value) for e in at.error]
+    assert len(errors) == 1 and "cannot resume: source: /nowhere does not exist" in errors[0]
+    assert RunManager().get("20250101-130000-0002").state == "failed"
+
+
+def test_run_history_tells_how_an_updated_and_resumed_run_came_to_be(runs_root):
+    write_fake_run(runs_root, RUN_ID)
+    new = write_fake_run(runs_root, "20250102-120000-0002")
+    manifest = read_manifest(RunDir(new))
+    write_manifest(RunDir(new), dataclasses.replace(manifest, reused=20, embedded=7, dropped=2, reused_from=RUN_ID,
+                                                    attempts=2))
+    status = json.loads((new / "status.json").read_text())
+    status["attempts"] = [{"ended_at": "2025-01-02T12:00:10+00:00", "error": "the driver exited unexpectedly",
+                           "found": 28, "embedded": 4, "reused": 10, "fraction": 0.52}]
+    (new / "status.json").write_text(json.dumps(status))
+    at = open_page("pages/run.py", watched_run="20250102-120000-0002")
+    table = at.dataframe[0].value
+    assert list(table["story"]) == [f"update of {RUN_ID} · killed at 52%, resumed · reused 20, embedded 7, dropped 2",
+                                    ""]
+    assert list(table["images"]) == [27, 27]
+    outcome = [unescape_markdown(s.value) for s in at.success]
+    assert outcome and "finished: 27 images (reused 20, embedded 7, dropped 2), 3 labels" in outcome[0]

@@ -61,8 +61,10 @@ def test_launch_maps_every_error_to_its_form_field(image_tree, tiny_clip):
 
 def test_launch_shows_every_form_error_at_once_and_starts_nothing(image_tree, tiny_clip):
     manager = _Manager()
-    result = ui.launch(manager, {"source": str(image_tree[0]), "model": tiny_clip, "batch_size": "0", "concurrency": "abc"})
-    assert result.errors == {"batch_size": "must be at least 1 (got 0)", "concurrency": "must be a whole number (got 'abc')"}
+    result = ui.launch(manager, {"source": str(image_tree[0]), "model": tiny_clip, "batch_size": "0",
+                                 "concurrency": "abc"})
+    assert result.errors == {"batch_size": "must be at least 1 (got 0)",
+                             "concurrency": "must be a whole number (got 'abc')"}
     assert result.run_id is None and manager.started == []
 
 
@@ -79,7 +81,8 @@ def test_launch_gathers_every_problem_the_run_manager_finds(image_tree, tiny_cli
     from doggos.base.config import ConfigError, ConfigErrors
     from doggos.pipeline.sources import SourceError
 
-    refusal = ConfigErrors([SourceError("gone"), ConfigError("ray_address", "nothing listens"), ConfigError("output", "read-only")])
+    refusal = ConfigErrors([SourceError("gone"), ConfigError("ray_address", "nothing listens"),
+                            ConfigError("output", "read-only")])
     errors = ui.launch(_Manager(refusal), {"source": str(image_tree[0]), "model": tiny_clip}).errors
     assert errors == {"source": "gone", "ray_address": "nothing listens", "": "output: read-only"}
 
@@ -87,8 +90,8 @@ def test_launch_gathers_every_problem_the_run_manager_finds(image_tree, tiny_cli
 def test_ui_advice_points_to_the_button_once_and_renders_as_markdown(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
-    errors = ui.launch(_Manager(), {"source": str(tmp_path / "no *such* folder"), "model": "openai/clip-vit-base-patch32",
-                                    "limit": "0"}).errors
+    errors = ui.launch(_Manager(), {"source": str(tmp_path / "no *such* folder"),
+                                    "model": "openai/clip-vit-base-patch32", "limit": "0"}).errors
     texts = {name: ui.field_error_text(name, message) for name, message in errors.items()}
     advised = [name for name, text in texts.items() if "Prepare demo kit" in text]
     assert len(advised) == 1  # the source and the model both call for the kit: said once
@@ -101,7 +104,8 @@ def test_ui_advice_points_to_the_button_once_and_renders_as_markdown(tmp_path, m
 def test_field_error_text_names_the_field_and_escapes_the_message():
     text = ui.field_error_text("batch_size", "must be a whole number (got '*x*')")
     assert text.startswith("**Batch size** (`batch_size`): ") and "*x*" not in text
-    assert ui.field_error_text("limit", ui.FieldMessage("bad", "Press **Here**.")) == "**Image limit** (`limit`): bad. Press **Here**."
+    advised = ui.field_error_text("limit", ui.FieldMessage("bad", "Press **Here**."))
+    assert advised == "**Image limit** (`limit`): bad. Press **Here**."
 
 
 def test_history_rows_and_choice_labels(runs_root):
@@ -114,6 +118,7 @@ def test_history_rows_and_choice_labels(runs_root):
     assert rows[1]["images"] == 27 and rows[1]["failed"] == 1 and rows[1]["duration"] == "30 s"
     assert rows[0]["state"].endswith("failed") and rows[0]["error"] == "every image failed"
     assert rows[0]["labels"] == "" and rows[0]["images/s"] == ""  # nothing to say, not "None"
+    assert rows[1]["story"] == ""  # a plain run has none (test_run_page.py shows an updated, resumed one's)
     assert ui.run_choice_label(runs[1]) == "dogs · 1 Jan 12:00:00 · 27 images"
 
 
@@ -156,3 +161,58 @@ def test_plain_log_drops_terminal_colour_codes():
 
 def test_format_duration():
     assert [ui.format_duration(s) for s in (None, 4.4, 75, 3725)] == ["–", "4 s", "1 min 15 s", "1 h 02 min"]
+
+
+def test_update_form_values_fill_the_form_with_the_run_and_its_folder_and_launch_passes_it(runs_root, image_tree,
+                                                                                           tiny_clip):
+    from doggos.base.config import ConfigError
+
+    write_fake_run(runs_root, RUN_ID)
+    run = RunManager().get(RUN_ID)
+    values = ui.update_form_values(run)
+    assert values["form_reuse"] == str(runs_root / RUN_ID)
+    assert values["form_source"] == "/data/dogs" and values["form_model"] == "/models/clip-random-weights-tiny"
+    assert "form_reuse" not in ui.form_values_of(run.config)  # restoring settings never restores an update
+    note = unescape_markdown(ui.update_note(values["form_reuse"], [run]))
+    assert note.startswith("Updating run **dogs · 1 Jan 12:00:00**: images whose bytes are unchanged are carried over")
+    assert "**/gone/run**" in unescape_markdown(ui.update_note("/gone/run", [run]))  # a run not listed: its folder
+
+    good = {"source": str(image_tree[0]), "model": tiny_clip}
+    manager = _Manager()
+    assert ui.launch(manager, {**good, "reuse": "/runs/old"}).run_id == "run-1"
+    assert ui.launch(manager, {**good, "reuse": ""}).run_id == "run-1"
+    assert [config.reuse for config in manager.started] == ["/runs/old", None]
+    errors = ui.launch(_Manager(ConfigError("reuse", "no run folder '/runs/old'")), good).errors
+    assert errors == {"reuse": "no run folder '/runs/old'"}
+    assert ui.field_error_text("reuse", errors["reuse"]).startswith("**Updated run** (`reuse`): no run folder")
+
+
+def test_rows_text_and_live_metrics_show_reused_rows_only_when_there_are_some(runs_root):
+    import dataclasses
+
+    from doggos.base.records import Progress
+
+    write_fake_run(runs_root, RUN_ID)
+    plain = RunManager().get(RUN_ID).manifest
+    assert ui.rows_text(plain) == "27 images"
+    updated = dataclasses.replace(plain, reused=20, embedded=7, reused_from="20241231-000000-0000")
+    assert ui.rows_text(updated) == "27 images (reused 20, embedded 7)"
+    dropped = dataclasses.replace(updated, dropped=1_203)
+    assert ui.rows_text(dropped) == "27 images (reused 20, embedded 7, dropped 1,203)"
+
+    live = Progress(found=2_880, embedded=1_383, reused=1_497, images_per_s=8.0, eta_s=0.0, phase="embedding")
+    assert ui.live_metrics(live) == {"Embedded": "1,383 / 2,880", "Reused": "1,497", "Images/s": "8.0", "ETA": "0 s",
+                                     "Failed files": "0"}
+    assert list(ui.live_metrics(dataclasses.replace(live, reused=0))) == ["Embedded", "Images/s", "ETA", "Failed files"]
+    caption = "embedding · 1,383/2,880 images embedded · 1,497 reused · 8.0 images/s · ETA 0 s"
+    assert ui.progress_caption(live) == caption
+
+
+def test_resume_says_why_a_run_cannot_resume_and_starts_nothing(runs_root):
+    write_fake_run(runs_root, RUN_ID)
+    write_failed_run(runs_root)  # its source, /nowhere, does not exist
+    manager = RunManager()
+    assert ui.resume(manager, RUN_ID).startswith(f"run {RUN_ID} succeeded: there is nothing to resume")
+    assert ui.resume(manager, "20250101-130000-0002").startswith("source: /nowhere does not exist")
+    assert [run.state for run in manager.list()] == ["failed", "succeeded"]
+    assert manager.get("20250101-130000-0002").status.attempts == ()

@@ -143,6 +143,7 @@ class RunConfig:
     thumbnail_size: int = 224  # longest side of the JPEG thumbnail stored with each row, in pixels
     projection: bool = True  # compute the default UMAP map as the run's last step, so the Map page opens at once
     quality: bool = True  # check the labels (neighbours, zero-shot, duplicates) as a last step, on the run's Ray
+    reuse: str | None = None  # a finished run's folder whose rows for unchanged files are carried over; None: embed all
 
     def __post_init__(self) -> None:
         settings, problems = validate(self.__dict__)
@@ -169,7 +170,8 @@ class RunConfig:
         source = self.source if "://" in self.source else os.path.abspath(os.path.expanduser(self.source))
         model = os.path.abspath(os.path.expanduser(self.model)) if os.path.isdir(os.path.expanduser(self.model)) else self.model
         output = os.path.abspath(os.path.expanduser(self.output)) if self.output else None
-        return self.replace(source=source, model=model, output=output)
+        reuse = os.path.abspath(os.path.expanduser(self.reuse)) if self.reuse else None
+        return self.replace(source=source, model=model, output=output, reuse=reuse)
 
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -324,4 +326,5 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {  # RunConfig field -> its 
     "thumbnail_size": _thumbnail_size,
     "projection": _flag,
     "quality": _flag,
+    "reuse": _optional_text,
 }

@@ -33,6 +33,7 @@ class Progress:
     decoded: int = 0  # images decoded and preprocessed
     embedded: int = 0  # images whose embedding is computed
     failed: int = 0  # images that could not be read (see failures)
+    reused: int = 0  # images whose row was carried over (from the run updated, or the attempts before a resume)
     elapsed_s: float = 0.0  # seconds since the phase's clock started (the run's, or a post-run step's)
     images_per_s: float = 0.0  # embedded per second over the embedding so far
     eta_s: float | None = None  # None until a rate is known
@@ -47,7 +48,7 @@ class Progress:
 
     @property
     def processed(self) -> int:
-        return self.embedded + self.failed
+        return self.embedded + self.failed + self.reused
 
     @property
     def fraction(self) -> float:
@@ -70,6 +71,9 @@ class RunStatus:
     warnings: int = 0  # files that could not be read in a run that still succeeded
     step: str | None = None  # the post-run step running now, e.g. "map"
     step_started: float | None = None  # when it began (time.time()), so the page can show its elapsed time
+    # Earlier attempts of a resumed run, oldest first: {"ended_at", "error", "found", "embedded", "reused", "fraction"}
+    attempts: tuple[dict, ...] = ()
+    embedding_key: dict | None = None  # the first attempt's (doggos.pipeline.reuse): a resume checks it still holds
 
     @property
     def active(self) -> bool:
@@ -81,7 +85,13 @@ class RunStatus:
         values["progress"] = Progress.from_dict(data.get("progress"))
         if not isinstance(values.get("pid_start"), (int, float)):  # older records kept a /proc tick count
             values["pid_start"] = None
+        values["attempts"] = tuple(a for a in values.get("attempts") or () if isinstance(a, dict))
         return cls(**values)
+
+    @property
+    def resumable(self) -> bool:
+        """A run that failed (its driver killed, a node lost, an error) can go on from the rows it kept."""
+        return self.state == "failed"
 
 
 def read_status(run_dir: RunDir) -> RunStatus:
@@ -149,6 +159,12 @@ class Manifest:
     versions: dict[str, str]
     embed_s: float | None = None  # listing to published Parquet (None in schema 1 records)
     steps: dict[str, float | None] = field(default_factory=dict)  # post-run step name -> seconds (None: it failed)
+    reused: int = 0  # rows carried over, not embedded: from the run updated (`reused_from`) or a resumed run's attempts
+    embedded: int | None = None  # rows this run embedded itself (None in records written before updates existed)
+    dropped: int = 0  # rows of the run updated whose file is gone from the source
+    reused_from: str | None = None  # the id of the run this one updated
+    attempts: int = 1  # 2 and more: the run was resumed
+    embedding_key: dict = field(default_factory=dict)  # what must match for another run to reuse these rows
     status: Literal["succeeded"] = "succeeded"
     schema: int = SCHEMA_VERSION
 
@@ -184,6 +200,16 @@ class Manifest:
     @property
     def map_s(self) -> float | None:
         return self.steps.get("map")
+
+    @property
+    def newly_embedded(self) -> int:
+        return self.rows - self.reused if self.embedded is None else self.embedded
+
+    def reuse_text(self) -> str | None:
+        """'reused 2,736, embedded 144, dropped 3' for a run that carried rows over; None for one that embedded all."""
+        if not self.reused and not self.dropped and not self.reused_from and self.attempts < 2:
+            return None
+        return f"reused {self.reused:,}, embedded {self.newly_embedded:,}, dropped {self.dropped:,}"
 
 
 def read_manifest(run_dir: RunDir) -> Manifest | None:

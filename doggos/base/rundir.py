@@ -12,8 +12,9 @@ from typing import Any, Iterator
 
 class RunDir:
     """Names every file of a run: `config.json`, `status.json`, `log.txt`, `output.txt`, `embeddings/`, `failures.json`,
-    `ray_stats.txt`, `projections/`, `quality/`, `thumbnails/` and `manifest.json`, which is written last (a run is
-    finished only when it says so). Their contents are read and written through `doggos.base.records`."""
+    `embeddings.kept/` (a failed attempt's rows, for a resume), `ray_stats.txt`, `projections/`, `quality/`,
+    `thumbnails/` and `manifest.json`, which is written last (a run is finished only when it says so). Their contents
+    are read and written through `doggos.base.records`."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().absolute()
@@ -24,6 +25,8 @@ class RunDir:
     output = property(lambda self: self.path / "output.txt")  # the driver process's own output: Ray's messages
     embeddings = property(lambda self: self.path / "embeddings")
     staging = property(lambda self: self.path / "embeddings.partial")  # renamed to embeddings/ only on success
+    # Parquet an attempt that failed had written (doggos.pipeline.reuse): a resume carries its rows over.
+    kept = property(lambda self: self.path / "embeddings.kept")
     failures = property(lambda self: self.path / "failures.json")
     ray_stats = property(lambda self: self.path / "ray_stats.txt")
     projections = property(lambda self: self.path / "projections")

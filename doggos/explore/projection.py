@@ -4,7 +4,8 @@
 kept on disk and reused by later maps (`_cache_compiled_code`). A UMAP map is reproducible: a fixed seed and a
 single-threaded layout. What keeps it quick (docs/performance.md has the figures): UMAP works on 50 principal
 components; above 4,096 rows, neighbours come from `doggos.explore.map_neighbours` (matrix products on every core,
-nothing to compile) instead of umap's own search; above 50,000 rows the layout gets fewer epochs. Computing in the
+nothing to compile) instead of umap's own search; above 50,000 rows the layout gets fewer epochs. An updated run's map
+keeps its old run's places (`doggos.explore.map_carry`) until `recompute` asks for a fresh one. Computing in the
 background, status files and machine-wide slots are `doggos.runs.steps`' job.
 """
 
@@ -21,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from doggos.base.rundir import RunDir, atomic_output
+from doggos.base.rundir import RunDir, atomic_output, read_json, run_dir_of
 from doggos.explore import map_neighbours
-from doggos.runs.steps import Step, slots_from_env
+from doggos.runs.steps import Step, StepStatus, slots_from_env
 
 METHODS = ("umap", "pca")
 METRICS = ("cosine", "euclidean")
@@ -58,7 +59,8 @@ class ProjectionParams:
             raise ValueError(f"method: must be one of {', '.join(METHODS)} (got {self.method!r})")
         if self.metric not in METRICS:
             raise ValueError(f"metric: must be one of {', '.join(METRICS)} (got {self.metric!r})")
-        if isinstance(self.n_neighbors, bool) or int(self.n_neighbors) != self.n_neighbors or not 2 <= self.n_neighbors <= 500:
+        whole = not isinstance(self.n_neighbors, bool) and int(self.n_neighbors) == self.n_neighbors
+        if not whole or not 2 <= self.n_neighbors <= 500:
             raise ValueError(f"n_neighbors: must be a whole number from 2 to 500 (got {self.n_neighbors!r})")
         if not 0.0 <= float(self.min_dist) <= 1.0:
             raise ValueError(f"min_dist: must be between 0 and 1 (got {self.min_dist!r})")
@@ -111,7 +113,8 @@ def project(vectors: np.ndarray, params: ProjectionParams = DEFAULT_PARAMS,
         return pca_2d(unique)[inverse], note
     neighbors = max(2, min(params.n_neighbors, len(unique) - 2))
     coords = _umap(unique, neighbors, params.min_dist, report)
-    note = "umap" if neighbors == params.n_neighbors else f"umap (n_neighbors clamped to {neighbors}: {len(unique)} distinct points)"
+    note = "umap" if neighbors == params.n_neighbors else \
+        f"umap (n_neighbors clamped to {neighbors}: {len(unique)} distinct points)"
     return coords[inverse], note
 
 
@@ -291,7 +294,12 @@ def principal_components(vectors: np.ndarray, k: int) -> np.ndarray:
 
 
 def compute(run: RunDir, params: ProjectionParams, out: Path) -> None:
-    """The map step's work: project the run's embeddings with `params` into `out` (row i = the run's row id i)."""
+    """The map step's work: project the run's embeddings with `params` into `out` (row i = the run's row id i).
+
+    A run that carried rows over from an older one (config.json's `reuse`) keeps that run's map instead, so a picture
+    people know does not reshuffle (`doggos.explore.map_carry`); its metadata adds `placed_from` (the old run's id),
+    `kept` and `placed` (new images placed by their neighbours). `recompute` asks for a fresh map.
+    """
     import time
 
     from doggos.base import store
@@ -304,12 +312,52 @@ def compute(run: RunDir, params: ProjectionParams, out: Path) -> None:
             progress.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(stage, encoding="utf-8")
 
+    old = _carried_from(run, params)
+    if old is not None:
+        from doggos.explore import map_carry
+
+        report(f"placing the images where run {old.id} had them")
+        placement = map_carry.place(run, old, params)
+        if placement is not None:
+            meta = store.read_columns(run, ["path", "class"])
+            _write_to(out, params, placement.coords, meta.column("path").to_pylist(), meta.column("class").to_pylist(),
+                      placement.note, time.monotonic() - started,
+                      {"placed_from": old.id, "kept": placement.kept, "placed": placement.placed})
+            progress.unlink(missing_ok=True)
+            return
     report("reading the embeddings")
     vectors, meta = store.load_embeddings(run)
     coords, note = project(vectors, params, report)
     report("writing the map")
     _write_to(out, params, coords, meta["path"].tolist(), meta["label"].tolist(), note, time.monotonic() - started)
     progress.unlink(missing_ok=True)
+
+
+def _carried_from(run: RunDir, params: ProjectionParams) -> RunDir | None:
+    """The run this one carried its rows over from (config.json's `reuse`), if it is still there and no fresh map was
+    asked for (`recompute`)."""
+    run = run_dir_of(run)
+    config = read_json(run.config, {})
+    reuse = config.get("reuse") if isinstance(config, dict) else None
+    if not reuse or fresh_marker(run, params).exists():
+        return None
+    old = RunDir(reuse)
+    return old if old.path.is_dir() and old.path != run.path else None
+
+
+def fresh_marker(run_dir, params: ProjectionParams) -> Path:
+    """Present when the map for `params` must be a fresh one of this run alone, not carried over from its old run."""
+    return run_dir_of(run_dir).projections / f"{params.name}.fresh"
+
+
+def recompute(run_dir, params: ProjectionParams = DEFAULT_PARAMS) -> StepStatus:
+    """Replace the map for `params` with a fresh one that ignores the old run (every point may move): marked fresh, the
+    stored map removed, the map step started in the background."""
+    marker = fresh_marker(run_dir, params)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    projection_path(run_dir, params).unlink(missing_ok=True)
+    return MAP.start(run_dir, params)
 
 
 def _default_slots() -> int:
@@ -333,8 +381,8 @@ def write(run_dir, params: ProjectionParams, coords: np.ndarray, paths: list[str
 
 
 def _write_to(path: Path, params: ProjectionParams, coords: np.ndarray, paths: list[str], labels: list[str],
-              note: str, seconds: float | None) -> None:
-    """Coordinates as Parquet, atomically: readers see all of it or nothing."""
+              note: str, seconds: float | None, extra: dict | None = None) -> None:
+    """Coordinates as Parquet, atomically: readers see all of it or nothing. `extra` joins the metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -346,7 +394,7 @@ def _write_to(path: Path, params: ProjectionParams, coords: np.ndarray, paths: l
         "x": pa.array(coords[:, 0]),
         "y": pa.array(coords[:, 1]),
     })
-    info = {"params": asdict(params), "method": note, "points": len(coords), "seconds": seconds}
+    info = {"params": asdict(params), "method": note, "points": len(coords), "seconds": seconds, **(extra or {})}
     with atomic_output(path) as tmp:
         pq.write_table(table.replace_schema_metadata({"doggos": json.dumps(info)}), tmp)
 
@@ -362,7 +410,8 @@ def load(path: str | os.PathLike):
 
 
 def info(path: str | os.PathLike) -> dict:
-    """What made a stored map (params, method, points, seconds), from its file's metadata alone: no column is read."""
+    """What made a stored map (params, method, points, seconds; placed_from, kept and placed for a map carried over from
+    an older run), from its file's metadata alone: no column is read."""
     import pyarrow.parquet as pq
 
     return json.loads((pq.read_schema(path).metadata or {}).get(b"doggos", b"{}"))

@@ -20,7 +20,7 @@ from doggos.base.config import RunConfig
 from doggos.base.plan import ResourcePlan, plan_resources
 from doggos.base.records import Manifest, RayInfo
 from doggos.base.rundir import RunDir, atomic_output, now_iso, write_json_atomic
-from doggos.pipeline import models
+from doggos.pipeline import models, reuse
 from doggos.pipeline.cluster import cluster_shape, dashboard_url, usable_gpus
 from doggos.pipeline.progress import hold, tracker_actor
 from doggos.pipeline.sources import Listing, Source, label_of, list_images, open_source
@@ -37,10 +37,11 @@ class PipelineError(RuntimeError):
 
 
 def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: ResourcePlan, tracker=None,
-                  on_cluster: bool = False, prompts: list[str] | None = None):
-    """read files → label from parent folder → decode + preprocess → embed (actor pool); lazy, nothing runs yet.
+                  on_cluster: bool = False, prompts: list[str] | None = None, known=None):
+    """read files → label from parent folder → [skip known] → decode + preprocess → embed (actor pool); lazy.
 
-    `prompts`: texts the embedder actors also embed, once each, for the label-quality step's zero-shot."""
+    `prompts`: texts the embedder actors also embed, once each, for the label-quality step's zero-shot. `known`: an
+    ObjectRef of the content hashes whose rows are carried over (`reuse.skip_known`): those files go no further."""
     import ray
 
     ds = ray.data.read_binary_files(
@@ -52,6 +53,8 @@ def build_dataset(config: RunConfig, source: Source, paths: list[str], plan: Res
         override_num_blocks=min(len(paths), max(math.ceil(len(paths) / FILES_PER_BLOCK), 4 * plan.actors)),
     )
     ds = ds.map(add_label, fn_kwargs={"scheme": source.scheme}, num_cpus=plan.task_cpus)
+    if known is not None:
+        ds = ds.map_batches(reuse.skip_known, fn_kwargs={"known": [known], "tracker": tracker}, num_cpus=plan.task_cpus)
     from doggos.pipeline.embedder import Embedder, prepare_images
 
     if not plan.decode_in_actor:
@@ -99,13 +102,16 @@ def list_source(config: RunConfig, listing: Listing | None = None) -> tuple[Sour
 
 
 def embed(config: RunConfig, run_dir: RunDir, source: Source, listing: Listing, heartbeat, started: float,
-          plan: ResourcePlan | None = None, prompts: list[str] | None = None) -> Manifest:
+          plan: ResourcePlan | None = None, prompts: list[str] | None = None, carry: reuse.Carry | None = None,
+          history: dict | None = None) -> Manifest:
     """Embed every listed image on the connected Ray and publish the Parquet as `embeddings/`.
 
     `heartbeat` reports progress (its `tracker` and `progress` are set here); `plan` overrides the derived resource
     plan (the benchmark replays the tutorial's settings with it). `started` is the run's start (time.time()): the
     manifest's images/s count from it, listing and Ray's start included. `prompts`: texts the actors embed too, written
-    to `run_dir.prompt_features` (the label-quality step's zero-shot). Returns the manifest; the caller writes it.
+    to `run_dir.prompt_features` (the label-quality step's zero-shot). `carry`: rows embedded before (a reused run's,
+    a failed attempt's); files with their bytes are carried over, not embedded. `history`: the manifest's reuse
+    fields the caller knows (dropped, reused_from, attempts, embedding_key). Returns the manifest; the caller writes it.
     """
     import ray
 
@@ -117,9 +123,16 @@ def embed(config: RunConfig, run_dir: RunDir, source: Source, listing: Listing, 
     log.info("plan: %s", plan.describe())
     heartbeat.tracker = tracker = tracker_actor(found)
     address = config.ray_address or os.environ.get("RAY_ADDRESS")  # None: a private local Ray
-    ds = build_dataset(config, source, listing.paths, plan, tracker, on_cluster=bool(address), prompts=prompts)
+    known = ray.put(carry.hashes) if carry is not None and len(carry.hashes) else None
+    ds = build_dataset(config, source, listing.paths, plan, tracker, on_cluster=bool(address), prompts=prompts,
+                       known=known)
     discard_staging(run_dir)
     _write(ds, run_dir, plan, on_cluster=bool(address))
+    carried = 0
+    if known is not None:
+        reused = ray.get(tracker.reused_list.remote())
+        carried = reuse.write_carried(carry, reused, run_dir.staging)
+        log.info("carried over %d rows embedded before; embedded %d images", carried, len(listing.paths) - len(reused))
     final = ray.get(tracker.snapshot.remote("writing"))
     heartbeat.progress, heartbeat.tracker = final, None
     failures = ray.get(tracker.failure_list.remote())
@@ -136,15 +149,16 @@ def embed(config: RunConfig, run_dir: RunDir, source: Source, listing: Listing, 
     hold("writing")
     _publish(run_dir)
     embed_s = time.time() - started
-    final.embedded = rows
+    final.embedded, final.reused = rows - carried, carried
     return Manifest(
         run_id=run_dir.id, config=config, source=source.uri, model=config.model,
         model_description=models.describe(config.model), random_weights=models.has_random_weights(config.model),
         embedding_dim=dim, rows=rows, found=found, failed=len(failures), skipped_files=listing.skipped_files,
         labels=len(set(label_of(p) for p in listing.paths)), plan=plan, ray=ray_info,
         started_at=_iso(started), ended_at=now_iso(), duration_s=round(embed_s, 2), embed_s=round(embed_s, 2),
-        images_per_s=round(rows / max(embed_s, 1e-9), 2), progress=final, embeddings_path=str(run_dir.embeddings),
-        versions=_versions(),
+        images_per_s=round((rows - carried) / max(embed_s, 1e-9), 2), progress=final,
+        embeddings_path=str(run_dir.embeddings), versions=_versions(), reused=carried, embedded=rows - carried,
+        **(history or {}),
     )
 
 

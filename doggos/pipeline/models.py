@@ -36,6 +36,42 @@ def describe(model: str) -> str:
     return f"{model} (RANDOM WEIGHTS: demo only, embeddings carry no meaning)" if has_random_weights(model) else model
 
 
+FINGERPRINTED = ("config.json", "preprocessor_config.json")  # with the weight files: what fixes the image embeddings
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def fingerprint(model: str) -> str | None:
+    """sha256 over what fixes the model's image embeddings: its config, its image processor's config and its weights,
+    byte for byte; two runs whose fingerprints match embed the same file alike. A Hub id is read from this machine's
+    Hugging Face cache; None when it is not there (its weights cannot be known offline)."""
+    folder = Path(model).expanduser() if is_local(model) else _cached_snapshot(model)
+    if folder is None:
+        return None
+    files = sorted(f for f in folder.iterdir() if f.name in FINGERPRINTED or f.name.endswith(WEIGHT_SUFFIXES))
+    # Keyed by size and mtime too: the weights are hashed once per process, and again if they change on disk.
+    return _fingerprint(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(files: tuple[tuple[str, int, int], ...]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, _, _ in files:
+        digest.update(Path(name).name.encode() + b"\0")
+        with open(name, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cached_snapshot(model: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model, "config.json")
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
 def check_available(model: str) -> None:
     """Fail fast, before any launch, when the model cannot be loaded: a bad folder, or offline and not cached."""
     path = Path(model).expanduser()

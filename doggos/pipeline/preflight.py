@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from doggos.base.config import ConfigError, RunConfig, problems_of, raise_all, split_ray_address
-from doggos.pipeline import models
+from doggos.pipeline import models, reuse
 from doggos.pipeline.sources import Listing, list_images, open_source
 
 RAY_PROBE_TIMEOUT_S = 3.0  # a live Ray head accepts a TCP connection at once; this covers a slow network, not a dead host
@@ -64,6 +64,11 @@ def _model(s: dict[str, Any]) -> None:
     models.check_available(s["model"])
 
 
+def _reuse(s: dict[str, Any]) -> None:
+    if s["reuse"]:
+        reuse.check_reusable(s["reuse"], reuse.embedding_key(s["model"], s["fp16"], s["thumbnail_size"]))
+
+
 CHECKS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]], ...] = (  # (settings read, check)
     (("output",), _output),
     (("device", "ray_address"), lambda s: check_device(s["device"], s["ray_address"])),
@@ -71,6 +76,7 @@ CHECKS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]], ...] = ( 
     (("source", "s3_endpoint"), _source),
     (("model",), _model),
     (("ray_address",), lambda s: check_ray_address(s["ray_address"])),
+    (("reuse", "model", "fp16", "thumbnail_size"), _reuse),
 )
 
 

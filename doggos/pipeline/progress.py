@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from doggos.base.records import Progress  # noqa: F401  (the record; re-exported for the pipeline and CLI)
 
-HOLD_ENV = "DOGGOS_TEST_HOLD"  # tests only: "phase=path" holds a run at that phase until `path` exists
+HOLD_ENV = "DOGGOS_TEST_HOLD"  # tests only: "phase=path" holds a run at that phase until `path` exists; "phase@N=path"
+# holds only from the Nth time a process reaches it (embedding@3: each actor's first two batches go through)
 
 
 @dataclass
@@ -20,6 +21,7 @@ class ProgressCounter:
     decoded: int = 0
     embedded: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason; keyed so a retried task counts once
+    reused: dict[str, tuple[str, str]] = field(default_factory=dict)  # path -> (label, content hash): carried over
     embedded_by_node: dict[str, int] = field(default_factory=dict)  # Ray node id -> rows its actors embedded
     # (prompts, their text features or None, why not, the model's logit scale): the first actor's answer
     prompts: tuple = (None, None, None, None)
@@ -28,6 +30,12 @@ class ProgressCounter:
     def add_decoded(self, count: int, failures: list[tuple[str, str]] = ()) -> None:
         self.decoded += count
         self.failures.update(failures)
+
+    def add_reused(self, rows: list[tuple[str, str, str]]) -> None:
+        self.reused.update((path, (label, content_hash)) for path, label, content_hash in rows)
+
+    def reused_list(self) -> list[tuple[str, str, str]]:
+        return [(path, label, content_hash) for path, (label, content_hash) in self.reused.items()]
 
     def add_embedded(self, count: int, node: str | None = None) -> None:
         self.embedded += count
@@ -52,22 +60,25 @@ class ProgressCounter:
     def snapshot(self, phase: str = "embedding") -> Progress:
         # Clamp: a retried Ray task may report its batch twice; progress must never pass the total.
         failed = min(len(self.failures), self.found)
-        embedded = min(self.embedded, self.found - failed)
+        reused = min(len(self.reused), self.found - failed)
+        embedded = min(self.embedded, self.found - failed - reused)
         elapsed = time.monotonic() - self.started
         rate = embedded / elapsed if elapsed > 0 else 0.0
-        remaining = self.found - embedded - failed
+        remaining = self.found - embedded - failed - reused
         eta = remaining / rate if rate > 0 else None
         return Progress(
             found=self.found,
             decoded=min(self.decoded, self.found),
             embedded=embedded,
             failed=failed,
+            reused=reused,
             elapsed_s=round(elapsed, 2),
             images_per_s=round(rate, 2),
             eta_s=None if eta is None else round(eta, 1),
             # Nothing through yet: Ray is starting workers and they are loading the model (minutes for a first
             # download on a fresh cluster node); say so rather than show "embedding 0/N".
-            phase="loading model" if phase == "embedding" and not (self.decoded or self.embedded or failed) else phase,
+            phase="loading model" if phase == "embedding" and not (self.decoded or self.embedded or failed)
+            and not reused else phase,
         )
 
     def failure_list(self) -> list[dict[str, str]]:
@@ -92,12 +103,14 @@ def format_duration(seconds: float | None) -> str:
     return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def hold(phase: str) -> None:
+def hold(phase: str, count: int = 1) -> None:
     """Tests only: with DOGGOS_TEST_HOLD=phase=path, wait at `phase` until `path` exists, so a cancel lands there for sure.
 
-    Called by the driver between phases and by the embedder actors (which inherit the driver's environment)."""
+    Called by the driver between phases and by the embedder actors (which inherit the driver's environment); `count`:
+    how many times this process has reached `phase` (the actors count their batches)."""
     wanted, _, release = os.environ.get(HOLD_ENV, "").partition("=")
-    if wanted != phase or not release:
+    wanted, _, after = wanted.partition("@")
+    if wanted != phase or not release or count < int(after or 1):
         return
     while not os.path.exists(release):
         time.sleep(0.05)

@@ -14,12 +14,13 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from doggos.base import shelf
+from doggos.base import decisions, shelf
 from doggos.base.config import RunConfig, user_message
 from doggos.base.plan import ResourcePlan
-from doggos.base.records import Manifest, Progress, update_status, write_manifest
+from doggos.base.records import Manifest, Progress, read_status, update_status, write_manifest
 from doggos.base.rundir import RunDir, now_iso, write_json_atomic
-from doggos.pipeline import dataset, models
+from doggos.base.rundir import embedding_files as store_files
+from doggos.pipeline import dataset, models, reuse
 from doggos.pipeline.cluster import ray_connection
 from doggos.pipeline.operators import Sampler, operators_path
 from doggos.pipeline.progress import hold
@@ -47,14 +48,15 @@ def cancel_on_sigterm() -> None:
 
 def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None, plan: ResourcePlan | None = None,
         steps: Sequence[tuple[Step, object]] = (), listing: Listing | None = None,
-        on_finished: Callable[[Manifest], None] | None = None) -> Manifest:
+        on_finished: Callable[[Manifest], None] | None = None, resume: bool = False) -> Manifest:
     """Run the whole thing in this process; status.json tracks it, manifest.json (last) records the result.
 
     `plan` overrides the derived resource plan; `steps` are the post-run steps with their parameters, computed in
     order once the embeddings are published (the caller's: `doggos.explore.post_run.steps_for(config)` is what the
     config asks for; the driver knows no step by name);
     `listing` the source's listing when `doggos.pipeline.preflight.check` just made it (and checked the model);
-    `on_finished` gets the manifest as soon as the run has succeeded, before Ray's shutdown.
+    `on_finished` gets the manifest as soon as the run has succeeded, before Ray's shutdown;
+    `resume`: go on from the rows the failed attempts kept (`doggos.pipeline.reuse`) instead of starting afresh.
     """
     if not config.output:
         raise dataset.PipelineError("output: no output folder given")
@@ -66,23 +68,28 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     for folder in (run_dir.projections, run_dir.quality, run_dir.thumbnails):
         shutil.rmtree(folder, ignore_errors=True)
     operators_path(run_dir).unlink(missing_ok=True)  # the live view and the timeline are this run's alone
+    if resume:
+        reuse.keep_rows(run_dir)  # what the attempt before wrote, if nobody moved it when it died
+    else:
+        reuse.discard_kept(run_dir)  # a fresh start into a used folder carries nothing from its past
     write_json_atomic(run_dir.config, config.to_dict())
     started = time.time()
     update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(), error=None,
-                  progress=Progress(phase="listing"))
+                  progress=Progress(phase="listing"), **({} if resume else {"embedding_key": None, "attempts": []}))
     report = _reporter(run_dir, on_progress)
     published = threading.Event()
     run_log = _log_to(run_dir)
     log.info("run %s: %s with %s", run_dir.id, config.source, config.model)
     finished: dict[str, Manifest] = {}  # the manifest, once the run is recorded as succeeded
     try:
-        return _run(config, run_dir, report, started, plan, list(steps), published, listing, finished, on_finished)
+        return _run(config, run_dir, report, started, plan, list(steps), published, listing, finished, on_finished,
+                    resume)
     except BaseException as error:
         if "manifest" in finished:  # e.g. Ray's shutdown failed, or a cancel came during it: the run is complete
             log.warning("after the run had finished (its result stands): %s",
                         f"{type(error).__name__}: {error}".rstrip(": "))
             return finished["manifest"]
-        _unpublish(run_dir, published)
+        _unpublish(run_dir, published, keep=not _is_cancel(run_dir, error))
         _record_end(run_dir, error)
         if _is_cancel(run_dir, error) and not isinstance(error, (Cancelled, KeyboardInterrupt)):
             raise Cancelled() from None
@@ -136,7 +143,7 @@ def log_outcome(run_dir: RunDir, line: str) -> None:
 
 def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,
          steps: list[tuple[Step, object]], published: threading.Event, listing: Listing | None,
-         finished: dict[str, Manifest], on_finished: Callable[[Manifest], None] | None) -> Manifest:
+         finished: dict[str, Manifest], on_finished: Callable[[Manifest], None] | None, resume: bool) -> Manifest:
     for step, _ in steps:  # e.g. umap's import and compiled code, loaded while the images embed
         if step.warm_up is not None:
             threading.Thread(target=_quietly, args=(step.warm_up,), name=f"warm-up-{step.name}", daemon=True).start()
@@ -147,13 +154,17 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             models.check_available(config.model)
         else:  # listed and checked by the caller's preflight a moment ago
             source, listing = dataset.list_source(config, listing)
+        carry, history = _carry(config, run_dir, source, listing, resume)
         heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
         hold("starting ray")
         with ray_connection(config.ray_address):
             try:
                 manifest = dataset.embed(config, run_dir, source, listing, heartbeat, started, plan,
-                                          prompts=_step_prompts(steps, listing.paths))
+                                          prompts=_step_prompts(steps, listing.paths), carry=carry, history=history)
                 published.set()
+                reuse.discard_kept(run_dir)  # its rows are in the published Parquet now
+                if config.reuse:
+                    manifest = dataclasses.replace(manifest, dropped=reuse.dropped_rows(config.reuse, run_dir))
                 _build_shelf(run_dir)
                 seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
                 final = dataclasses.replace(manifest.progress, phase="done")
@@ -173,6 +184,38 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             if on_finished:
                 on_finished(manifest)
     return manifest
+
+
+def _carry(config: RunConfig, run_dir: RunDir, source, listing: Listing, resume: bool) -> tuple[reuse.Carry | None, dict]:
+    """The rows this run may carry over (a failed attempt's kept ones, the reused run's), and the manifest's reuse
+    fields: what the reused run had that is gone, the attempts, the key that lets a later run reuse this one's rows."""
+    key = reuse.embedding_key(config.model, config.fp16, config.thumbnail_size)
+    status = read_status(run_dir)
+    history = {"embedding_key": key, "attempts": len(status.attempts) + 1}
+    files = []
+    if resume:
+        files, damaged = reuse.kept_files(run_dir)
+        for name, why in damaged:
+            log.warning("resume: %s was left unfinished by the attempt before (%s); its images are embedded again",
+                        name, why)
+        if files and status.embedding_key and status.embedding_key != key:
+            log.warning("resume: the model or its settings changed since the first attempt; its %d kept files are "
+                        "not used", len(files))
+            reuse.discard_kept(run_dir)
+            files = []
+        elif files:
+            log.info("resume: %d files of rows kept from the attempts before", len(files))
+    if not status.embedding_key:
+        update_status(run_dir, embedding_key=key)
+    if config.reuse:
+        old = RunDir(config.reuse)
+        reuse.check_reusable(old, key)  # again: the run may have changed since the launch checked it
+        history["reused_from"] = old.id
+        files += store_files(old)
+        if decisions.log_path(old).exists() and not decisions.log_path(run_dir).exists():
+            # Label decisions name images by path: those whose image is still there hold in the update too.
+            shutil.copyfile(decisions.log_path(old), decisions.log_path(run_dir))
+    return (reuse.Carry.of(files) if files else None), history
 
 
 def _record_success(run_dir: RunDir, manifest: Manifest) -> None:
@@ -227,9 +270,13 @@ def _run_step(step: Step, params, run_dir: RunDir, heartbeat: "_Heartbeat") -> f
     return round(time.time() - begun, 2)
 
 
-def _unpublish(run_dir: RunDir, published: threading.Event) -> None:
-    """Remove what this run wrote: the staged Parquet always, and everything it published once it had."""
-    dataset.discard_staging(run_dir)
+def _unpublish(run_dir: RunDir, published: threading.Event, keep: bool) -> None:
+    """Remove what this run wrote, but with `keep` (a failure, not a cancel) its rows: kept for a resume."""
+    if keep:
+        reuse.keep_rows(run_dir)
+    else:
+        dataset.discard_staging(run_dir)
+        reuse.discard_kept(run_dir)
     if published.is_set():
         for folder in (run_dir.embeddings, run_dir.projections, run_dir.quality, run_dir.thumbnails):
             shutil.rmtree(folder, ignore_errors=True)

@@ -19,7 +19,7 @@ from doggos.base.processes import (PROJECT_ROOT, alive, how_it_ended, kill_all, 
 from doggos.base.records import (ACTIVE_STATES, Manifest, Progress, RecordError, RunStatus, read_manifest, read_status,
                                  update_status)
 from doggos.base.rundir import RunDir, now_iso, read_json, run_dir_of, write_json_atomic
-from doggos.pipeline import preflight
+from doggos.pipeline import preflight, reuse
 from doggos.runs.steps import Step
 
 CANCEL_GRACE_S = 6.0  # SIGTERM lets the driver shut Ray down cleanly; after this, SIGKILL
@@ -54,6 +54,38 @@ class RunInfo:
         return self.status.active
 
     @property
+    def resumable(self) -> bool:
+        return self.status.resumable and self.config is not None
+
+    def to_dict(self) -> dict:
+        """The run's record for scripts (`runs status --json`, `runs list --json`)."""
+        p, m = self.progress, self.manifest
+        return {
+            "id": self.id, "state": self.state, "resumable": self.resumable, "path": str(self.path),
+            "progress": {"found": p.found, "embedded": p.embedded, "reused": p.reused, "failed": p.failed,
+                         "phase": p.phase, "fraction": round(p.fraction, 4)},
+            "pid": self.status.pid if self.active else None, "error": self.error,
+            "created_at": self.created_at, "started_at": self.started_at, "ended_at": self.ended_at,
+            "attempts": list(self.status.attempts),
+            "summary": None if m is None else {
+                "rows": m.rows, "reused": m.reused, "embedded": m.newly_embedded, "dropped": m.dropped,
+                "reused_from": m.reused_from, "attempts": m.attempts, "failed": m.failed, "labels": m.labels,
+                "model": m.model, "source": m.source, "duration_s": m.duration_s, "images_per_s": m.images_per_s,
+                "embeddings_path": m.embeddings_path},
+        }
+
+    def story(self) -> str:
+        """How a resumed or updated run came to be, for the history: 'killed at 52 %, resumed · reused 1,497 rows'."""
+        parts = [f"{_ending(a)} at {a.get('fraction', 0):.0%}, resumed" for a in self.status.attempts]
+        if self.manifest and self.manifest.reused_from:
+            parts.insert(0, f"update of {self.manifest.reused_from}")
+        if self.manifest and (self.manifest.reused or self.manifest.dropped or parts):
+            parts.append(self.manifest.reuse_text() or "")
+        elif self.state in ACTIVE_STATES and self.progress.reused:
+            parts.append(f"reused {self.progress.reused:,} rows so far")
+        return " · ".join(p for p in parts if p)
+
+    @property
     def failed_files(self) -> int:
         return self.manifest.failed if self.manifest else self.progress.failed
 
@@ -64,6 +96,11 @@ class RunInfo:
             return None
         end = datetime.fromisoformat(self.ended_at) if self.ended_at else datetime.now().astimezone()
         return max(0.0, (end - datetime.fromisoformat(start)).total_seconds())
+
+
+def _ending(attempt: dict) -> str:
+    error = attempt.get("error") or ""
+    return "killed" if "exited unexpectedly" in error else "failed"
 
 
 class RunNotFound(KeyError):
@@ -94,6 +131,31 @@ class RunManager:
         # One write with the pid: a reader never sees an active run without a process to check.
         update_status(run_dir, state="queued", created_at=now_iso(), pid=child.pid, pid_start=process_start(child.pid),
                       progress=Progress(phase="queued"))
+        return run_id
+
+    def resume(self, run_id: str, check: bool = True) -> str:
+        """Start a failed run again in its own folder: it embeds only the images it kept no row for. Returns at once.
+
+        Raises ConfigError naming `run` for a run that is not resumable (succeeded, cancelled, still going)."""
+        run_dir = self._dir(run_id)
+        info = self.get(run_id)
+        if not info.resumable:
+            why = {"succeeded": "succeeded: there is nothing to resume (to add new images, update it: --reuse)",
+                   "cancelled": "was cancelled, and a cancelled run keeps nothing: start a new run"}.get(info.state)
+            if why is None:
+                why = f"is {info.state}" if info.active else (info.problem or f"is {info.state}")
+            raise ConfigError("run", f"run {run_id} {why}")
+        if check:
+            preflight.check(info.config)  # the source and the model must still be there
+        progress = info.progress
+        attempt = {"ended_at": info.ended_at, "error": info.error, "found": progress.found,
+                   "embedded": progress.embedded, "reused": progress.reused, "fraction": round(progress.fraction, 4)}
+        run_dir.cancel_request.unlink(missing_ok=True)
+        child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path), "--resume"], run_dir.output,
+                               env={RUN_ENV: run_id})
+        update_status(run_dir, state="queued", pid=child.pid, pid_start=process_start(child.pid), error=None,
+                      ended_at=None, step=None, progress=Progress(phase="queued"),
+                      attempts=[*info.status.attempts, attempt])
         return run_id
 
     def get(self, run_id: str) -> RunInfo:
@@ -187,9 +249,11 @@ class RunManager:
         if not fresh.active:
             return fresh
         _kill_run_processes(run_dir.id)
-        _remove_output(run_dir)
         if run_dir.cancel_request.exists():  # a cancel is killing it right now: that is not a crash
+            _remove_output(run_dir)
             return update_status(run_dir, state="cancelled", ended_at=now_iso())
+        reuse.keep_rows(run_dir)  # a crash keeps the rows it wrote: a resume carries them over
+        _remove_output(run_dir, keep_rows=True)
         # Known when this process started the driver (the dashboard that launched it); else a guess at the usual cause.
         how = how_it_ended(fresh.pid) or "killed, or out of memory"
         return update_status(run_dir, state="failed", ended_at=now_iso(),
@@ -201,10 +265,12 @@ def _driver_alive(run_id: str, status: RunStatus) -> bool:
     return alive(status.pid, status.pid_start, environment=(RUN_ENV, run_id))
 
 
-def resolve_run(text: str, runs_root: str | os.PathLike | None = None, field: str = "run") -> RunDir:
+def resolve_run(text: str, runs_root: str | os.PathLike | None = None, field: str = "run",
+                finished: bool = True) -> RunDir:
     """The finished run that `text` names: a run folder (as `embed --out` writes), else a run id under `runs_root`.
 
-    Raises ConfigError (a ValueError) naming `field` when there is no such run, or the run has not succeeded.
+    Raises ConfigError (a ValueError) naming `field` when there is no such run, or (with `finished`) the run has not
+    succeeded.
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(field, "is required: give a run folder or a run id")
@@ -217,7 +283,8 @@ def resolve_run(text: str, runs_root: str | os.PathLike | None = None, field: st
     for candidate in candidates:
         if candidate.is_dir() and _holds_a_run(RunDir(candidate)):
             run_dir = RunDir(candidate)
-            finished_manifest(run_dir, field)
+            if finished:
+                finished_manifest(run_dir, field)
             return run_dir
     if folder.is_dir():
         raise ConfigError(field, f"{folder.absolute()} is a folder but holds no run (no manifest.json, status.json "
@@ -255,9 +322,10 @@ def finished_manifest(run, field: str = "run") -> Manifest:
     return manifest
 
 
-def drive(run_path: str, steps_for: Callable[[RunConfig], Sequence[tuple[Step, object]]] = lambda config: ()) -> int:
+def drive(run_path: str, steps_for: Callable[[RunConfig], Sequence[tuple[Step, object]]] = lambda config: (),
+          resume: bool = False) -> int:
     """The detached driver's body: wait for the queue, then run with the post-run steps `steps_for` its config (the
-    caller's: `doggos.explore.post_run.steps_for`); status.json tells the outcome."""
+    caller's: `doggos.explore.post_run.steps_for`), or `resume` a failed run; status.json tells the outcome."""
     from doggos.runs import driver
 
     run_dir = RunDir(run_path)
@@ -268,7 +336,7 @@ def drive(run_path: str, steps_for: Callable[[RunConfig], Sequence[tuple[Step, o
         try:
             _wait_for_turn(manager, run_dir.id, lock)
             update_status(run_dir, state="starting", started_at=now_iso())
-            driver.run(config, steps=steps_for(config))
+            driver.run(config, steps=steps_for(config), resume=resume)
         except driver.Cancelled:
             if read_status(run_dir).state != "cancelled":  # cancelled while queued: driver.run never started
                 update_status(run_dir, state="cancelled", ended_at=now_iso())
@@ -324,8 +392,10 @@ def _kill_run_processes(run_id: str, timeout_s: float = 3.0) -> None:
         time.sleep(0.05)
 
 
-def _remove_output(run_dir: RunDir) -> None:
-    """A run that did not succeed leaves no result: no staged or published Parquet, no maps, no reports, no manifest."""
-    for folder in (run_dir.staging, run_dir.embeddings, run_dir.projections, run_dir.quality, run_dir.thumbnails):
+def _remove_output(run_dir: RunDir, keep_rows: bool = False) -> None:
+    """A run that did not succeed leaves no result: no staged or published Parquet, no maps, no reports, no manifest;
+    `keep_rows`: but the rows a crash kept for a resume (`reuse.keep_rows` moved them to `kept`)."""
+    for folder in (run_dir.staging, run_dir.embeddings, *(() if keep_rows else (run_dir.kept,)), run_dir.projections,
+                   run_dir.quality, run_dir.thumbnails):
         shutil.rmtree(folder, ignore_errors=True)
     run_dir.manifest.unlink(missing_ok=True)
