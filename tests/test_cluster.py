@@ -69,3 +69,40 @@ def test_cuda_on_a_cluster_whose_torch_cannot_use_its_gpu_fails_saying_so(tmp_pa
     assert info.state == "failed"
     assert info.error.startswith("device: cuda was chosen, but torch ") and "cannot use CUDA" in info.error, info.error
     assert not RunDir(info.path).manifest.exists()
+
+
+def test_a_run_whose_driver_is_killed_resumes_on_the_cluster_that_kept_running(tmp_path, two_node_cluster, tiny_clip,
+                                                                               monkeypatch):
+    """The driver dies (SIGKILL); the cluster, its nodes and the shared runs root stay: the resume finishes the run."""
+    import os
+    import signal
+
+    import pyarrow.parquet as pq
+    from conftest import wait_for
+
+    tree = tmp_path / "photos"
+    for li, label in enumerate(LABELS):
+        (tree / label).mkdir(parents=True)
+        for i in range(32):
+            make_photo(1000 * li + i, size=(320, 240)).save(tree / label / f"{i}.jpg", quality=90)
+    # Each of the 4 actors gets its first block (6 files, 3 batches) through to the writer, then waits in its second
+    # until the driver dies (the hold travels to the cluster's workers in the job's runtime env).
+    monkeypatch.setenv("DOGGOS_TEST_HOLD", f"embedding@4={tmp_path / 'never'}")
+    manager = RunManager(tmp_path / "runs")
+    run_id = manager.start(RunConfig(projection=False, quality=False, source=str(tree), model=tiny_clip, batch_size=2,
+                                     ray_address=two_node_cluster.address))
+    run_dir = RunDir(manager.get(run_id).path)
+    wait_for(lambda: len(list(run_dir.staging.glob("*.parquet"))) >= 2 or not manager.get(run_id).active,
+             timeout_s=240)
+    assert manager.get(run_id).active, manager.log_tail(run_id)
+    os.kill(manager.get(run_id).status.pid, signal.SIGKILL)
+    killed = wait_for(lambda: (i := manager.get(run_id)).state != "running" and i, timeout_s=30)
+    assert killed.resumable, killed.error
+    monkeypatch.delenv("DOGGOS_TEST_HOLD")
+    assert manager.resume(run_id) == run_id
+    info = manager.wait(run_id, timeout_s=300)
+    assert info.state == "succeeded", (info.error, manager.log_tail(run_id, 60))
+    paths = pq.read_table(run_dir.embeddings, columns=["path"]).column(0).to_pylist()
+    assert sorted(paths) == sorted(str(p) for p in tree.rglob("*.jpg"))  # each image once
+    assert info.manifest.reused >= 2 and info.manifest.attempts == 2
+    assert info.manifest.ray.nodes == 2

@@ -48,11 +48,17 @@ def rows_by_path(run: RunDir) -> dict:
 
 
 def test_an_update_embeds_only_new_and_changed_files_and_matches_a_full_run(first, tiny_clip):
+    from doggos.base import decisions
+
     base, tree, old = first
+    excluded = str(tree / "akita" / "akita-0.jpg")
+    decisions.record(old, "exclude", [decisions.Image(0, excluded, "akita")], source="cli")
     updated = driver.run(config_for(tree, tiny_clip, base / "updated", reuse=str(old.path)))
     assert (updated.reused, updated.embedded, updated.dropped, updated.rows) == (10, 3, 1, 13)
     assert updated.reused_from == old.id and updated.reuse_text() == "reused 10, embedded 3, dropped 1"
     assert updated.progress.decoded == 3  # carried-over files were hashed, never decoded
+    # A label decision names its image by path: it holds in the update.
+    assert decisions.state(RunDir(base / "updated")).effects[excluded].decision == "exclude"
     full = driver.run(config_for(tree, tiny_clip, base / "full"))
     carried, fresh = rows_by_path(RunDir(base / "updated")), rows_by_path(RunDir(base / "full"))
     assert sorted(carried) == sorted(fresh) == sorted(str(p) for p in tree.rglob("*.jpg"))
@@ -63,17 +69,6 @@ def test_an_update_embeds_only_new_and_changed_files_and_matches_a_full_run(firs
         assert cosine >= 0.9999, path
         assert (twin.thumbnail, twin.width, twin.height) == (row.thumbnail, row.width, row.height)
     assert carried[str(tree / "akita" / "corgi-3.jpg")]._2 == "akita"  # the moved file took its new folder's label
-
-
-def test_a_decision_follows_its_image_into_the_update(first, tiny_clip):
-    from doggos.base import decisions
-
-    base, tree, old = first
-    kept = str(tree / "akita" / "akita-0.jpg")
-    decisions.record(old, "exclude", [decisions.Image(0, kept, "akita")], source="cli")
-    updated = driver.run(config_for(tree, tiny_clip, base / "with-decisions", reuse=str(old.path)))
-    assert decisions.state(RunDir(base / "with-decisions")).effects[kept].decision == "exclude"
-    assert updated.reused == 10
 
 
 def test_reuse_is_refused_for_another_model_or_other_settings(first, tiny_clip, tmp_path):

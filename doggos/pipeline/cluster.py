@@ -59,6 +59,10 @@ def ray_connection(address: str | None):
         if address:
             # Ship our own package: the cluster's workers may not have this checkout.
             options["runtime_env"] = {"py_modules": [str(Path(__file__).resolve().parents[1])]}  # the doggos package
+            from doggos.pipeline.progress import HOLD_ENV
+
+            if os.environ.get(HOLD_ENV):  # tests: a cluster's workers do not inherit the driver's environment
+                options["runtime_env"]["env_vars"] = {HOLD_ENV: os.environ[HOLD_ENV]}
             _connect(address, options)
         else:
             # "local", not None: None would join a cluster recorded on this machine (e.g. a test suite's).

@@ -111,11 +111,12 @@ def _delete(args: argparse.Namespace) -> int:
 
 def summary(manifest) -> str:
     """What a finished run produced, in a few lines (`manifest` is a doggos.base.records.Manifest)."""
+    reused = manifest.reuse_text()
     lines = [
-        f"done: {manifest.rows} images embedded in {format_duration(manifest.duration_s)} "
+        f"done: {manifest.rows} images {'in the run' if reused else 'embedded'} in {format_duration(manifest.duration_s)} "
         f"({manifest.images_per_s:.1f} images/s while embedding), {manifest.labels} labels",
-        *([f"{manifest.reuse_text()}" + (f" (from run {manifest.reused_from})" if manifest.reused_from else "")
-           + (f"; attempt {manifest.attempts}" if manifest.attempts > 1 else "")] if manifest.reuse_text() else []),
+        *([reused + (f" (from run {manifest.reused_from})" if manifest.reused_from else "")
+           + (f"; attempt {manifest.attempts}" if manifest.attempts > 1 else "")] if reused else []),
         f"model: {manifest.model_description}, dimension {manifest.embedding_dim}",
         f"parquet: {manifest.embeddings_path}",
         f"ray: {manifest.ray.address}; embedded on {manifest.ray.work_by_node()}",
