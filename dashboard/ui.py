@@ -217,6 +217,8 @@ def resume(manager, run_id: str) -> str | None:
 
     try:
         manager.resume(run_id)
+    except KeyError as error:  # RunNotFound: deleted since the page was drawn
+        return str(error)
     except (ValueError, OSError) as error:  # ConfigError(s), SourceError, ModelError; a spawn that failed
         problems = problems_of(error)  # each names its field, but for the run itself, which the page names already
         return "; ".join(p.message if p.field == "run" else f"{p.field}: {p.message}" for p in problems) or str(error)

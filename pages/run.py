@@ -106,7 +106,8 @@ with st.container(border=True):
             except Exception as error:  # shown to the user; the page stays usable
                 st.error(f"The demo kit could not be written: {ui.markdown_literal(error)}")
             else:
-                st.session_state["pending_form_values"] = {"form_source": kit["source"], "form_model": kit["model"]}
+                st.session_state["pending_form_values"] = {"form_source": kit["source"], "form_model": kit["model"],
+                                                           "form_reuse": None}  # the kit is a new run, not an update
                 st.session_state["demo_kit_note"] = True
                 st.rerun()
     if st.session_state.pop("demo_kit_note", False):

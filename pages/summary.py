@@ -15,7 +15,9 @@ st.caption(f"{ui.markdown_literal(ui.run_name(run))} · run id {ui.markdown_lite
 frame.random_weights_warning(run, "its embeddings, and so the map,")
 
 images, labels, dim, failed = st.columns(4)
-images.metric("Images embedded", f"{manifest.rows:,}")
+images.metric("Images embedded" if manifest.reuse_text() is None else "Images", f"{manifest.rows:,}")
+if manifest.reuse_text():  # an update, or a resumed run: how many rows it carried over rather than embedded
+    st.caption(ui.markdown_literal(run.story()))
 labels.metric("Labels", f"{len(counts):,}")
 dim.metric("Dimension", manifest.embedding_dim, help="Length of each embedding vector")
 failed.metric("Failed files", f"{len(failures):,}")

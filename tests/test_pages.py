@@ -294,6 +294,21 @@ def test_summary_shows_model_counts_parquet_failures_and_ray(fake_run):
     assert dict(zip(cluster["setting"], cluster["value"]))["embedded on"] == "1 node: 6617a69d 27 images"
 
 
+def test_summary_says_what_an_updated_and_resumed_run_carried_over(runs_root):
+    run = write_fake_run(runs_root, RUN_ID)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest.update(reused=20, embedded=7, dropped=2, reused_from="20241231-000000-0000", attempts=2)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    status = json.loads((run / "status.json").read_text())
+    status["attempts"] = [{"error": "the driver process exited unexpectedly (killed by SIGKILL)", "fraction": 0.52}]
+    (run / "status.json").write_text(json.dumps(status))
+    at = open_page("pages/summary.py")
+    assert {m.label: m.value for m in at.metric}["Images"] == "27"
+    captions = [unescape_markdown(c.value) for c in at.caption]
+    assert "update of 20241231-000000-0000 · killed at 52%, resumed · reused 20, embedded 7, dropped 2" in captions, \
+        captions
+
+
 def test_summary_without_failures_or_dashboard(runs_root):
     run = write_fake_run(runs_root, RUN_ID, failures=[], random_weights=False)
     manifest = json.loads((run / "manifest.json").read_text())

@@ -146,3 +146,32 @@ def test_resume_refuses_a_run_that_did_not_fail(tmp_path, state, message):
     result = doggos("runs", "--runs-dir", str(tmp_path), "resume", "20260101-000000-0002-bb")
     assert result.returncode == 2 and f"error: run: run 20260101-000000-0002-bb {message}" in result.stderr
     assert json.loads((tmp_path / "20260101-000000-0002-bb" / "status.json").read_text())["state"] == state
+
+
+def test_an_update_into_the_folder_it_reuses_is_refused(tmp_path):
+    from doggos.pipeline import preflight
+
+    run = write_fake_run(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        preflight.check(RunConfig(source=str(tmp_path), output=str(run), reuse=str(run)))
+    assert refused.value.errors["reuse"].startswith("is the output folder itself")
+
+
+def test_a_hub_model_is_fingerprinted_by_its_cached_snapshot(tmp_path, monkeypatch):
+    snapshot = tmp_path / "models--org--clip" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (tmp_path / "models--org--clip" / "refs").mkdir()
+    (tmp_path / "models--org--clip" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    assert models.fingerprint("org/clip") == "hub:org/clip@0123abcd"  # the commit fixes the weights: none hashed
+
+
+def test_a_fresh_start_that_fails_keeps_no_rows_of_the_run_it_replaces(tmp_path):
+    """`embed --overwrite` with another model that then fails: the old rows must not wait in kept/ for a resume."""
+    from doggos.runs import driver
+
+    run = write_fake_run(tmp_path)
+    with pytest.raises(ConfigError, match="^source: "):
+        driver.run(RunConfig(source=str(tmp_path / "gone"), output=str(run)))
+    assert not list(RunDir(run).kept.glob("*.parquet")) and not RunDir(run).embeddings.exists()

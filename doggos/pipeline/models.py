@@ -42,11 +42,14 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 def fingerprint(model: str) -> str | None:
     """sha256 over what fixes the model's image embeddings: its config, its image processor's config and its weights,
-    byte for byte; two runs whose fingerprints match embed the same file alike. A Hub id is read from this machine's
-    Hugging Face cache; None when it is not there (its weights cannot be known offline)."""
-    folder = Path(model).expanduser() if is_local(model) else _cached_snapshot(model)
-    if folder is None:
-        return None
+    byte for byte; two runs whose fingerprints match embed the same file alike. A Hub id: its snapshot's commit in this
+    machine's Hugging Face cache; None when it is not there (its revision cannot be known offline)."""
+    if not is_local(model):
+        # A Hub snapshot's folder is named by its commit, which fixes every file in it: no need to hash the weights,
+        # nor to have them here (a cluster's driver may hold only the config).
+        snapshot = _cached_snapshot(model)
+        return None if snapshot is None else f"hub:{model}@{snapshot.name}"
+    folder = Path(model).expanduser()
     files = sorted(f for f in folder.iterdir() if f.name in FINGERPRINTED or f.name.endswith(WEIGHT_SUFFIXES))
     # Keyed by size and mtime too: the weights are hashed once per process, and again if they change on disk.
     return _fingerprint(tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))

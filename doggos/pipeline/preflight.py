@@ -65,8 +65,12 @@ def _model(s: dict[str, Any]) -> None:
 
 
 def _reuse(s: dict[str, Any]) -> None:
-    if s["reuse"]:
-        reuse.check_reusable(s["reuse"], reuse.embedding_key(s["model"], s["fp16"], s["thumbnail_size"]))
+    if not s["reuse"]:
+        return
+    if s.get("output") and Path(s["output"]).expanduser().absolute() == Path(s["reuse"]).expanduser().absolute():
+        raise ConfigError("reuse", "is the output folder itself: a run is updated into a new folder (--out), and the "
+                                   "old one stays as it was")
+    reuse.check_reusable(s["reuse"], reuse.embedding_key(s["model"], s["fp16"], s["thumbnail_size"]))
 
 
 CHECKS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]], ...] = (  # (settings read, check)
@@ -76,7 +80,7 @@ CHECKS: tuple[tuple[tuple[str, ...], Callable[[dict[str, Any]], Any]], ...] = ( 
     (("source", "s3_endpoint"), _source),
     (("model",), _model),
     (("ray_address",), lambda s: check_ray_address(s["ray_address"])),
-    (("reuse", "model", "fp16", "thumbnail_size"), _reuse),
+    (("reuse", "model", "fp16", "thumbnail_size", "output"), _reuse),
 )
 
 

@@ -32,6 +32,7 @@ class ProgressCounter:
         self.failures.update(failures)
 
     def add_reused(self, rows: list[tuple[str, str, str]]) -> None:
+        """(path, label, content hash) of files whose rows are carried over instead of embedded."""
         self.reused.update((path, (label, content_hash)) for path, label, content_hash in rows)
 
     def reused_list(self) -> list[tuple[str, str, str]]:

@@ -1,5 +1,4 @@
-"""Rows that need no embedding: the key that makes two runs' rows interchangeable, the hashes a run skips, the rows a
-failed attempt kept for its resume, and the carried-over rows written beside the newly embedded ones."""
+"""Rows that need no embedding: the key, the hash filter, a failed attempt's kept blocks, the carried-over rows."""
 
 from __future__ import annotations
 
@@ -142,6 +141,7 @@ def write_carried(carry: Carry, reused: list[tuple[str, str, str]], folder: Path
 
 
 def _write(tables: list[pa.Table], path: Path) -> int:
+    """One Parquet file, renamed into place: a resume never finds half of it."""
     table = pa.concat_tables(tables)
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
@@ -160,7 +160,10 @@ def keep_rows(run) -> int:
         run_dir.kept.mkdir(exist_ok=True)
         for file in sorted(folder.glob("*.parquet")):
             # Ray names a write's files after the write, so names of two attempts never clash; carried-* ones might.
-            os.replace(file, run_dir.kept / f"{uuid.uuid4().hex[:8]}-{file.name}")
+            try:
+                os.replace(file, run_dir.kept / f"{uuid.uuid4().hex[:8]}-{file.name}")
+            except FileNotFoundError:  # another process finding the same dead driver moved it first
+                continue
             moved += 1
         shutil.rmtree(folder, ignore_errors=True)
     return moved
@@ -202,6 +205,7 @@ def _damage(file: Path) -> str | None:
 
 
 def discard_kept(run) -> None:
+    """Forget the kept rows: a cancel, a fresh start, or a run that published them."""
     shutil.rmtree(run_dir_of(run).kept, ignore_errors=True)
 
 

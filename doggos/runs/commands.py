@@ -1,5 +1,4 @@
-"""`python -m doggos runs …`: start, list, status, resume, cancel and delete background runs; the run summary and
-progress line the CLI prints for runs in the foreground too."""
+"""`python -m doggos runs …` (start, list, status, resume, cancel, delete), and the summary and progress lines."""
 
 from __future__ import annotations
 
@@ -39,6 +38,7 @@ def add_parser(commands, add_run_options: Callable, config_from_args: Callable) 
 
 
 def _manager(args: argparse.Namespace):
+    """The runs root `--runs-dir` names (imported late: `--help` stays quick)."""
     from doggos.runs.manager import RunManager
 
     return RunManager(args.runs_dir)
@@ -113,7 +113,7 @@ def summary(manifest) -> str:
     """What a finished run produced, in a few lines (`manifest` is a doggos.base.records.Manifest)."""
     reused = manifest.reuse_text()
     lines = [
-        f"done: {manifest.rows} images {'in the run' if reused else 'embedded'} in {format_duration(manifest.duration_s)} "
+        f"done: {manifest.rows} images{'' if reused else ' embedded'} in {format_duration(manifest.duration_s)} "
         f"({manifest.images_per_s:.1f} images/s while embedding), {manifest.labels} labels",
         *([reused + (f" (from run {manifest.reused_from})" if manifest.reused_from else "")
            + (f"; attempt {manifest.attempts}" if manifest.attempts > 1 else "")] if reused else []),

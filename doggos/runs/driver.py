@@ -15,6 +15,7 @@ import time
 from typing import Callable, Sequence
 
 from doggos.base import decisions, shelf
+from doggos.base.processes import process_start
 from doggos.base.config import RunConfig, user_message
 from doggos.base.plan import ResourcePlan
 from doggos.base.records import Manifest, Progress, read_status, update_status, write_manifest
@@ -65,7 +66,8 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     # A rerun into the same folder first unpublishes the old result: from here on nothing reads as complete until the
     # new manifest is written, and no map or report of the old rows survives to mislabel the new ones.
     run_dir.manifest.unlink(missing_ok=True)
-    for folder in (run_dir.projections, run_dir.quality, run_dir.thumbnails):
+    # The old rows too, unless resuming: a fresh start that fails must not keep them for a resume (another model's).
+    for folder in (run_dir.projections, run_dir.quality, run_dir.thumbnails, *(() if resume else (run_dir.embeddings,))):
         shutil.rmtree(folder, ignore_errors=True)
     operators_path(run_dir).unlink(missing_ok=True)  # the live view and the timeline are this run's alone
     if resume:
@@ -74,8 +76,9 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
         reuse.discard_kept(run_dir)  # a fresh start into a used folder carries nothing from its past
     write_json_atomic(run_dir.config, config.to_dict())
     started = time.time()
-    update_status(run_dir, state="running", pid=os.getpid(), started_at=now_iso(), error=None,
-                  progress=Progress(phase="listing"), **({} if resume else {"embedding_key": None, "attempts": []}))
+    update_status(run_dir, state="running", pid=os.getpid(), pid_start=process_start(os.getpid()), started_at=now_iso(),
+                  ended_at=None, error=None, progress=Progress(phase="listing"),
+                  **({} if resume else {"embedding_key": None, "attempts": []}))
     report = _reporter(run_dir, on_progress)
     published = threading.Event()
     run_log = _log_to(run_dir)
@@ -165,6 +168,9 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
                 reuse.discard_kept(run_dir)  # its rows are in the published Parquet now
                 if config.reuse:
                     manifest = dataclasses.replace(manifest, dropped=reuse.dropped_rows(config.reuse, run_dir))
+                if not manifest.embedding_key.get("model"):  # a Hub model the run's actors just downloaded here
+                    manifest = dataclasses.replace(manifest, embedding_key=reuse.embedding_key(
+                        config.model, config.fp16, config.thumbnail_size))
                 _build_shelf(run_dir)
                 seconds = {step.name: _run_step(step, params, run_dir, heartbeat) for step, params in steps}
                 final = dataclasses.replace(manifest.progress, phase="done")
@@ -198,14 +204,14 @@ def _carry(config: RunConfig, run_dir: RunDir, source, listing: Listing, resume:
         for name, why in damaged:
             log.warning("resume: %s was left unfinished by the attempt before (%s); its images are embedded again",
                         name, why)
-        if files and status.embedding_key and status.embedding_key != key:
+        if files and status.embedding_key != key:  # no key recorded: rows of unknown making are never carried
             log.warning("resume: the model or its settings changed since the first attempt; its %d kept files are "
                         "not used", len(files))
             reuse.discard_kept(run_dir)
             files = []
         elif files:
             log.info("resume: %d files of rows kept from the attempts before", len(files))
-    if not status.embedding_key:
+    if status.embedding_key is None:  # before any row is written: the key its kept rows will be checked against
         update_status(run_dir, embedding_key=key)
     if config.reuse:
         old = RunDir(config.reuse)

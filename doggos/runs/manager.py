@@ -55,6 +55,7 @@ class RunInfo:
 
     @property
     def resumable(self) -> bool:
+        """Failed, with settings that can be read back: `RunManager.resume` can go on with it."""
         return self.status.resumable and self.config is not None
 
     def to_dict(self) -> dict:
@@ -99,6 +100,7 @@ class RunInfo:
 
 
 def _ending(attempt: dict) -> str:
+    """How an earlier attempt ended, as the history tells it."""
     error = attempt.get("error") or ""
     return "killed" if "exited unexpectedly" in error else "failed"
 
@@ -138,6 +140,11 @@ class RunManager:
 
         Raises ConfigError naming `run` for a run that is not resumable (succeeded, cancelled, still going)."""
         run_dir = self._dir(run_id)
+        with open(run_dir.path / "resume.lock", "a") as lock:  # two tabs pressing Resume at once start one driver
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._resume(run_dir, run_id, check)
+
+    def _resume(self, run_dir: RunDir, run_id: str, check: bool) -> str:
         info = self.get(run_id)
         if not info.resumable:
             why = {"succeeded": "succeeded: there is nothing to resume (to add new images, update it: --reuse)",
@@ -335,6 +342,8 @@ def drive(run_path: str, steps_for: Callable[[RunConfig], Sequence[tuple[Step, o
     with open(manager.queue_lock_path(), "a") as lock:
         try:
             _wait_for_turn(manager, run_dir.id, lock)
+            if resume and read_status(run_dir).pid != os.getpid():  # another resume launched the run meanwhile
+                return 1
             update_status(run_dir, state="starting", started_at=now_iso())
             driver.run(config, steps=steps_for(config), resume=resume)
         except driver.Cancelled:
