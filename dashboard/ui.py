@@ -263,13 +263,13 @@ def history_rows(runs: Iterable) -> list[dict[str, Any]]:
         rows.append({
             "run": run_name(run),
             "state": f"{STATE_ICONS.get(run.state, '•')} {run.state}",
+            "story": run.story(),  # how an updated or resumed run came to be; "" for a plain one; read before the counts
             "images": manifest.rows if manifest else progress.embedded + progress.reused,
             "found": manifest.found if manifest else progress.found,
             "failed": run.failed_files,
             "labels": str(manifest.labels) if manifest else "",  # text: one type per column, and no "None"
             "duration": format_duration(run.duration_s),
             "images/s": f"{manifest.images_per_s:.1f}" if manifest else "",
-            "story": run.story(),  # how an updated or resumed run came to be; "" for a plain one
             "source": config.source if config else "",
             "model": config.model if config else "",
             "error": " ".join((run.error or "").split()),

@@ -188,9 +188,9 @@ if launched:
 HISTORY_COLUMNS = {
     "run": st.column_config.TextColumn("Run", pinned=True),
     "state": st.column_config.TextColumn("State", width="medium"),
+    "story": st.column_config.TextColumn("Story", width="large", help="How an updated or resumed run came to be"),
     "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
     "duration": "Duration", "images/s": "Images/s (embedding)",
-    "story": st.column_config.TextColumn("Story", width="medium", help="How an updated or resumed run came to be"),
     "source": "Source", "model": "Model",
     "error": st.column_config.TextColumn("Error", width="large", help="Hover a cell to read all of it"),
     "id": st.column_config.TextColumn("Run id"),

@@ -1,4 +1,4 @@
-"""The update and resume benchmark (doggos.bench.update) on a tiny tree: every figure printed, every parity check met."""
+"""The update and resume benchmark (doggos.bench.update) on a tiny tree: every figure printed, parity checks met."""
 
 from __future__ import annotations
 

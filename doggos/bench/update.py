@@ -60,8 +60,9 @@ class Timed:
         the carried rows, publishing); the shelf; the manifest."""
         listed, ray_up = self.marks.get("listed", 0.0), self.marks.get("ray up", 0.0)
         shelf_end = self.marks.get("shelf", self.seconds)
-        return {"listing": listed, "hashes + Ray start": ray_up - listed,
-                "pipeline": shelf_end - self.shelf_s - ray_up, "shelf + manifest": self.seconds - shelf_end + self.shelf_s}
+        return {"listing": listed, "hashes read + Ray start": ray_up - listed,
+                "Ray Data pipeline": shelf_end - self.shelf_s - ray_up,
+                "shelf + manifest": self.seconds - shelf_end + self.shelf_s}
 
 
 @dataclass
@@ -209,11 +210,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def compare(what: str, rows: dict, reference: dict, paths=None) -> Parity:
-    """`rows` against `reference` by path: `paths` (default: all of `reference`) must be exactly `rows`' paths."""
-    wanted = sorted(reference if paths is None else paths)
-    same = sorted(rows) == wanted and all(rows[p][0] == reference[p][0] for p in wanted)
-    cosines = [cosine(rows[p][1], reference[p][1]) for p in wanted if p in rows]
+def compare(what: str, rows: dict, reference: dict) -> Parity:
+    """`rows` against `reference` by path: the same paths, each with the same content hash; the cosine of each pair."""
+    same = sorted(rows) == sorted(reference) and all(rows[p][0] == reference[p][0] for p in reference)
+    cosines = [cosine(rows[p][1], reference[p][1]) for p in reference if p in rows]
     return Parity(what, len(rows), same, min(cosines, default=float("nan")))
 
 
@@ -248,7 +248,8 @@ def isolated_costs(paths: list[str], full_run: Path, scratch: Path) -> dict[str,
     written = reuse.write_carried(reuse.Carry.of(embedding_files(RunDir(full_run))), listed, scratch)
     carried = time.perf_counter() - started
     shutil.rmtree(scratch, ignore_errors=True)
-    return {"hash every file (sha256, one thread)": hashed, f"carry {written:,} rows over (read hashes, write)": carried}
+    return {"hash every file (sha256, one thread)": hashed,
+            f"carry {written:,} rows over (read hashes, write)": carried}
 
 
 def kill_share(text: str) -> float:
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_bench(args) -> dict:
     from doggos.bench.launch import bench_model, embedding_only
+    from doggos.pipeline import reuse
 
     workdir = Path(args.workdir).absolute()
     model = args.model or str(bench_model(workdir))
@@ -287,16 +289,17 @@ def run_bench(args) -> dict:
     print(f"photos: {images:,} under {tree} ...", flush=True)
     listed = photo_tree(tree, images)
 
-    def config(name: str, reuse: Path | None = None):
-        return dataclasses.replace(embedding_only(tree, runs / name, Path(model)), reuse=str(reuse) if reuse else None)
+    def config(name: str, reused: Path | None = None):
+        plain = embedding_only(tree, runs / name, Path(model))
+        return dataclasses.replace(plain, reuse=str(reused) if reused else None)
 
-    from doggos.pipeline import reuse
-
-    reuse.embedding_key(model, False, 224)  # imports and the weights' fingerprint, once per process: before any clock
+    settings = config("full")
+    # The imports and the weights' fingerprint, paid once per process: before any clock.
+    reuse.embedding_key(model, settings.fp16, settings.thumbnail_size)
     print(f"full run of {images:,} images ...", flush=True)
     full = timed_run("full", config("full"))
     print(f"background run, SIGKILLed at {args.kill_at:.0%} embedded, then resumed ...", flush=True)
-    resume, resumed = kill_and_resume(dataclasses.replace(config("full"), output=None), runs / "managed", args.kill_at)
+    resume, resumed = kill_and_resume(dataclasses.replace(settings, output=None), runs / "managed", args.kill_at)
     print("no-change update ...", flush=True)
     before = timed_run("no-change update", config("no-change", runs / "full"))
     listed_new = photo_tree(tree, images + new)
@@ -308,16 +311,18 @@ def run_bench(args) -> dict:
 
     print("parity ...", flush=True)
     reference = rows_of(runs / "full")
+    if sorted(reference) != listed:
+        raise RuntimeError(f"the full run has {len(reference):,} rows for {len(listed):,} files, not one row each")
     updated = rows_of(runs / "update")
     fresh = sorted(set(listed_new) - set(listed))
+    # Between them, the two checks of the update cover its every row: those of the full run's files, the new ones.
     parity = [compare("resumed run against the full run", rows_of(resumed), reference),
               compare("no-change update against the full run", rows_of(runs / "no-change"), reference),
               compare("update: carried rows against the full run", {p: updated[p] for p in updated if p in reference},
-                      reference, listed),
-              compare("update: new rows against the model in this process", {p: updated[p] for p in updated
-                                                                             if p not in reference},
-                      model_rows(fresh, model, 224))]
-    parity[2].same_paths = parity[2].same_paths and sorted(updated) == sorted(listed_new)  # nothing missing or extra
+                      reference),
+              compare("update: new rows against the model in this process",
+                      {p: updated[p] for p in updated if p not in reference},
+                      model_rows(fresh, model, settings.thumbnail_size))]
     costs = isolated_costs(listed_new, runs / "update", runs / "carry-scratch")
     fixed = (before.seconds + after.seconds) / 2
     return {"images": images, "new": new, "model": model, "cpus": os.cpu_count(), "load_average": load,
@@ -329,8 +334,9 @@ def run_bench(args) -> dict:
 def format_report(result: dict) -> str:
     images, resume = result["images"], result["resume"]
     full = result["runs"][0]
-    lines = ["| run | images | embedded | reused | to the manifest (s) | listing | hashes + Ray start | pipeline "
-             "| shelf + manifest | Ray shutdown |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ("| run | images | embedded | reused | to the manifest (s) | listing | hashes read + Ray start "
+              "| Ray Data pipeline | shelf + manifest | Ray shutdown |")
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for run in result["runs"]:
         parts = " | ".join(f"{s:.1f}" for s in run.stretches().values())
         lines.append(f"| {run.name} | {run.images:,} | {run.embedded:,} | {run.reused:,} | {run.seconds:.1f} | {parts} "
@@ -373,8 +379,10 @@ def _met(ok: bool) -> str:
 
 def write_json(path: Path, result: dict) -> None:
     def plain(value):
+        if isinstance(value, Timed):
+            return {**dataclasses.asdict(value), "stretches": value.stretches()}
         if dataclasses.is_dataclass(value):
-            return {**dataclasses.asdict(value), **({"stretches": value.stretches()} if isinstance(value, Timed) else {})}
+            return dataclasses.asdict(value)
         raise TypeError(type(value).__name__)
 
     path.parent.mkdir(parents=True, exist_ok=True)
