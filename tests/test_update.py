@@ -59,7 +59,7 @@ def test_an_update_embeds_only_new_and_changed_files_and_matches_a_full_run(firs
     assert updated.progress.decoded == 3  # carried-over files were hashed, never decoded
     # A label decision names its image by path: it holds in the update.
     assert decisions.state(RunDir(base / "updated")).effects[excluded].decision == "exclude"
-    full = driver.run(config_for(tree, tiny_clip, base / "full"))
+    driver.run(config_for(tree, tiny_clip, base / "full"))
     carried, fresh = rows_by_path(RunDir(base / "updated")), rows_by_path(RunDir(base / "full"))
     assert sorted(carried) == sorted(fresh) == sorted(str(p) for p in tree.rglob("*.jpg"))
     for path, row in fresh.items():

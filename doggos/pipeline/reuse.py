@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from doggos.base.config import ConfigError
 from doggos.base.records import RecordError, read_manifest
-from doggos.base.rundir import RunDir, embedding_files, run_dir_of
+from doggos.base.rundir import embedding_files, run_dir_of
 
 COLUMNS = ("path", "class", "embedding", "thumbnail", "width", "height", "content_hash")  # a row, as the actors write it
 CARRIED_ROWS_PER_FILE = 4096  # carried-over rows per Parquet file written
