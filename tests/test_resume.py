@@ -42,7 +42,8 @@ def test_a_killed_run_resumes_from_its_rows_and_publishes_each_image_once(tmp_pa
     assert manager.get(run_id).state == "running", manager.log_tail(run_id)
     os.kill(manager.get(run_id).status.pid, signal.SIGKILL)  # as the OOM killer would
     killed = wait_for(lambda: (i := manager.get(run_id)).state != "running" and i, timeout_s=30)
-    assert killed.state == "failed" and killed.resumable and "killed by SIGKILL" in killed.error
+    # How it died is known only to the process that reaped the driver (test_runs checks the wording): here, that it did.
+    assert killed.state == "failed" and killed.resumable and "exited unexpectedly" in killed.error
     wait_for(lambda: run_processes(run_id) == [], timeout_s=30)
     kept = sorted(run_dir.kept.glob("*.parquet"))
     assert kept and not run_dir.staging.exists() and not run_dir.embeddings.exists()
