@@ -71,7 +71,8 @@ def test_a_real_run_saves_its_operators_over_time_up_to_every_image(ray_session,
     sampler.close()
 
     frame = operators.timeline(watch)
-    assert frame["time"].nunique() >= 3, "several samples while the pipeline ran"
+    lines = (watch / operators.OPERATORS_FILE).read_text().splitlines()
+    assert frame["time"].nunique() >= 3, f"several samples while the pipeline ran; the file held: {lines[:5]}"
     assert {"read", "embed", "write"} <= set(frame["kind"])
     last = operators.latest(watch)
     assert last.state == "finished"

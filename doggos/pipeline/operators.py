@@ -144,7 +144,7 @@ def read_executor(executor, now: float) -> dict[str, Any]:
     operator's `metrics` (`OpRuntimeMetrics`: rows_task_outputs_generated, num_row_inputs_received, obj_store_mem_used),
     `num_active_tasks()`, `get_actor_info()`, `get_autoscaling_actor_pools()` (pool sizes, actors per node), its
     backpressure flags, `OpState.total_enqueued_input_blocks()`, and the executor's `_resource_manager` (the object
-    store's use and limit). Raises when any of it is missing: the Sampler then records "not available".
+    store's use and limit, when readable). Raises when the rest is missing: the Sampler then records "not available".
     """
     operators, nodes = [], {}
     for op, state in list(executor._topology.items()):
@@ -178,11 +178,7 @@ def read_executor(executor, now: float) -> dict[str, Any]:
             "object_store_bytes": int(metrics.obj_store_mem_used or 0),
             "rows_total": op.num_output_rows_total(), "done": bool(op.has_completed()),
         })
-    manager = getattr(executor, "_resource_manager", None)
-    store_used = store_limit = None
-    if manager is not None:
-        store_used = int(manager.get_global_usage().object_store_memory)
-        store_limit = int(manager.get_global_limits().object_store_memory)
+    store_used, store_limit = _object_store(getattr(executor, "_resource_manager", None))
     started = getattr(executor, "_start_time", None)  # a time.perf_counter() reading
     return {
         "dataset": str(getattr(executor, "_dataset_id", "dataset")),
@@ -190,6 +186,19 @@ def read_executor(executor, now: float) -> dict[str, Any]:
         "operators": operators, "nodes": nodes,
         "object_store_bytes": store_used, "object_store_limit": store_limit, "time": now,
     }
+
+
+def _object_store(manager) -> tuple[int | None, int | None]:
+    """The object store's use and limit as the executor last computed them; (None, None) when unreadable.
+
+    Read from the manager's fields, not its getters: `get_global_usage()` asserts the usage is non-negative (its
+    accounting dips below zero for a moment now and then) and `get_global_limits()` refreshes the limits, asking the
+    cluster, from our thread. Either could cost the whole sample, and these two numbers are the least of it.
+    """
+    try:
+        return (int(manager._global_usage.object_store_memory), int(manager._global_limits.object_store_memory))
+    except Exception:  # no manager, or another Ray's
+        return None, None
 
 
 # ---- the sampler --------------------------------------------------------------------------------------------------
