@@ -13,7 +13,7 @@ from dashboard import routes
 def main() -> None:
     # Imported here, not above: the web server imports this file before Streamlit's runtime exists, and the caches
     # these modules declare must be made inside it.
-    from dashboard import frame, ui
+    from dashboard import frame, host, ui
     from doggos.pipeline.cluster import forbid_implicit_ray
     from doggos.runs.manager import RunManager
 
@@ -36,7 +36,7 @@ def main() -> None:
         st.session_state[key] = st.session_state[key]
 
     manager = RunManager()
-    finished = {run.id: run for run in manager.list() if run.state == "succeeded" and run.manifest}  # newest first
+    finished = frame.finished_runs(manager.root)  # newest first; listed once per server and change of the runs folder
 
     # A page may ask for a run to become current (e.g. the one it just watched finish); the picker can only be
     # changed before it is drawn, so the request waits here.
@@ -57,6 +57,7 @@ def main() -> None:
                 help="Browse, Map and Run summary show this run. Only finished (succeeded) runs are listed.",
             )
         st.caption(f"Runs folder: {ui.markdown_literal(manager.root)}")
+        host.sidebar()  # host mode: the participant/host badge and the password field, or the open-app note
 
     st.session_state[frame.CURRENT_RUN] = finished.get(st.session_state.get(frame.CURRENT_RUN_ID))
     st.session_state[frame.RUNS_ROOT] = str(manager.root)

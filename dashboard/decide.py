@@ -1,7 +1,8 @@
 """Label decisions in the dashboard: one image's actions (dialogs, the review queue) and a selection's bulk bar.
 
 Every button records through `doggos.base.decisions` (the CLI's module) with source "dashboard", then reruns the whole
-app: the pages' label caches are keyed by the log's version, so every page and session shows the decision next.
+app: the pages' label caches are keyed by the log's version, so every page and session shows the decision next. In host
+mode each decision carries who made it: a participant types a name once, before their first decision.
 """
 
 from __future__ import annotations
@@ -10,8 +11,38 @@ from typing import Sequence
 
 import streamlit as st
 
-from dashboard import frame, ui
+from dashboard import frame, host, ui
 from doggos.base import decisions
+
+NAME_ERROR = "participant_name_error"  # why the name typed cannot be recorded, shown once under the field
+
+
+def decider() -> str | None:
+    """Who decides, as recorded with a decision: None without host mode; the name typed, else "host" for the host."""
+    visitor = host.visitor()
+    if visitor.policy.open:
+        return None
+    return visitor.name or ("host" if visitor.is_host else None)
+
+
+def asked_name(key: str) -> bool:
+    """True once this session may decide; a participant without a name is asked for one first (once per session)."""
+    visitor = host.visitor()
+    if visitor.policy.open or visitor.is_host or visitor.name:
+        return True
+    st.text_input("Your name, recorded with your label decisions", key=f"{key}-name", on_change=_keep_name,
+                  args=(f"{key}-name",), max_chars=decisions.MAX_NAME_CHARS, placeholder="Type it, then press Enter")
+    if problem := st.session_state.pop(NAME_ERROR, None):
+        st.error(ui.markdown_literal(problem), icon=":material/error:")
+    return False
+
+
+def _keep_name(widget_key: str) -> None:
+    try:
+        st.session_state[host.PARTICIPANT_NAME] = decisions.check_name(st.session_state.get(widget_key), "name")
+    except decisions.DecisionError as error:
+        st.session_state[NAME_ERROR] = str(error)
+
 
 def label_state(run) -> decisions.LabelState:
     """The decisions in effect for `run`, read once per log version."""
@@ -34,8 +65,10 @@ def _images(run, rows: Sequence[int]) -> list[decisions.Image]:
 def apply(run, decision: str, rows: Sequence[int], new_label=None, then=None) -> bool:
     """Record `decision` on `rows`; True when recorded (a problem is drawn as an error). `then()` runs after it (the
     queue moves on), then the app reruns."""
+    if not asked_name("decision"):  # a caller without its own name field (the duplicates' buttons) asks here
+        return False
     try:
-        action = decisions.record(run.path, decision, _images(run, rows), new_label, source="dashboard")
+        action = decisions.record(run.path, decision, _images(run, rows), new_label, source="dashboard", by=decider())
     except decisions.DecisionError as error:
         st.error(ui.markdown_literal(error), icon=":material/error:")
         return False
@@ -52,7 +85,7 @@ def apply(run, decision: str, rows: Sequence[int], new_label=None, then=None) ->
 def undo(run, action: int | None = None, then=None) -> None:
     """Take back `action` (default: the newest in effect) and rerun."""
     try:
-        taken = decisions.undo(run.path, 1, source="dashboard", action=action)
+        taken = decisions.undo(run.path, 1, source="dashboard", action=action, by=decider())
     except decisions.DecisionError as error:
         st.error(ui.markdown_literal(error), icon=":material/error:")
         return
@@ -83,6 +116,8 @@ def image_actions(run, row: int, *, suggested: str | None = None, key: str = "di
     `suggested`: the label check's suggestion (an Accept button when it differs from the current label). `shortcuts`:
     keyboard keys on the buttons (one set per page: the review queue's). `then()` runs after a decision (the queue
     moves to the next image)."""
+    if not asked_name(key):
+        return
     item = frame.run_index(run).iloc[int(row)]
     effect = label_state(run).effects.get(str(item["path"]))
     current = str(item["label"])  # the index's label is the effective one
@@ -120,7 +155,7 @@ def bulk_bar(run, rows: Sequence[int], *, key: str) -> None:
     """Draw the bulk actions for `rows` ("relabel these 14 as …", labels are right, exclude, undo); reruns on a
     decision."""
     rows = [int(r) for r in rows]
-    if not rows:
+    if not rows or not asked_name(key):
         return
     names = [name for name in frame.label_names(run) if name]
     these = f"these {len(rows):,}" if len(rows) > 1 else "this one"

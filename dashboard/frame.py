@@ -28,6 +28,7 @@ WATCHED_RUN = "watched_run"  # the run launched from this session's Run page
 SEARCH_REQUEST = "search_request"  # {"run": id, "row": n}: "More like this" from Browse or Map, read by Search
 DECISION_NOTICE = "decision_notice"  # the last label decision in words (dashboard.decide), toasted once on the next page
 QUALITY_PARAMS = "quality_params"  # the Quality page's applied QualityParams; the Map's "label agreement" reads them
+LISTING_TTL_S = 10.0  # the finished runs are listed again after this long, whatever their stamp
 
 
 def start_page(script: str, title: str, needs_run: bool = True):
@@ -97,6 +98,24 @@ def random_weights_warning(run, what: str) -> None:
     if run.manifest and run.manifest.random_weights:
         st.warning(f"This run's model has **random weights** (the demo kit's): {what} shows the mechanics, but carries "
                    "no meaning. Use a trained CLIP for real results.", icon=":material/casino:")
+
+
+def finished_runs(root: str | Path) -> dict:
+    """The succeeded runs under `root` with their manifests, newest first, as {id: RunInfo}: listed once per server
+    and change of the runs folder (`doggos.runs.manager.listing_stamp`: a new, finished, failed, deleted or republished
+    run shows on every session's next rerun), not on every rerun of every session. Shared: never modify."""
+    from doggos.runs.manager import listing_stamp
+
+    return _finished_runs(str(root), listing_stamp(root))
+
+
+# The stamp's few stats per run stand in for reading every run's records on each rerun; the ttl is a backstop only
+# (a file rewritten in place within one mtime tick keeps its stamp).
+@st.cache_resource(max_entries=4, ttl=LISTING_TTL_S, show_spinner=False)
+def _finished_runs(root: str, stamp: tuple) -> dict:
+    from doggos.runs.manager import RunManager
+
+    return {run.id: run for run in RunManager(root).list() if run.state == "succeeded" and run.manifest}
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -211,13 +230,14 @@ def ordered_page(run, chosen: np.ndarray | None, window: slice) -> pd.DataFrame:
     return index.iloc[store.ordered_rows(index, chosen, window, order)]
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+# A resource, not data: st.cache_data would pickle a page's 48 JPEGs in and out on every call of every session.
+@st.cache_resource(max_entries=64, show_spinner=False)
 def _thumbnails(run_path: str, version: int, rows: tuple[int, ...]) -> dict[int, bytes]:
     return dict(zip(rows, store.load_thumbnails(run_path, rows)))
 
 
 def thumbnails(run, rows) -> dict[int, bytes]:
-    """Stored JPEG thumbnails of these rows only (a page's worth), cached per run version."""
+    """Stored JPEG thumbnails of these rows only (a page's worth), cached per run version. Shared: never modify."""
     return _thumbnails(str(run.path), store.run_version(run.path), tuple(int(r) for r in rows))
 
 
@@ -263,7 +283,8 @@ def thumbnail_grid(run, items: pd.DataFrame, captions: list[str] | None = None,
     gallery = st.grid(columns="auto", min_column_width=130, gap="small", border=True)
     for row, caption in zip(items["row"], captions):
         with gallery.cell():
-            st.image(shown[int(row)], caption=caption, width="stretch")
+            # Thumbnails are JPEGs: saying so spares Streamlit opening each one to guess its format.
+            st.image(shown[int(row)], caption=caption, width="stretch", output_format="JPEG")
             if chosen is not None:
                 box = f"{key}-pick-{run.id}-{row}"
                 st.session_state[box] = int(row) in chosen  # the set decides: Select page, Clear, another page's picks

@@ -97,7 +97,9 @@ def _nvidia_gpus(folder: Path) -> list[str]:
 
 def demo_kit_folder(runs_root: str | os.PathLike) -> Path:
     """Where the Run page writes the offline demo kit: `demo/` beside the runs root (runs/ → demo/)."""
-    return Path(runs_root).expanduser().absolute().parent / "demo"
+    from doggos.pipeline.demo import kit_folder  # lazily: the demo kit's module imports numpy
+
+    return kit_folder(runs_root)
 
 
 class FieldMessage(str):
@@ -146,17 +148,21 @@ def config_from_form(values: dict[str, Any]) -> RunConfig:
     return RunConfig(**_form_settings(values))
 
 
-def launch(manager, values: dict[str, Any]) -> LaunchResult:
-    """Validate the form and start a background run; every mistake comes back at once, each on its field."""
+def launch(manager, values: dict[str, Any], by=None) -> LaunchResult:
+    """Validate the form and start a background run as visitor `by` (host mode); every mistake comes back at once,
+    each on its field."""
     from doggos.base.config import problems_of, validate
     from doggos.pipeline import preflight
+    from doggos.runs import access
 
     settings, problems = validate(_form_settings(values))
-    if problems:
-        # The checks whose settings are valid run too, so a bad batch size and a missing source show together.
-        return LaunchResult(errors=_form_errors(problems + preflight.problems(settings)))
+    refused = access.start_problems(by, settings, manager.root) if by is not None else []
+    if problems or refused:
+        # The checks whose settings are valid run too, so a bad batch size and a missing source show together; a
+        # refused setting is never read (preflight would tell a participant what lies at a path not theirs).
+        return LaunchResult(errors=_form_errors(problems + refused + ([] if refused else preflight.problems(settings))))
     try:
-        return LaunchResult(run_id=manager.start(RunConfig(**settings)))  # which runs every preflight check
+        return LaunchResult(run_id=manager.start(RunConfig(**settings), by=by))  # which runs every preflight check
     except ValueError as error:  # ConfigError(s), SourceError, ModelError: each carries the field to blame
         return LaunchResult(errors=_form_errors(problems_of(error)) or {"": FieldMessage(str(error))})
     except OSError as error:  # the runs folder cannot be written, the driver cannot be spawned...
@@ -210,13 +216,13 @@ def update_note(folder: str, runs: Iterable) -> str:
             "are embedded.")
 
 
-def resume(manager, run_id: str) -> str | None:
-    """Resume failed run `run_id`; None once it is queued, else why not (not resumable any more, its source or model
-    gone, the driver not started), as plain text."""
+def resume(manager, run_id: str, by=None) -> str | None:
+    """Resume failed run `run_id` as visitor `by`; None once it is queued, else why not (not resumable any more, not
+    theirs, its source or model gone, the driver not started), as plain text."""
     from doggos.base.config import problems_of
 
     try:
-        manager.resume(run_id)
+        manager.resume(run_id, by=by)
     except KeyError as error:  # RunNotFound: deleted since the page was drawn
         return str(error)
     except (ValueError, OSError) as error:  # ConfigError(s), SourceError, ModelError; a spawn that failed
@@ -379,3 +385,18 @@ def thumbnail_captions(items) -> list[str]:
 def _text(label) -> str:
     """A label as text: a missing one (None, NaN where a label column has a gap) is ""."""
     return label if isinstance(label, str) else ""
+
+
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 21st…"""
+    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
+
+
+def state_text(run) -> str:
+    """A run's state with its icon, and a queued run's place in line: '⏳ queued — 3rd in line' (1st runs next)."""
+    text = f"{STATE_ICONS.get(run.state, '•')} {run.state}"
+    position = getattr(run, "queue_position", None)
+    if run.state == "queued" and position:
+        text += f" — {ordinal(position)} in line"
+    return text

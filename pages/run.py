@@ -1,15 +1,19 @@
 """Run page: launch a background embedding run (or an update of a finished one), watch it live, cancel it, resume a
-failed one, and manage the history of runs."""
+failed one, and manage the history of runs; in host mode, a participant's form offers only what the host allows."""
 
 import time
 
 import streamlit as st
 
-from dashboard import frame, ui, workshop
+from dashboard import frame, host, ui, workshop
 from doggos.base.config import DEFAULT_MODEL, DEVICES
+from doggos.runs import access
 from doggos.runs.manager import RunManager
 
 manager = RunManager()
+visitor = host.visitor()  # passed to every start, cancel, resume and delete: the manager checks it again
+policy = visitor.policy
+participant = not visitor.is_host
 machine = ui.machine_summary()
 demo_folder = ui.demo_kit_folder(manager.root)
 runs = manager.list()
@@ -20,22 +24,28 @@ st.caption("Embed a labeled image tree (`<root>/<label>/<image>`) with CLIP on R
 
 # A new session (a reload, say) starts from the last launched run's settings rather than an empty form, and watches
 # that run if it is still going, so its outcome shows when it ends.
-if "form_source" not in st.session_state and runs and runs[0].config:
+if "form_source" not in st.session_state and runs and runs[0].config and not participant:
     st.session_state.update(ui.form_values_of(runs[0].config))
     if runs[0].active:
         st.session_state.setdefault(frame.WATCHED_RUN, runs[0].id)
 # Values a button asked to put into the form; widgets can only be set before they are drawn, so it happens here.
 st.session_state.update(st.session_state.pop("pending_form_values", {}))
-st.session_state.setdefault("form_model", DEFAULT_MODEL)
+st.session_state.setdefault("form_model", policy.models[0] if participant else DEFAULT_MODEL)  # the kit's, if any
 st.session_state.setdefault("form_device", "auto")
 st.session_state.setdefault("form_projection", True)
 st.session_state.setdefault("form_quality", True)
+if participant:  # the select boxes hold only what the host allows; Ray address and S3 endpoint are the host's
+    st.session_state["form_source"] = policy.allowed_source(st.session_state.get("form_source")) or next(
+        iter(policy.sources), None)
+    st.session_state["form_model"] = policy.allowed_model(st.session_state.get("form_model")) or policy.models[0]
+    for name in ("form_ray_address", "form_s3_endpoint"):
+        st.session_state.pop(name, None)
 
 
 def draw_active_run(run) -> None:
     with st.container(border=True):
         name = ui.markdown_literal(ui.run_name(run))
-        st.markdown(f"**Run {name}** · {ui.STATE_ICONS.get(run.state, '')} {run.state}")
+        st.markdown(f"**Run {name}** · {ui.state_text(run)}")
         st.text(run.config.source if run.config else "")
         progress = run.progress
         step_elapsed = time.time() - run.status.step_started if run.status.step and run.status.step_started else None
@@ -45,9 +55,17 @@ def draw_active_run(run) -> None:
             column.metric(label, value)
         workshop.live_operators(run)
         st.code(ui.plain_log(manager.log_tail(run.id, 8)) or "(no log output yet)", language=None, wrap_lines=True)
-        if st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
+        if not access.owns(visitor, run):
+            owner = access.owner_of(run.path)
+            by = f" by {ui.markdown_literal(owner.name)}" if owner and owner.name else ""
+            st.caption(f"Launched{by} from another browser session: only it or the host can cancel it.")
+        elif st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
             with st.spinner("Stopping the run and its Ray workers…"):
-                manager.cancel(run.id)
+                try:
+                    manager.cancel(run.id, by=visitor)
+                except access.AccessDenied as error:
+                    st.error(ui.markdown_literal(error.message))
+                    return
             st.rerun(scope="app")
 
 
@@ -90,28 +108,37 @@ def live_runs() -> None:
 
 live_runs()
 
-with st.container(border=True):
-    left, right = st.columns([3, 1], vertical_alignment="center")
-    left.markdown(
-        "**No network?** The offline demo kit holds real handwritten-digit images and a tiny CLIP with "
-        "*random weights*: it shows every step end to end, but its map carries no meaning."
-    )
-    left.caption(f"Written to {ui.markdown_literal(demo_folder)} (the folder beside the runs folder).")
-    if right.button("Prepare demo kit", icon=":material/download:", width="stretch"):
-        from doggos.pipeline import demo
 
-        with st.spinner("Writing digit images and a random-weights CLIP…"):
-            try:
-                kit = demo.make_demo_kit(demo_folder)
-            except Exception as error:  # shown to the user; the page stays usable
-                st.error(f"The demo kit could not be written: {ui.markdown_literal(error)}")
-            else:
-                st.session_state["pending_form_values"] = {"form_source": kit["source"], "form_model": kit["model"],
-                                                           "form_reuse": None}  # the kit is a new run, not an update
-                st.session_state["demo_kit_note"] = True
-                st.rerun()
-    if st.session_state.pop("demo_kit_note", False):
-        st.success("Demo kit ready: the form below now points at its images and model. Press **Launch run**.")
+def demo_kit_box() -> None:
+    """The host's offer to write the offline demo kit and fill the form with it."""
+    with st.container(border=True):
+        left, right = st.columns([3, 1], vertical_alignment="center")
+        left.markdown(
+            "**No network?** The offline demo kit holds real handwritten-digit images and a tiny CLIP with "
+            "*random weights*: it shows every step end to end, but its map carries no meaning."
+        )
+        left.caption(f"Written to {ui.markdown_literal(demo_folder)} (the folder beside the runs folder).")
+        if right.button("Prepare demo kit", icon=":material/download:", width="stretch"):
+            from doggos.pipeline import demo
+
+            with st.spinner("Writing digit images and a random-weights CLIP…"):
+                try:
+                    kit = demo.make_demo_kit(demo_folder)
+                except Exception as error:  # shown to the user; the page stays usable
+                    st.error(f"The demo kit could not be written: {ui.markdown_literal(error)}")
+                else:
+                    st.session_state["pending_form_values"] = {"form_source": kit["source"], "form_model": kit["model"],
+                                                               "form_reuse": None}  # a new run, not an update
+                    st.session_state["demo_kit_note"] = True
+                    st.rerun()
+        if st.session_state.pop("demo_kit_note", False):
+            st.success("Demo kit ready: the form below now points at its images and model. Press **Launch run**.")
+
+
+if not participant:
+    demo_kit_box()
+elif not policy.sources:
+    st.info("The host has not allowed any source yet: they set `DOGGOS_SOURCES` or prepare the demo kit.")
 
 if st.session_state.get("form_reuse"):
     note, clear = st.columns([4, 1], vertical_alignment="center")
@@ -123,12 +150,19 @@ reuse_error = st.empty()  # the updated run cannot be reused (gone, unfinished, 
 
 with st.form("launch"):
     general_error = st.empty()
-    st.text_input("Source", key="form_source", placeholder="/data/dogs  or  s3://bucket/prefix",
-                  help="A local folder or s3:// URI whose subfolders are labels and hold the images.")
+    if participant:
+        st.selectbox("Source", policy.sources, key="form_source", placeholder="none allowed yet",
+                     help="The image folders the host allows (`DOGGOS_SOURCES`).")
+    else:
+        st.text_input("Source", key="form_source", placeholder="/data/dogs  or  s3://bucket/prefix",
+                      help="A local folder or s3:// URI whose subfolders are labels and hold the images.")
     errors_at = {"source": st.empty()}
-    st.text_input("Model", key="form_model",
-                  help="A Hugging Face CLIP id (needs network or a cached copy) or a local folder saved with "
-                       "save_pretrained.")
+    if participant:
+        st.selectbox("Model", policy.models, key="form_model", help="The models the host allows (`DOGGOS_MODELS`).")
+    else:
+        st.text_input("Model", key="form_model",
+                      help="A Hugging Face CLIP id (needs network or a cached copy) or a local folder saved with "
+                           "save_pretrained.")
     errors_at["model"] = st.empty()
     device_col, batch_col, concurrency_col, limit_col = st.columns(4)
     with device_col:
@@ -136,11 +170,16 @@ with st.form("launch"):
                  help="auto uses CUDA when the Ray cluster has a GPU, else the CPU.")
         errors_at["device"] = st.empty()
     with batch_col:
-        st.text_input("Batch size", key="form_batch_size", placeholder="auto (16 on CPU, 64 on GPU)")
+        st.text_input("Batch size", key="form_batch_size", placeholder="auto (16 on CPU, 64 on GPU)",
+                      help=f"At most {access.PARTICIPANT_MAX_BATCH} for participants." if participant else None)
         errors_at["batch_size"] = st.empty()
     with concurrency_col:
-        st.text_input("Concurrency", key="form_concurrency", placeholder="auto (from the cluster)",
-                      help="How many embedder actors (model copies) run at once.")
+        fixed = participant and policy.max_concurrency is None  # the host leaves it to the plan
+        st.text_input("Concurrency", key="form_concurrency", disabled=fixed,
+                      placeholder="auto (set by the host)" if fixed else "auto (from the cluster)",
+                      help="How many embedder actors (model copies) run at once."
+                           + (f" At most {policy.max_concurrency} for participants." if participant and not fixed
+                              else ""))
         errors_at["concurrency"] = st.empty()
     with limit_col:
         st.text_input("Image limit", key="form_limit", placeholder="all images",
@@ -148,16 +187,23 @@ with st.form("launch"):
         errors_at["limit"] = st.empty()
     st.caption(f"This machine: {ui.markdown_literal(machine['text'])}"
                + ("" if machine["cuda_usable"] else " · choose auto or cpu here"))
+    if participant:
+        cap = f"at most {policy.max_concurrency}" if policy.max_concurrency else "auto"
+        st.caption(f"Participant: batch size at most {access.PARTICIPANT_MAX_BATCH}, concurrency {cap}; the Ray "
+                   "address and S3 endpoint are the host's.")
     advanced_note = st.empty()
-    with st.expander("Advanced: Ray cluster, S3 endpoint, half precision, post-run steps",
+    with st.expander("Advanced: half precision, post-run steps" if participant else
+                     "Advanced: Ray cluster, S3 endpoint, half precision, post-run steps",
                      expanded=st.session_state.pop("advanced_errors", False)):
-        st.text_input("Ray address", key="form_ray_address",
-                      placeholder="empty: a private local Ray · auto · host:6379 · ray://host:10001",
-                      help="Empty (and no $RAY_ADDRESS): the run starts its own Ray on this machine. auto joins the "
-                           "Ray cluster already running here; host:port joins a cluster by its head's address.")
-        errors_at["ray_address"] = st.empty()
-        st.text_input("S3 endpoint", key="form_s3_endpoint", placeholder="AWS (or $AWS_ENDPOINT_URL)")
-        errors_at["s3_endpoint"] = st.empty()
+        if not participant:
+            st.text_input("Ray address", key="form_ray_address",
+                          placeholder="empty: a private local Ray · auto · host:6379 · ray://host:10001",
+                          help="Empty (and no $RAY_ADDRESS): the run starts its own Ray on this machine. auto joins "
+                               "the Ray cluster already running here; host:port joins a cluster by its head's "
+                               "address.")
+            errors_at["ray_address"] = st.empty()
+            st.text_input("S3 endpoint", key="form_s3_endpoint", placeholder="AWS (or $AWS_ENDPOINT_URL)")
+            errors_at["s3_endpoint"] = st.empty()
         st.toggle("Half precision (fp16, CUDA only)", key="form_fp16")
         errors_at["fp16"] = st.empty()
         st.toggle("Compute the default UMAP map as the run's last step", key="form_projection",
@@ -172,7 +218,7 @@ errors_at["reuse"] = reuse_error
 if launched:
     values = {name: st.session_state.get(f"form_{name}") for name in ui.FORM_FIELDS}
     with st.spinner("Checking the source and the model…"):
-        result = ui.launch(manager, values)
+        result = ui.launch(manager, values, by=visitor)
     for field_name, message in result.errors.items():
         (errors_at.get(field_name) or general_error).error(ui.field_error_text(field_name, message))
     advanced = [ui.FORM_FIELDS[name] for name in result.errors if name in ui.ADVANCED_FIELDS]
@@ -208,21 +254,22 @@ def history() -> None:
 
 
 history()
-resumable = [run for run in runs if run.resumable]
+resumable = [run for run in runs if run.resumable and access.owns(visitor, run)]
 if resumable:
     st.markdown("**Failed runs you can resume** (the images they embedded are kept: only the rest is embedded)")
 for run in resumable:
     text, action = st.columns([4, 1], vertical_alignment="center")
     text.markdown(f"{ui.markdown_literal(ui.run_name(run))} · {ui.markdown_literal(run.error or 'failed')}")
     if action.button("Resume", key=f"resume-{run.id}", icon=":material/replay:", width="stretch"):
-        if problem := ui.resume(manager, run.id):
+        if problem := ui.resume(manager, run.id, by=visitor):
             st.error(f"Run {ui.markdown_literal(ui.run_name(run))} cannot resume: {ui.markdown_literal(problem)}")
         else:
             st.session_state[frame.WATCHED_RUN] = run.id
             st.rerun()  # the live view picks it up
 
-finished = {run.id: run for run in runs if run.state == "succeeded" and run.manifest and run.config}
-removable = {run.id: run for run in runs if not run.active}
+finished = {run.id: run for run in runs if run.state == "succeeded" and run.manifest and run.config and (
+    not participant or (policy.allowed_source(run.config.source) and policy.allowed_model(run.config.model)))}
+removable = {run.id: run for run in runs if not run.active} if not participant else {}  # only the host deletes
 menus = st.container(horizontal=True)
 if finished:
     with menus.popover("Update a finished run…", icon=":material/update:"):
@@ -240,7 +287,7 @@ if removable:
                               format_func=lambda run_id: f"{ui.run_name(removable[run_id])} ({run_id})")
         st.caption("Deletes its folder: Parquet, thumbnails, maps, reports and log.")
         if st.button("Delete permanently", type="primary", key="delete_run_confirm") and doomed:
-            manager.delete(doomed)
+            manager.delete(doomed, by=visitor)
             if st.session_state.get(frame.WATCHED_RUN) == doomed:
                 del st.session_state[frame.WATCHED_RUN]
             if st.session_state.get("form_reuse") == str(removable[doomed].path):

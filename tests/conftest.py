@@ -11,6 +11,9 @@ from imagegen import write_image_tree
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the Hub; this makes a miss fail at once
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# A served app would keep a warm Ray per runs root (doggos.runs.warm) that outlives each test; tests/test_warm_ray.py
+# turns it on where it is the subject.
+os.environ.setdefault("DOGGOS_WARM_RAY", "0")
 os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"  # a Ray call without ray_session (or a run's Ray) fails, never starts one
 
 

@@ -24,7 +24,7 @@ RUN_ID = "20250101-120000-0001"
 def recorded_starts(monkeypatch):
     calls = []
 
-    def fake_start(self, config, check=True):
+    def fake_start(self, config, check=True, by=None):
         calls.append(config)
         return "20990101-000000-beef"
 

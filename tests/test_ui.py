@@ -35,7 +35,7 @@ class _Manager:
     def __init__(self, error=None):
         self.error, self.started = error, []
 
-    def start(self, config):
+    def start(self, config, by=None):
         if self.error:
             raise self.error
         self.started.append(config)

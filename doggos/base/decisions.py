@@ -8,7 +8,8 @@ sees whole lines (a torn last line, from a crash mid-write, is skipped).
 
 A line: {"seq": n (its place in the log), "action": a (one per button press or command: a bulk relabel is one action of
 many lines), "at": ISO time, "decision": "relabel" | "keep" | "exclude" | "undo", "source": "dashboard" | "cli",
-"path", "row", "label" (the folder label), "new_label" (relabel only), "undoes" (undo only: the action it takes back)}.
+"path", "row", "label" (the folder label), "new_label" (relabel only), "undoes" (undo only: the action it takes back),
+"by" (optional: who decided, by name: a workshop participant)}.
 
 An image's *effective label* is its folder label unless a decision in effect says otherwise. Decisions in effect are
 the lines of actions not undone, applied in log order: relabel sets the label (and marks the image reviewed), keep marks
@@ -37,6 +38,7 @@ from doggos.base.rundir import now_iso, run_dir_of
 DECISIONS = ("relabel", "keep", "exclude")  # what a user decides about an image; "undo" takes back an action
 SOURCES = ("dashboard", "cli")
 MAX_LABEL_CHARS = 200  # a folder name on most filesystems holds 255 bytes: room for UTF-8 and a clash suffix
+MAX_NAME_CHARS = 60  # a person's name as a workshop participant types it
 
 
 class DecisionError(ValueError):
@@ -64,6 +66,18 @@ def check_label(text, field: str = "label") -> str:
     return label
 
 
+def check_name(text, field: str = "by") -> str:
+    """A person's name as recorded with decisions: trimmed; not empty, no control characters, at most MAX_NAME_CHARS."""
+    if not isinstance(text, str) or not text.strip():
+        raise DecisionError(field, "must not be empty: give the name to record with the decisions")
+    name = " ".join(text.split())
+    if any(unicodedata.category(c).startswith("C") for c in name):
+        raise DecisionError(field, f"{name!r} holds a control character")
+    if len(name) > MAX_NAME_CHARS:
+        raise DecisionError(field, f"is {len(name)} characters long; at most {MAX_NAME_CHARS}")
+    return name
+
+
 @dataclass(frozen=True)
 class Decision:
     """One line of the log (see the module docstring)."""
@@ -78,6 +92,7 @@ class Decision:
     label: str | None = None
     new_label: str | None = None
     undoes: int | None = None
+    by: str | None = None  # who decided, by name (a workshop participant); None: not said
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None or k in ("seq", "action")}
@@ -293,9 +308,9 @@ class Image:
 
 
 def record(run, decision: str, images: Sequence[Image], new_label: str | Sequence[str] | None = None,
-           source: str = "dashboard") -> int:
+           source: str = "dashboard", by: str | None = None) -> int:
     """Append one action: `decision` on each of `images` (relabel needs `new_label`: one for all, or one per image, as
-    accepting suggestions does); returns the action's number.
+    accepting suggestions does), made `by` a named person if given; returns the action's number.
 
     An image whose state the decision would not change (keep on a reviewed image, relabel to its current label) is
     still recorded: the person said so, and undo takes the action back as a whole."""
@@ -303,6 +318,7 @@ def record(run, decision: str, images: Sequence[Image], new_label: str | Sequenc
         raise DecisionError("decision", f"must be one of {', '.join(DECISIONS)} (got {decision!r})")
     if source not in SOURCES:
         raise DecisionError("source", f"must be one of {', '.join(SOURCES)} (got {source!r})")
+    by = None if by is None else check_name(by)
     images = list(images)
     if not images:
         raise DecisionError("images", "no image given: name at least one by path or row")
@@ -323,18 +339,21 @@ def record(run, decision: str, images: Sequence[Image], new_label: str | Sequenc
                     "label": "" if image.label is None else str(image.label)}
             if decision == "relabel":
                 line["new_label"] = new_labels[number]
+            if by is not None:
+                line["by"] = by
             lines.append(line)
         _append(run, lines)
     return action
 
 
-def undo(run, count: int = 1, source: str = "dashboard", action: int | None = None) -> list[int]:
-    """Take back the last `count` actions still in effect (or exactly `action`); returns the actions undone, newest
-    first. DecisionError when there are fewer to take back."""
+def undo(run, count: int = 1, source: str = "dashboard", action: int | None = None, by: str | None = None) -> list[int]:
+    """Take back the last `count` actions still in effect (or exactly `action`), `by` a named person if given; returns
+    the actions undone, newest first. DecisionError when there are fewer to take back."""
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise DecisionError("N", f"must be a whole number of actions, 1 or more (got {count!r})")
     if source not in SOURCES:
         raise DecisionError("source", f"must be one of {', '.join(SOURCES)} (got {source!r})")
+    by = None if by is None else check_name(by)
     with _locked(run):
         entries = read_log(run)
         in_effect = fold(entries).actions
@@ -350,7 +369,7 @@ def undo(run, count: int = 1, source: str = "dashboard", action: int | None = No
         seq, number = _next_ids(entries)
         at = now_iso()
         _append(run, [{"seq": seq + i, "action": number + i, "at": at, "decision": "undo", "source": source,
-                       "undoes": undone} for i, undone in enumerate(chosen)])
+                       "undoes": undone, **({} if by is None else {"by": by})} for i, undone in enumerate(chosen)])
     return chosen
 
 

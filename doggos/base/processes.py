@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,16 +139,24 @@ class PeakMemory:
             self.peak = max(self.peak, tree_pss())
 
 
-def spawn_detached(args: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+def spawn_detached(args: list[str], log_path: Path, env: dict | None = None, replace_env: bool = False,
+                   nice: int = 0) -> subprocess.Popen:
     """Start `python …` in its own session (so signals reach its whole group), output to `log_path`; returns at once.
 
-    The project root leads PYTHONPATH, so `doggos` imports from any working directory.
+    The project root leads PYTHONPATH, so `doggos` imports from any working directory. `env` is added to this
+    process's environment, or with `replace_env` is the whole of it. `nice` > 0 lowers its CPU priority (and so that
+    of everything it starts) by that much from the start, imports included: through `nice`, not a preexec function,
+    which is unsafe in a process with threads (the dashboard's server).
     """
-    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    base = {} if replace_env else dict(os.environ)
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), (env or {}).get("PYTHONPATH", base.get("PYTHONPATH"))]))
+    command = [sys.executable, *args]
+    if nice > 0 and shutil.which("nice"):
+        command = [shutil.which("nice"), "-n", str(nice), *command]  # nice execs python: the pid stays the child's
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, *args], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT, env=dict(os.environ, **(env or {}), PYTHONPATH=path), start_new_session=True,
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT, env={**base, **(env or {}), "PYTHONPATH": path}, start_new_session=True,
         )
     _children.append(child)
     return child
@@ -173,3 +182,15 @@ def how_it_ended(pid: int | None) -> str | None:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+NICE_ENV = "DOGGOS_DRIVER_NICE"
+DRIVER_NICE = 10  # background runs (their drivers, local Ray and actors) yield the CPU to the dashboard's server
+
+
+def driver_nice() -> int:
+    """How much lower a background run's CPU priority is than its launcher's: DOGGOS_DRIVER_NICE, else DRIVER_NICE."""
+    try:
+        return max(0, int(os.environ.get(NICE_ENV) or DRIVER_NICE))
+    except ValueError:
+        return DRIVER_NICE

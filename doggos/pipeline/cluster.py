@@ -40,10 +40,12 @@ def auto_address() -> str | None:
 
 
 @contextlib.contextmanager
-def ray_connection(address: str | None):
+def ray_connection(address: str | None, warm: str | None = None):
     """Connect to the cluster at `address` (or RAY_ADDRESS), else start a private local Ray; reuse one already connected.
 
-    Without an address the run gets its own Ray even when another runs on this machine (joining one takes "auto").
+    Without an address the run gets its own Ray even when another runs on this machine (joining one takes "auto"),
+    or, given `warm`, joins that local Ray (a runs root's warm one, `doggos.runs.warm`) as a job of its own; a warm
+    Ray that does not answer is passed over for a private one.
     A cluster that has not let us in within RAY_CONNECT_TIMEOUT_S is a ConfigError naming ray_address; meanwhile the
     main thread stays free, so a SIGTERM (a cancel) is handled at once. The caller's SIGTERM handler is kept.
     """
@@ -64,7 +66,7 @@ def ray_connection(address: str | None):
             if os.environ.get(HOLD_ENV):  # tests: a cluster's workers do not inherit the driver's environment
                 options["runtime_env"]["env_vars"] = {HOLD_ENV: os.environ[HOLD_ENV]}
             _connect(address, options)
-        else:
+        elif not (warm and _join_warm(warm, options)):
             # "local", not None: None would join a cluster recorded on this machine (e.g. a test suite's).
             ray.init(address="local", include_dashboard=False, **options)
     try:
@@ -83,7 +85,17 @@ def forbid_implicit_ray() -> None:
         hook.enable_auto_connect = False
 
 
-def _connect(address: str, options: dict) -> None:
+def _join_warm(address: str, options: dict) -> bool:
+    """Join the warm local Ray at `address`; False (logged) when it does not let us in: it may have just stopped."""
+    try:
+        _connect(address, options, what="the warm local Ray")
+    except ConfigError as error:
+        log.warning("%s: starting a private local Ray instead", error.message)
+        return False
+    return True
+
+
+def _connect(address: str, options: dict, what: str = "the Ray cluster") -> None:
     """ray.init(address) in a helper thread, waited on for at most RAY_CONNECT_TIMEOUT_S.
 
     Ray retries an address that does not answer for many minutes, inside calls that hold the main thread and keep
@@ -93,7 +105,7 @@ def _connect(address: str, options: dict) -> None:
     import ray
 
     shown = _shown(address)
-    log.info("connecting to the Ray cluster at %s (giving up after %d s)", shown, RAY_CONNECT_TIMEOUT_S)
+    log.info("connecting to %s at %s (giving up after %d s)", what, shown, RAY_CONNECT_TIMEOUT_S)
     outcome: dict = {}
     finished = threading.Event()
 

@@ -108,6 +108,11 @@ def write_digit_images(folder: str | Path, per_class: int = 30, size: int = 96) 
     return folder
 
 
+def kit_folder(runs_root: str | Path) -> Path:
+    """Where the dashboard keeps the demo kit: `demo/` beside the runs root (runs/ → demo/)."""
+    return Path(runs_root).expanduser().absolute().parent / "demo"
+
+
 def make_demo_kit(folder: str | Path, per_class: int = 30) -> dict[str, str]:
     """Write the whole kit under `folder`; returns the source and model paths to run with."""
     folder = Path(folder).expanduser().absolute()

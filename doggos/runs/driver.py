@@ -22,10 +22,11 @@ from doggos.base.records import Manifest, Progress, read_status, update_status, 
 from doggos.base.rundir import RunDir, now_iso, write_json_atomic
 from doggos.base.rundir import embedding_files as store_files
 from doggos.pipeline import dataset, models, reuse
-from doggos.pipeline.cluster import ray_connection
+from doggos.pipeline.cluster import ray_connection, resolve_address
 from doggos.pipeline.operators import Sampler, operators_path
 from doggos.pipeline.progress import hold
 from doggos.pipeline.sources import Listing
+from doggos.runs import warm
 from doggos.runs.steps import Step
 
 PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
@@ -160,8 +161,9 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
         carry, history = _carry(config, run_dir, source, listing, resume)
         heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
         hold("starting ray")
-        with ray_connection(config.ray_address):
+        with ray_connection(config.ray_address, **_warm_ray(config, run_dir)):
             try:
+                _log_job()
                 manifest = dataset.embed(config, run_dir, source, listing, heartbeat, started, plan,
                                           prompts=_step_prompts(steps, listing.paths), carry=carry, history=history)
                 published.set()
@@ -190,6 +192,24 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             if on_finished:
                 on_finished(manifest)
     return manifest
+
+
+def _warm_ray(config: RunConfig, run_dir: RunDir) -> dict:
+    """How a background run launched by a long-lived process (the dashboard) joins its runs root's warm local Ray
+    (`doggos.runs.warm`): Ray's start saved on every run after the first. Nothing for `embed`, or a cluster run."""
+    owner = os.environ.get(warm.OWNER_ENV, "")
+    if not owner.isdigit() or resolve_address(config.ray_address):
+        return {}
+    address = warm.address(run_dir.path.parent, int(owner))
+    return {"warm": address} if address else {}
+
+
+def _log_job() -> None:
+    """The run's Ray job, for its log: on a warm Ray its workers carry this id (RAY_JOB_ID) rather than the run's."""
+    import ray
+
+    if ray.is_initialized():  # a line for the log is never worth a failed run
+        log.info("Ray job %s", ray.get_runtime_context().get_job_id())
 
 
 def _carry(config: RunConfig, run_dir: RunDir, source, listing: Listing, resume: bool) -> tuple[reuse.Carry | None, dict]:

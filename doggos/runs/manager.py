@@ -8,18 +8,19 @@ import secrets
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
 from doggos.base.config import ConfigError, RunConfig
-from doggos.base.processes import (PROJECT_ROOT, alive, how_it_ended, kill_all, process_start, reap, signal_group,
-                                   spawn_detached, with_environment)
+from doggos.base.processes import (PROJECT_ROOT, alive, driver_nice, how_it_ended, kill_all, process_start, reap,
+                                   signal_group, spawn_detached, with_environment)
 from doggos.base.records import (ACTIVE_STATES, Manifest, Progress, RecordError, RunStatus, read_manifest, read_status,
                                  update_status)
 from doggos.base.rundir import RunDir, now_iso, read_json, run_dir_of, write_json_atomic
 from doggos.pipeline import preflight, reuse
+from doggos.runs import access, warm
 from doggos.runs.steps import Step
 
 CANCEL_GRACE_S = 6.0  # SIGTERM lets the driver shut Ray down cleanly; after this, SIGKILL
@@ -41,6 +42,7 @@ class RunInfo:
     status: RunStatus
     manifest: Manifest | None
     problem: str | None = None  # why a run folder cannot be opened (a damaged or newer record)
+    queue_position: int | None = None  # a queued run's place in its root's queue: 1 runs next; None when not queued
 
     state = property(lambda self: self.status.state)
     progress = property(lambda self: self.status.progress)
@@ -67,7 +69,7 @@ class RunInfo:
                          "phase": p.phase, "fraction": round(p.fraction, 4)},
             "pid": self.status.pid if self.active else None, "error": self.error,
             "created_at": self.created_at, "started_at": self.started_at, "ended_at": self.ended_at,
-            "attempts": list(self.status.attempts),
+            "attempts": list(self.status.attempts), "queue_position": self.queue_position,
             "summary": None if m is None else {
                 "rows": m.rows, "reused": m.reused, "embedded": m.newly_embedded, "dropped": m.dropped,
                 "reused_from": m.reused_from, "attempts": m.attempts, "failed": m.failed, "labels": m.labels,
@@ -116,30 +118,39 @@ class RunManager:
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).expanduser().absolute() if root else default_root()
 
-    def start(self, config: RunConfig, check: bool = True) -> str:
+    def start(self, config: RunConfig, check: bool = True, by: access.Visitor | None = None) -> str:
         """Validate, create the run's folder, launch its driver detached, and return the run id at once.
 
         Runs of one root are queued: each driver waits for the root's lock, so two runs never fight over the CPUs.
+        `by`: the dashboard visitor who asks (host mode's checks, and the run's owner); None: full control (the CLI).
         """
         run_id = _new_run_id()
         run_dir = RunDir(self.root / run_id)
         config = config.with_absolute_paths().replace(output=str(run_dir.path))  # the driver runs elsewhere
+        if by is not None:
+            access.check_start(by, config, self.root)  # before preflight: nothing of a refused source is read
         if check:
             preflight.check(config)
         run_dir.path.mkdir(parents=True)
+        if by is not None:
+            access.record_owner(run_dir.path, by)
         write_json_atomic(run_dir.config, config.to_dict())
         # Its own process group, so cancel signals all of it; RUN_ENV marks every process the run starts.
-        child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path)], run_dir.output, env={RUN_ENV: run_id})
+        child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path)], run_dir.output, nice=driver_nice(),
+                               env={RUN_ENV: run_id, **warm.spawn_env(config.ray_address)})
         # One write with the pid: a reader never sees an active run without a process to check.
         update_status(run_dir, state="queued", created_at=now_iso(), pid=child.pid, pid_start=process_start(child.pid),
                       progress=Progress(phase="queued"))
         return run_id
 
-    def resume(self, run_id: str, check: bool = True) -> str:
+    def resume(self, run_id: str, check: bool = True, by: access.Visitor | None = None) -> str:
         """Start a failed run again in its own folder: it embeds only the images it kept no row for. Returns at once.
 
-        Raises ConfigError naming `run` for a run that is not resumable (succeeded, cancelled, still going)."""
+        Raises ConfigError naming `run` for a run that is not resumable (succeeded, cancelled, still going), or that
+        `by` (a dashboard visitor) may not resume."""
         run_dir = self._dir(run_id)
+        if by is not None:
+            access.check_resume(by, self.get(run_id), self.root)
         with open(run_dir.path / "resume.lock", "a") as lock:  # two tabs pressing Resume at once start one driver
             fcntl.flock(lock, fcntl.LOCK_EX)
             return self._resume(run_dir, run_id, check)
@@ -159,13 +170,17 @@ class RunManager:
                    "embedded": progress.embedded, "reused": progress.reused, "fraction": round(progress.fraction, 4)}
         run_dir.cancel_request.unlink(missing_ok=True)
         child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path), "--resume"], run_dir.output,
-                               env={RUN_ENV: run_id})
+                               nice=driver_nice(), env={RUN_ENV: run_id, **warm.spawn_env(info.config.ray_address)})
         update_status(run_dir, state="queued", pid=child.pid, pid_start=process_start(child.pid), error=None,
                       ended_at=None, step=None, progress=Progress(phase="queued"),
                       attempts=[*info.status.attempts, attempt])
         return run_id
 
     def get(self, run_id: str) -> RunInfo:
+        info = self._read(run_id)
+        return replace(info, queue_position=_queue_position(self.root, run_id)) if info.state == "queued" else info
+
+    def _read(self, run_id: str) -> RunInfo:
         run_dir = self._dir(run_id)
         reap()
         status = read_status(run_dir)
@@ -181,17 +196,20 @@ class RunManager:
         runs = []
         for run_id in ids:
             try:
-                runs.append(self.get(run_id))
+                runs.append(self._read(run_id))
             except RunNotFound:  # deleted meanwhile
                 continue
-        return runs
+        return _placed(runs)
 
-    def cancel(self, run_id: str, grace_s: float = CANCEL_GRACE_S) -> RunInfo:
+    def cancel(self, run_id: str, grace_s: float = CANCEL_GRACE_S, by: access.Visitor | None = None) -> RunInfo:
         """Stop a queued or running run: SIGTERM its driver, SIGKILL whatever remains after `grace_s`.
 
         The request is written first, so whatever the driver (or anyone checking on it) sees next ends as cancelled.
+        `by`: a dashboard visitor, refused (AccessDenied) unless the run is theirs to cancel.
         """
         run_dir = self._dir(run_id)
+        if by is not None:
+            access.check_cancel(by, self.get(run_id))
         if not self.get(run_id).active:
             return self.get(run_id)
         run_dir.cancel_request.touch()
@@ -212,7 +230,10 @@ class RunManager:
             _remove_output(run_dir)
         return self.get(run_id)
 
-    def delete(self, run_id: str) -> None:
+    def delete(self, run_id: str, by: access.Visitor | None = None) -> None:
+        """Remove a run that is not active, and its folder; `by`: a dashboard visitor (participants are refused)."""
+        if by is not None:
+            access.check_delete(by)
         info = self.get(run_id)
         if info.active:
             raise ValueError(f"run {run_id} is {info.state}; cancel it before deleting it")
@@ -367,6 +388,31 @@ def _wait_for_turn(manager: RunManager, run_id: str, lock) -> None:
         time.sleep(0.2)
 
 
+def _placed(runs: list[RunInfo]) -> list[RunInfo]:
+    """`runs` (newest first) with each queued run's place in line: the queue is first come, first served."""
+    ahead = sum(1 for run in runs if run.state == "queued")
+    placed = []
+    for run in runs:
+        if run.state == "queued":
+            placed.append(replace(run, queue_position=ahead))
+            ahead -= 1
+        else:
+            placed.append(run)
+    return placed
+
+
+def _queue_position(root: Path, run_id: str) -> int:
+    """One queued run's place in line: 1 + the older runs of its root still queued (read from their status only)."""
+    ahead = 0
+    for folder in root.iterdir():
+        if folder.name < run_id and (folder / "config.json").exists():
+            try:
+                ahead += read_status(RunDir(folder)).state == "queued"
+            except (OSError, ValueError, TypeError):  # deleted or half-written meanwhile: not in line
+                continue
+    return ahead + 1
+
+
 def _info(run_dir: RunDir, status: RunStatus) -> RunInfo:
     problem = None
     manifest = None
@@ -408,3 +454,23 @@ def _remove_output(run_dir: RunDir, keep_rows: bool = False) -> None:
                    run_dir.quality, run_dir.thumbnails):
         shutil.rmtree(folder, ignore_errors=True)
     run_dir.manifest.unlink(missing_ok=True)
+
+
+def listing_stamp(root: str | os.PathLike) -> tuple:
+    """What `RunManager(root).list()` depends on, from a few stat calls: every run folder's name and its config's,
+    status's and manifest's identity (inode, size, mtime). Equal stamps: a cached listing is still right; every new,
+    deleted, republished or changed run (a status is rewritten by rename: a new inode) changes it."""
+    def identity(path: str) -> tuple[int, int, int] | None:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    try:
+        entries = sorted(entry.path for entry in os.scandir(root) if entry.is_dir())
+    except OSError:  # no runs folder yet
+        return ()
+    return tuple((os.path.basename(path), *(identity(os.path.join(path, name))
+                                            for name in ("config.json", "status.json", "manifest.json")))
+                 for path in entries)
