@@ -84,6 +84,8 @@ def apply(run, decision: str, rows: Sequence[int], new_label=None, then=None) ->
 
 def undo(run, action: int | None = None, then=None) -> None:
     """Take back `action` (default: the newest in effect) and rerun."""
+    if not asked_name("decision"):  # an undo is a decision too: it carries the participant's name
+        return
     try:
         taken = decisions.undo(run.path, 1, source="dashboard", action=action, by=decider())
     except decisions.DecisionError as error:

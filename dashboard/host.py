@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
 import streamlit as st
 
@@ -52,10 +53,29 @@ def sidebar() -> None:
                                    "for this browser session.")
         unlock = st.form_submit_button("Unlock", icon=":material/lock_open:")
     if unlock:
-        if current.policy.check_password(given):  # a wrong one waits 2 s before it says so
+        # One try at a time for the whole server: with the 2 s wait inside the lock, opening many sessions does not
+        # buy a guesser more than one wrong try per 2 s.
+        with _password_lock():
+            right = current.policy.check_password(given)  # a wrong one waits 2 s before it says so
+        if right:
             st.session_state[UNLOCKED] = True
             st.rerun(scope="app")
         st.error("Wrong host password.", icon=":material/lock:")
+
+
+@st.cache_resource(show_spinner=False)
+def _password_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+def fit_form(values: dict, policy: access.HostPolicy) -> None:
+    """Clear batch size or concurrency beyond a participant's caps in form values an update copied from an old run:
+    a disabled field could never be emptied again, and every launch would be refused."""
+    caps = {"form_batch_size": access.PARTICIPANT_MAX_BATCH, "form_concurrency": policy.max_concurrency or 0}
+    for key, cap in caps.items():
+        text = str(values.get(key) or "").strip()
+        if text and not (text.isdigit() and int(text) <= cap):
+            values[key] = ""
 
 
 def _secrets() -> dict:

@@ -29,7 +29,10 @@ if "form_source" not in st.session_state and runs and runs[0].config and not par
     if runs[0].active:
         st.session_state.setdefault(frame.WATCHED_RUN, runs[0].id)
 # Values a button asked to put into the form; widgets can only be set before they are drawn, so it happens here.
-st.session_state.update(st.session_state.pop("pending_form_values", {}))
+pending = st.session_state.pop("pending_form_values", {})
+if participant:
+    host.fit_form(pending, policy)  # an update copies the old run's batch size and concurrency
+st.session_state.update(pending)
 st.session_state.setdefault("form_model", policy.models[0] if participant else DEFAULT_MODEL)  # the kit's, if any
 st.session_state.setdefault("form_device", "auto")
 st.session_state.setdefault("form_projection", True)
@@ -40,6 +43,8 @@ if participant:  # the select boxes hold only what the host allows; Ray address 
     st.session_state["form_model"] = policy.allowed_model(st.session_state.get("form_model")) or policy.models[0]
     for name in ("form_ray_address", "form_s3_endpoint"):
         st.session_state.pop(name, None)
+    if policy.max_concurrency is None:  # the field is disabled: nothing a participant could clear may stay in it
+        st.session_state["form_concurrency"] = ""
 
 
 def draw_active_run(run) -> None:
@@ -277,7 +282,7 @@ if finished:
                               format_func=lambda run_id: f"{ui.run_name(finished[run_id])} ({run_id})")
         st.caption("Fills the form with its settings: a new run then embeds only the images that are new or changed "
                    "since, and carries the others' rows over.")
-        if st.button("Update this run", type="primary", key="update_run_confirm") and chosen:
+        if st.button("Update this run", type="primary", key="update_run_confirm") and chosen in finished:
             st.session_state["pending_form_values"] = ui.update_form_values(finished[chosen])
             st.toast(f"The form above now updates run {chosen}: press Launch run")
             st.rerun()

@@ -160,3 +160,18 @@ def test_a_malformed_setting_stops_the_page_with_its_name(runs_root, monkeypatch
         "Host mode is misconfigured: DOGGOS_MAX_CONCURRENCY: must be a whole number from 1 to 1024 (got 'many'); "
         "unset, participants leave concurrency on auto"]
     assert not [b for b in at.button if b.label == "Launch run"]
+
+
+def test_an_update_beyond_the_caps_leaves_a_participant_a_form_that_launches(tmp_path):
+    # An update copies the old run's settings: a concurrency the participant's disabled field could never clear.
+    uncapped = access.HostPolicy(password=PASSWORD, runs_root=tmp_path)
+    state = {"form_batch_size": "128", "form_concurrency": "2"}
+    host.fit_form(state, uncapped)
+    assert state == {"form_batch_size": "", "form_concurrency": ""}
+    capped = access.HostPolicy(password=PASSWORD, runs_root=tmp_path, max_concurrency=2)
+    state = {"form_batch_size": "32", "form_concurrency": "2"}
+    host.fit_form(state, capped)
+    assert state == {"form_batch_size": "32", "form_concurrency": "2"}  # within the caps: kept
+    state = {"form_batch_size": "", "form_concurrency": "3"}
+    host.fit_form(state, capped)
+    assert state == {"form_batch_size": "", "form_concurrency": ""}

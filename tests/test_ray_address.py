@@ -178,3 +178,24 @@ def test_no_address_starts_a_private_ray_even_beside_a_recorded_one_and_auto_joi
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["None"] != theirs and seen["auto"] == theirs
     assert seen["None kept the handler"] and seen["auto kept the handler"]  # ray.init's own SIGTERM handler is undone
+
+
+def test_a_warm_ray_that_is_gone_is_passed_over_and_one_that_hangs_fails_the_run(not_ray, monkeypatch):
+    # Gone (its port closed): a private local Ray instead, without trying ray.init at all.
+    monkeypatch.setattr(cluster, "_connect", lambda *a, **k: pytest.fail("no ray.init for a closed port"))
+    assert cluster._join_warm(f"127.0.0.1:{closed_port()}", {}) is False
+
+    # Hanging (its ray.init still running in a thread): no second ray.init beside it; the run fails with the reason.
+    def hangs(address, options, what):
+        raise cluster._ConnectTimeout("ray_address", f"{what} did not let this driver in")
+
+    monkeypatch.setattr(cluster, "_connect", hangs)
+    with pytest.raises(cluster._ConnectTimeout, match="did not let this driver in"):
+        cluster._join_warm(not_ray, {})
+
+    # Refused at once (an error from ray.init): passed over.
+    def refuses(address, options, what):
+        raise ConfigError("ray_address", "cannot connect")
+
+    monkeypatch.setattr(cluster, "_connect", refuses)
+    assert cluster._join_warm(not_ray, {}) is False

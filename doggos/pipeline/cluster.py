@@ -85,14 +85,38 @@ def forbid_implicit_ray() -> None:
         hook.enable_auto_connect = False
 
 
+class _ConnectTimeout(ConfigError):
+    """ray.init did not return in time; its thread is still inside it, so no other ray.init may follow here."""
+
+
 def _join_warm(address: str, options: dict) -> bool:
-    """Join the warm local Ray at `address`; False (logged) when it does not let us in: it may have just stopped."""
+    """Join the warm local Ray at `address`; False (logged) when it refuses us at once: it may have just stopped.
+
+    A join that hangs is not passed over: `ray.init` is still running in its thread, and a second one beside it (the
+    private Ray) would share its half-made state. The run fails instead, with the reason, and can be resumed."""
+    if not _answers(address):
+        log.warning("the warm local Ray at %s does not answer: starting a private local Ray instead", address)
+        return False
     try:
         _connect(address, options, what="the warm local Ray")
+    except _ConnectTimeout:
+        raise
     except ConfigError as error:
         log.warning("%s: starting a private local Ray instead", error.message)
         return False
     return True
+
+
+def _answers(address: str, timeout_s: float = 1.0) -> bool:
+    """Whether something listens at a host:port address (a warm Ray that stopped leaves its port closed)."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _connect(address: str, options: dict, what: str = "the Ray cluster") -> None:
@@ -122,7 +146,7 @@ def _connect(address: str, options: dict, what: str = "the Ray cluster") -> None
     try:
         threading.Thread(target=connect, name="doggos-ray-connect", daemon=True).start()
         if not finished.wait(RAY_CONNECT_TIMEOUT_S):
-            raise ConfigError("ray_address", f"no Ray cluster let this driver in at {shown} within {RAY_CONNECT_TIMEOUT_S} s: "
+            raise _ConnectTimeout("ray_address", f"no Ray cluster let this driver in at {shown} within {RAY_CONNECT_TIMEOUT_S} s: "
                                              "check the address and port (a head's GCS port, 6379 unless changed; "
                                              "ray://head:10001 for Ray Client) and that the cluster is up")
     finally:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from doggos.base.processes import alive, reap, spawn_detached
+from doggos.base.processes import alive, driver_nice, reap, spawn_detached
 from doggos.base.rundir import RunDir, read_json, run_dir_of, write_json_atomic
 
 STALE_START_S = 60.0  # a .running file with no pid after this long belongs to a launcher that died
@@ -129,7 +129,8 @@ class Step:
         with os.fdopen(fd, "w") as handle:
             json.dump({"created": time.time()}, handle)
         command = ["-m", "doggos.runs.steps", self.home, str(run.path), json.dumps(params_dict(params))]
-        child = spawn_detached(command, self.log_file(run, params))
+        # A page's map or label check, like a run, yields the CPU to the server that many browsers are waiting on.
+        child = spawn_detached(command, self.log_file(run, params), nice=driver_nice())
         created = time.time()
         write_json_atomic(marker, {"created": created, "pid": child.pid})
         return StepStatus("running", self.result(run, params), started=created)

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from doggos.base.processes import alive, process_start, spawn_detached
+from doggos.base.processes import alive, process_start, signal_group, spawn_detached
 from doggos.base.rundir import write_json_atomic
 
 STATE = ".warm-ray.json"  # under the runs root: the warm Ray's pid, start time, address and owner
@@ -105,7 +105,7 @@ def _find_or_start(root: Path, owner: int, idle_s: float | None) -> dict | None:
             time.sleep(0.05)
         log.warning("the warm local Ray did not start (see %s): this run starts its own", root / ".warm-ray.log")
         if child.poll() is None:
-            child.kill()
+            signal_group(child.pid, signal.SIGKILL)  # its session: the GCS and raylet it may have started too
         return None
 
 
