@@ -5,9 +5,13 @@ Map's points and thumbnails, fetched by the browser without a rerun). The same f
 as `__main__`, on every rerun of every session.
 """
 
+from pathlib import Path
+
 import streamlit as st
 
 from dashboard import routes
+
+PAW_ICON = Path(__file__).parent / "dashboard" / "paw.png"  # the browser tab's icon
 
 
 def main() -> None:
@@ -18,7 +22,9 @@ def main() -> None:
     from doggos.runs.manager import RunManager
 
     forbid_implicit_ray()  # runs and steps have processes of their own: a Ray call here is a bug, never a new local Ray
-    st.set_page_config(page_title="doggos", page_icon="🐶", layout="wide")
+    # No emoji: without an emoji font (Debian's chromium) one draws as an empty box. The tab's icon is a file of
+    # ours, because a Material icon there is fetched from Google's font servers, out of reach offline.
+    st.set_page_config(page_title="doggos", page_icon=str(PAW_ICON), layout="wide")
 
     pages = [
         st.Page("pages/run.py", title="Run", icon=":material/rocket_launch:", default=True),
@@ -47,12 +53,12 @@ def main() -> None:
         st.session_state[frame.CURRENT_RUN_ID] = next(iter(finished), None)  # the latest succeeded run, or none
 
     with st.sidebar:
-        st.markdown("### 🐶 doggos")
+        st.markdown("### :material/pets: doggos")
         if finished:
             st.selectbox(
                 "Current run",
                 options=list(finished),
-                format_func=lambda run_id: ui.run_choice_label(finished[run_id]),
+                format_func=ui.run_choice_labels(finished).get,
                 key=frame.CURRENT_RUN_ID,
                 help="Browse, Map and Run summary show this run. Only finished (succeeded) runs are listed.",
             )

@@ -12,7 +12,7 @@ from typing import Sequence
 import streamlit as st
 
 from dashboard import frame, host, ui
-from doggos.base import decisions
+from doggos.base import decisions, units
 
 NAME_ERROR = "participant_name_error"  # why the name typed cannot be recorded, shown once under the field
 
@@ -160,18 +160,20 @@ def bulk_bar(run, rows: Sequence[int], *, key: str) -> None:
     if not rows or not asked_name(key):
         return
     names = [name for name in frame.label_names(run) if name]
-    these = f"these {len(rows):,}" if len(rows) > 1 else "this one"
+    these = f"these {units.count(len(rows))}" if len(rows) > 1 else "this one"
     with st.container(border=True):
         target_col, relabel_col, keep_col, exclude_col, undo_col = st.columns(
             [3, 2, 2, 2, 1.4], vertical_alignment="bottom")
         target = target_col.selectbox(f"Relabel {these} as", names, index=None, key=f"{key}-target",
                                       accept_new_options=True, placeholder="Pick a label or type a new one")
-        if relabel_col.button(f"Relabel {len(rows):,}", key=f"{key}-relabel", icon=":material/label:", width="stretch",
+        if relabel_col.button(f"Relabel {units.count(len(rows))}", key=f"{key}-relabel", icon=":material/label:",
+                              width="stretch",
                               disabled=target is None):
             apply(run, "relabel", rows, target)
         if keep_col.button("Labels are right", key=f"{key}-keep", icon=":material/verified:", width="stretch"):
             apply(run, "keep", rows)
-        if exclude_col.button(f"Exclude {len(rows):,}", key=f"{key}-exclude", icon=":material/block:", width="stretch"):
+        if exclude_col.button(f"Exclude {units.count(len(rows))}", key=f"{key}-exclude", icon=":material/block:",
+                              width="stretch"):
             apply(run, "exclude", rows)
         newest = label_state(run).actions
         if undo_col.button("Undo", key=f"{key}-undo", icon=":material/undo:", width="stretch", disabled=not newest,

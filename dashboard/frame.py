@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import ui
-from doggos.base import decisions, shelf, store
+from doggos.base import decisions, shelf, store, units
 
 APP_DIR = Path(__file__).resolve().parents[1]  # where app.py and pages/ are
 
@@ -55,13 +55,13 @@ def start_page(script: str, title: str, needs_run: bool = True):
     return run
 
 
-def ready_step(step, run, params, what: str, working: str, units: tuple[str, str]):
+def ready_step(step, run, params, what: str, working: str, verbs: tuple[str, str]):
     """The ready result of a post-run step (a map, a label check) for this page; otherwise draw why not and stop.
 
     Missing: started in a background process, so the page never waits on it. Running: said, with the time so far,
     polled every second (queued behind others for a machine-wide slot: said too). Failed: why, with **Try again**.
     `what` names the result ("UMAP (…)"), `working` is the running message ("{elapsed}" marks where the time goes),
-    `units` the queued message's singular and plural ("UMAP computes", "UMAPs compute").
+    `verbs` the queued message's singular and plural ("UMAP computes", "UMAPs compute").
     """
     state = step.status(run.path, params)
     if state.state == "missing":
@@ -73,10 +73,10 @@ def ready_step(step, run, params, what: str, working: str, units: tuple[str, str
             now = step.status(run.path, params)
             if now.state != "running":
                 st.rerun(scope="app")
-            elapsed = f" · {ui.format_duration(time.time() - now.started)} so far" if now.started else ""
+            elapsed = f" · {units.duration(time.time() - now.started)} so far" if now.started else ""
             if now.waiting:
                 slots = step.slots()
-                st.info(f"{what} is queued{elapsed}: at most {slots} {units[slots > 1]} at once on this machine, and "
+                st.info(f"{what} is queued{elapsed}: at most {slots} {verbs[slots > 1]} at once on this machine, and "
                         "this one starts when another finishes. This page updates by itself.", icon=":material/pending:")
             else:
                 stage = f" Now: {ui.markdown_literal(now.stage)}." if now.stage else ""  # what it says it is doing
@@ -93,11 +93,11 @@ def ready_step(step, run, params, what: str, working: str, units: tuple[str, str
     return state
 
 
-def random_weights_warning(run, what: str) -> None:
-    """Say that `what` carries no meaning when the run's model has random weights (the demo kit's)."""
+def random_weights_warning(run, what: str, many: bool = False) -> None:
+    """Say that `what` carries no meaning when the run's model has random weights (the demo kit's); `many`: `what`
+    names several things ("suspects and duplicates show…")."""
     if run.manifest and run.manifest.random_weights:
-        st.warning(f"This run's model has **random weights** (the demo kit's): {what} shows the mechanics, but carries "
-                   "no meaning. Use a trained CLIP for real results.", icon=":material/casino:")
+        st.warning(ui.random_weights_text(what, many), icon=":material/casino:")
 
 
 def finished_runs(root: str | Path) -> dict:
@@ -344,5 +344,5 @@ def image_dialog(run, row: int, neighbours: int = 0) -> None:
             hits = search.by_row(search.load_index(run.path), row, k=neighbours)
         st.markdown(f"**Nearest neighbours** · {ui.markdown_literal(search.label_summary(hits))}")
         thumbnail_grid(run, run_index(run).iloc[[hit.row for hit in hits]], key="dialog-neighbours",
-                       captions=[ui.caption_for(f"{hit.score:.3f} · {hit.label}", store.file_name(hit.path))
+                       captions=[ui.caption_for(f"{units.score(hit.score)} · {hit.label}", store.file_name(hit.path))
                                  for hit in hits])

@@ -22,6 +22,9 @@ EXPLANATIONS: dict[str, str] = {
              "publishes them with one rename at the end, so a half-written run is never visible.",
     "map": "A per-row or per-batch function that Ray runs as tasks.",
 }
+EMBED_COUNT_NOTE = ("Its count is Ray's: a row counts once its task's output block is complete. Embedded, above, "
+                    "is doggos' count, made as the model returns each batch, so this one trails it by up to a block "
+                    "and catches up at the end.")
 BACKPRESSURE_NOTE = ("Backpressured: Ray Data holds this operator back because what comes after it cannot keep up, or "
                      "its output would overfill the object store. Normal for the operators before the bottleneck.")
 
@@ -33,4 +36,6 @@ def explain(operator: OperatorSnapshot) -> str:
     if fused:
         steps = f"the {' and '.join(fused)} step{'s' if len(fused) > 1 else ''}"
         text += f" Ray fused {steps} into it: they run in the same workers, with no hand-off between them."
+    if operator.kind == "embed":
+        text += " " + EMBED_COUNT_NOTE
     return text

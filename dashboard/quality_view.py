@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from doggos.base import units
 from doggos.explore.neighbours import check_k
 from doggos.explore.quality import QualityParams, QualityResults
 
@@ -36,13 +37,21 @@ def params_from_form(k, template: str, rows: int | None = None) -> QualityParams
     return params
 
 
+def label_checks_off(results: QualityResults) -> str | None:
+    """What the Quality page says in place of its label checks for a run of one label (a sentence); None when they
+    apply. Its figures then read '–', never '100 %' or '0 suspects'."""
+    note = results.label_checks_note
+    return None if note is None else f"{note[:1].upper()}{note[1:]}."
+
+
 def label_table(results: QualityResults) -> pd.DataFrame:
     """One row per label for st.dataframe, least pure first: label, images, purity, zero-shot accuracy (NaN when
-    zero-shot is unavailable), most confused with ("" when never), likely mislabeled."""
+    zero-shot is unavailable), most confused with ("" when never), likely mislabeled. Purity and accuracy are in
+    percent (`units.percent`), for a column formatted with units.SHARE_COLUMN: '28 %', as every share reads."""
     labels = results.labels
     table = pd.DataFrame({
-        "label": labels["label"].astype(str), "images": labels["images"], "purity": labels["purity"],
-        "zero-shot accuracy": labels["zero_shot_accuracy"],
+        "label": labels["label"].astype(str), "images": labels["images"], "purity": units.percent(labels["purity"]),
+        "zero-shot accuracy": units.percent(labels["zero_shot_accuracy"]),
         "most confused with": labels["confused_with"].fillna("").astype(str),
         "likely mislabeled": labels["likely_mislabeled"],
     })
@@ -191,7 +200,8 @@ def duplicates_csv(results: QualityResults) -> str:
 def duplicate_caption(pair) -> str:
     """One pair in words: "exact copy (identical files)" or "near duplicate, similarity 0.9987", and whether its two
     images are filed under different labels."""
-    kind = "exact copy (identical files)" if pair["kind"] == "exact" else f"near duplicate, similarity {pair['similarity']:.4f}"
+    kind = ("exact copy (identical files)" if pair["kind"] == "exact"
+            else f"near duplicate, similarity {units.score(pair['similarity'], digits=4)}")
     where = (f"filed under different labels: {pair['class_a']} and {pair['class_b']}" if pair["cross_label"]
              else f"both filed as {pair['class_a']}")
     return f"{kind} · {where}"
@@ -260,7 +270,7 @@ def queue_facts(item) -> str:
     parts = [f"filed as {item['folder_label']}"]
     if item["label"] != item["folder_label"]:
         parts.append(f"now {item['label']}")
-    parts.append(f"neighbours say {item['suggested']} (agreement {item['agreement']:.0%})")
+    parts.append(f"neighbours say {item['suggested']} (agreement {units.share(item['agreement'])})")
     if _present(item.get("zero_shot")):
-        parts.append(f"zero-shot says {item['zero_shot']} ({item['zero_shot_probability']:.0%})")
+        parts.append(f"zero-shot says {item['zero_shot']} ({units.share(item['zero_shot_probability'])})")
     return " · ".join(parts)

@@ -13,7 +13,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable
 
+from doggos.base import units
 from doggos.base.config import ConfigError, RunConfig
+from doggos.pipeline import figures
 from doggos.pipeline.progress import format_duration  # noqa: F401  (pages call ui.format_duration)
 
 FORM_FIELDS = {  # RunConfig field → the label the form shows for it
@@ -31,7 +33,6 @@ FORM_FIELDS = {  # RunConfig field → the label the form shows for it
     "reuse": "Updated run",  # no widget: "Update this run" sets it, the note above the form shows it
 }
 ADVANCED_FIELDS = ("ray_address", "s3_endpoint", "fp16", "projection", "quality")  # under the form's Advanced expander
-STATE_ICONS = {"queued": "⏳", "starting": "🚀", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⛔"}
 PAGE_SIZES = (24, 48, 96)
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour codes Ray's workers put in the log
 _SHORTCODE = re.compile(r":[A-Za-z][\w/+-]*:")  # :dog:, :material/home: (times like 12:44:56 do not match)
@@ -69,10 +70,10 @@ def machine_summary(gpu_folder: Path = Path("/proc/driver/nvidia/gpus"),
             torch_version = None
     cpu_only_torch = bool(torch_version and "+cpu" in torch_version)
     cuda_usable = bool(gpus) and bool(torch_version) and not cpu_only_torch
-    parts = [f"{os.cpu_count() or '?'} CPU cores"]
+    parts = [units.count(os.cpu_count(), "CPU core") if os.cpu_count() else "? CPU cores"]
     if gpus:
         named = ": " + ", ".join(gpus) if gpus[0] else ""
-        parts.append(f"{len(gpus)} NVIDIA GPU{'s' if len(gpus) > 1 else ''}{named}")
+        parts.append(f"{units.count(len(gpus), 'NVIDIA GPU')}{named}")
     else:
         parts.append("no CUDA GPU")
     if torch_version:
@@ -233,22 +234,31 @@ def resume(manager, run_id: str, by=None) -> str | None:
 
 def rows_text(manifest) -> str:
     """A finished run's row count, and the split for one that carried rows over: '27 images (reused 20, embedded 7)'."""
-    text = f"{manifest.rows:,} images"
+    text = units.count(manifest.rows, "image")
     if manifest.reuse_text() is None:
         return text
-    dropped = f", dropped {manifest.dropped:,}" if manifest.dropped else ""
-    return f"{text} (reused {manifest.reused:,}, embedded {manifest.newly_embedded:,}{dropped})"
+    dropped = f", dropped {units.count(manifest.dropped)}" if manifest.dropped else ""
+    return f"{text} (reused {units.count(manifest.reused)}, embedded {units.count(manifest.newly_embedded)}{dropped})"
 
 
-def live_metrics(progress) -> dict[str, str]:
-    """The live view's metrics, label → value; "Reused" only for a run that carries rows over."""
+def live_metrics(progress, phase_s: float | None = None, typical_s: float | None = None) -> dict[str, str]:
+    """The live view's metrics, label → value, each rate named by its window (`doggos.pipeline.figures`); "Reused"
+    only for a run that carries rows over. During a start-up phase the ETA's place shows how long the phase has
+    gone on (`phase_s`), beside its typical length on this machine (`typical_s`, from past runs)."""
+    embedding = progress.phase == "embedding"
     metrics = {
-        "Embedded": f"{progress.embedded:,} / {progress.found:,}" if progress.found else "–",
-        "Reused": f"{progress.reused:,}",
-        "Images/s": f"{progress.images_per_s:.1f}" if progress.images_per_s else "–",
-        "ETA": format_duration(progress.eta_s) if progress.phase == "embedding" else "–",
-        "Failed files": f"{progress.failed:,}",
+        "Embedded": (f"{units.count(progress.embedded)} / {units.count(progress.found)}" if progress.found
+                     else units.DASH),
+        "Reused": units.count(progress.reused),
+        f"Images/s · {figures.CURRENT_WINDOW}": units.rate(progress.images_per_s or None) if embedding else units.DASH,
+        figures.RUN_RATE: units.rate(progress.run_images_per_s or None),
     }
+    if progress.phase in figures.STARTUP_PHASES:
+        usually = f" · usually {units.duration(typical_s)}" if typical_s is not None else ""
+        metrics[f"{progress.phase.capitalize()}{usually}"] = units.duration(phase_s)
+    else:
+        metrics["ETA"] = units.duration(progress.eta_s) if embedding else units.DASH
+    metrics["Failed files"] = units.count(progress.failed)
     if not progress.reused:
         del metrics["Reused"]
     return metrics
@@ -268,60 +278,78 @@ def history_rows(runs: Iterable) -> list[dict[str, Any]]:
         progress, manifest, config = run.progress, run.manifest, run.config
         rows.append({
             "run": run_name(run),
-            "state": f"{STATE_ICONS.get(run.state, '•')} {run.state}",
+            "id": run.id,  # beside the name: what the CLI takes (whole, or any part only this run's id has)
+            "state": state_text(run),  # the word, no emoji: it reads on a machine without an emoji font
             "story": run.story(),  # how an updated or resumed run came to be; "" for a plain one; read before the counts
             "images": manifest.rows if manifest else progress.embedded + progress.reused,
             "found": manifest.found if manifest else progress.found,
             "failed": run.failed_files,
             "labels": str(manifest.labels) if manifest else "",  # text: one type per column, and no "None"
             "duration": format_duration(run.duration_s),
-            "images/s": f"{manifest.images_per_s:.1f}" if manifest else "",
-            "source": config.source if config else "",
+            "images/s": units.rate(manifest.images_per_s) if manifest else "",
+            "source": units.path_tail(config.source) if config else "",  # the tail tells runs apart
             "model": config.model if config else "",
             "error": " ".join((run.error or "").split()),
-            "id": run.id,
         })
     return rows
 
 
 def run_name(run) -> str:
-    """A readable name for a run: its source folder and when it was created, e.g. 'digits · 27 Nov 12:57:21'."""
-    source = (run.config.source if run.config else "").rstrip("/")
-    short = source.rsplit("/", 1)[-1] or source or "?"
-    when = _created(run.id)
-    return f"{short} · {when}" if when else f"{short} · {run.id}"
+    """A readable name for a run: its source folder and when it was created, e.g. 'digits · 27 Nov 12:57:21' (one
+    rule for the dashboard and the CLI, which takes it as a run's name: doggos.runs.naming.readable_name)."""
+    from doggos.runs.naming import readable_name
 
-
-def _created(run_id: str) -> str:
-    from datetime import datetime
-
-    try:
-        return datetime.strptime(run_id[:15], "%Y%m%d-%H%M%S").strftime("%d %b %H:%M:%S").lstrip("0")
-    except ValueError:
-        return ""
+    return readable_name(run.id, run.config.source if run.config else None)
 
 
 def run_choice_label(run) -> str:
     """How the sidebar names a run: source folder, time, image count."""
     rows = run.manifest.rows if run.manifest else None
-    return run_name(run) + (f" · {rows:,} images" if rows is not None else "")
+    return run_name(run) + (f" · {units.count(rows, 'image')}" if rows is not None else "")
 
 
-def progress_caption(progress, step_elapsed_s: float | None = None) -> str:
-    """One line about a live run: phase, counts, rate, ETA; for a post-run step, how long it has been going."""
+def run_choice_labels(runs: dict) -> dict[str, str]:
+    """Run id → its picker label (`run_choice_label`), the id added where two would read the same (two runs of one
+    source started in the same second): a select box tells its options apart by their text."""
+    labels = {run_id: run_choice_label(run) for run_id, run in runs.items()}
+    seen: dict[str, int] = {}
+    for label in labels.values():
+        seen[label] = seen.get(label, 0) + 1
+    return {run_id: f"{label} · {run_id}" if seen[label] > 1 else label for run_id, label in labels.items()}
+
+
+def after_live_tick(active: bool, was_active: bool, watched, outcome_shown: str | None) -> tuple[bool, bool]:
+    """What the Run page's live fragment does once it has drawn: (rerun the whole page, make the watched run current).
+
+    The page reruns once no run is active any more but was at the page's last full run (`was_active`): the picker,
+    the delete menu, the history and the polling change with it. With a watched run (`watched`: a RunInfo or None),
+    only on the tick after its outcome is on screen (`outcome_shown`, the id the previous tick drew): a rerun asked
+    for in the tick that draws it would drop what that tick drew but has not sent yet, and the old live view would
+    flash back. A watched run that succeeded becomes the current run."""
+    if active or not was_active:
+        return False, False
+    if watched is not None and outcome_shown != watched.id:
+        return False, False
+    return True, watched is not None and watched.state == "succeeded"
+
+
+def progress_caption(progress, phase_s: float | None = None, typical_s: float | None = None) -> str:
+    """One line about a live run: phase, counts, the rate (its window named), the ETA; for a start-up phase or a
+    post-run step, how long it has gone on (`phase_s`) and how long it usually takes here (`typical_s`)."""
     parts = [progress.phase]
     if progress.found:
-        parts.append(f"{progress.embedded:,}/{progress.found:,} images embedded")
+        parts.append(f"{units.count(progress.embedded)}/{units.count(progress.found)} images embedded")
     if progress.reused:
-        parts.append(f"{progress.reused:,} reused")
+        parts.append(f"{units.count(progress.reused)} reused")
     if progress.failed:
-        parts.append(f"{progress.failed:,} failed")
-    if progress.images_per_s and progress.phase in ("loading model", "embedding", "writing"):
-        parts.append(f"{progress.images_per_s:.1f} images/s")
+        parts.append(f"{units.count(progress.failed)} failed")
+    if progress.phase not in figures.STARTUP_PHASES and (rate := figures.rate_text(progress)):
+        parts.append(rate)
     if progress.eta_s is not None and progress.phase == "embedding":
-        parts.append(f"ETA {format_duration(progress.eta_s)}")
-    if step_elapsed_s is not None:
-        parts.append(f"{format_duration(step_elapsed_s)} so far")
+        parts.append(f"ETA {units.duration(progress.eta_s)}")
+    if phase_s is not None and progress.phase != "embedding":
+        usually = f" (usually {units.duration(typical_s)})" if typical_s is not None else ""
+        parts.append(f"{units.duration(phase_s)} so far{usually}")
     return " · ".join(parts)
 
 
@@ -387,15 +415,29 @@ def _text(label) -> str:
     return label if isinstance(label, str) else ""
 
 
+def random_weights_text(what: str, many: bool = False) -> str:
+    """The warning on a page of a run whose model has random weights; the verbs agree with `what` (`many`: plural)."""
+    shows, carries = ("show", "carry") if many else ("shows", "carries")
+    return (f"This run's model has **random weights** (the demo kit's): {what} {shows} the mechanics, but {carries} no "
+            "meaning. Use a trained CLIP for real results.")
+
+
 def ordinal(number: int) -> str:
-    """1st, 2nd, 3rd, 4th, 11th, 21st…"""
-    suffix = "th" if 10 <= number % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
-    return f"{number}{suffix}"
+    """1st, 2nd, 3rd, 4th, 11th, 21st… (doggos.base.units.ordinal, the one formatter)."""
+    return units.ordinal(number)
 
 
 def state_text(run) -> str:
-    """A run's state with its icon, and a queued run's place in line: '⏳ queued — 3rd in line' (1st runs next)."""
-    text = f"{STATE_ICONS.get(run.state, '•')} {run.state}"
+    """A run's state in words: 'queued — 3rd in line' (1st runs next), 'running', and while a cancel is under way
+    'stopping — 2 batches in flight' (what it still waits for: RunStatus.stopping_text).
+
+    The word first, and no emoji: ⏳ or 🏃 draw as empty boxes where no emoji font is installed (Debian's chromium),
+    and a run's state must read on every machine, in the live card and in the History table alike."""
+    status = getattr(run, "status", None)
+    stopping = getattr(status, "stopping_text", None)
+    if stopping:
+        return stopping
+    text = run.state
     position = getattr(run, "queue_position", None)
     if run.state == "queued" and position:
         text += f" — {ordinal(position)} in line"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import pandas as pd
 import streamlit as st
 
 from dashboard import operator_notes, ui
-from doggos.pipeline import operators
+from doggos.base import units
+from doggos.pipeline import figures, operators
 
 TITLES = {"read": "Read", "label": "Label", "decode": "Decode", "embed": "Embed", "write": "Write", "map": "Map"}
 STALE_AFTER_S = 10.0  # a running pipeline's newest sample older than this: say how old (the driver may be stuck)
@@ -26,40 +28,38 @@ def title(operator: operators.OperatorSnapshot) -> str:
     return f"{steps(operator.kinds)} · {'actor pool' if operator.actors is not None else 'tasks'}"
 
 
-def size(count: int | None) -> str:
-    """Bytes as people read them: 0 B, 12 KB, 3.4 MB, 1.2 GB; a dash when unknown."""
-    if count is None:
-        return "–"
-    for unit, scale in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
-        if count >= scale:
-            return f"{count / scale:.1f} {unit}"
-    return f"{count} B"
-
-
 def workers(operator: operators.OperatorSnapshot) -> str:
     """Who does the work now: 'Tasks running: 2', or 'Actors: 1 of 2 up (1 starting) · batches in flight: 2'."""
     if operator.actors is None:
-        return f"Tasks running: {operator.tasks}"
-    text = f"Actors: {operator.actors} of {operator.pool_size if operator.pool_size is not None else '?'} up"
+        return f"Tasks running: {units.count(operator.tasks)}"
+    text = f"Actors: {units.count(operator.actors)} of {units.count(operator.pool_size)} up"
     if operator.pending_actors:
-        text += f" ({operator.pending_actors} starting)"
-    return f"{text} · batches in flight: {operator.tasks}"
+        text += f" ({units.count(operator.pending_actors)} starting)"
+    return f"{text} · batches in flight: {units.count(operator.tasks)}"
+
+
+def heading(snapshot: operators.PipelineSnapshot, now: float) -> str:
+    """'Ray Data · running for 12 s', 'Ray Data · finished after 45 s'; a stale sample says how old it is."""
+    if snapshot.state == "finished":
+        return f"**Ray Data** · finished after {units.duration(snapshot.elapsed_s)}"
+    age = now - snapshot.time
+    stale = f" · last sample {units.duration(age)} ago" if age > STALE_AFTER_S else ""
+    return f"**Ray Data** · running for {units.duration(snapshot.elapsed_s)}{stale}"
 
 
 def live_operators(run) -> None:
     """The running plan, one bordered card per operator (rows, rows/s, workers, queue, object store, why it is
-    built so), then each node's share of the embedding. Draws no widgets: the Run page refreshes it every second."""
+    built so), then each node's share of the embedding. Draws no widgets: the Run page refreshes it every second.
+
+    Every frame draws the same elements in the same places (optional ones into placeholders): Streamlit replaces
+    elements by position, so a frame with one element more or less shows the last frame's leftovers (a second
+    "Per node") until it is drawn in full."""
     snapshot = operators.latest(run)
-    if snapshot is None:
-        st.caption(NOT_YET)
+    if snapshot is None or snapshot.state == "unavailable":
+        st.caption(NOT_YET if snapshot is None else
+                   f"Ray Data's live operator view is not available: {ui.markdown_literal(snapshot.note or '')}")
         return
-    if snapshot.state == "unavailable":
-        st.caption(f"Ray Data's live operator view is not available: {ui.markdown_literal(snapshot.note or '')}")
-        return
-    age = time.time() - snapshot.time
-    status = "finished" if snapshot.state == "finished" else "running"
-    stale = f" · last sample {age:.0f} s ago" if snapshot.state == "running" and age > STALE_AFTER_S else ""
-    st.markdown(f"**Ray Data, live** · {status} for {snapshot.elapsed_s:.0f} s{stale}")
+    st.markdown(heading(snapshot, time.time()))
     st.caption("What Ray Data's executor reports (the numbers its progress bars print), every second: "
                f"{' → '.join(title(op) for op in snapshot.operators)}.")
     # Every row of the plan passes every operator: the first operator's known total is the others' total too (a
@@ -69,34 +69,38 @@ def live_operators(run) -> None:
     for card, operator in zip(cards, snapshot.operators):
         with card.container(border=True):
             _operator_card(operator, plan_total)
+    backpressure = st.empty()
     if any(op.backpressured for op in snapshot.operators):
-        st.caption(operator_notes.BACKPRESSURE_NOTE)
-    store = f"Object store in use: {size(snapshot.object_store_bytes)}"
+        backpressure.caption(operator_notes.BACKPRESSURE_NOTE)
+    store = f"Object store in use: {units.size(snapshot.object_store_bytes)}"
     if snapshot.object_store_limit:
-        store += f" of the {size(snapshot.object_store_limit)} Ray Data may use"
+        store += f" of the {units.size(snapshot.object_store_limit)} Ray Data may use"
     st.caption(store + ": blocks between operators live there until the next operator takes them.")
-    _nodes(snapshot)
+    _nodes(snapshot, st.empty())
 
 
 def _operator_card(operator: operators.OperatorSnapshot, total: int | None) -> None:
     st.markdown(f"**{operator.index + 1}. {title(operator)}**")
     st.caption(ui.markdown_literal(operator.name))
+    badge = st.empty()
     if operator.backpressured:
-        st.badge("backpressured", icon=":material/traffic:", color="orange")
+        badge.badge("backpressured", icon=":material/traffic:", color="orange")
     elif operator.done:
-        st.badge("done", icon=":material/check:", color="green")
+        badge.badge("done", icon=":material/check:", color="green")
+    done = operators.rows_done_text(operator, total)
     if total:
-        st.progress(min(1.0, operator.rows_done / total), text=f"{operator.rows_done:,} / {total:,} rows")
+        st.progress(min(1.0, operator.rows_done / total), text=done)
     else:
-        st.markdown(f"{operator.rows_done:,} rows")
-    st.metric("Rows/s", "–" if operator.rows_per_s is None else f"{operator.rows_per_s:.1f}")
-    st.markdown(f"{workers(operator)}  \nQueued: {operator.queued_blocks} blocks ({size(operator.queued_bytes)})  \n"
-                f"Object store: {size(operator.object_store_bytes)}")
+        st.markdown(done)
+    # Ray's count, named as such: the top's Images/s is doggos' (figures), which runs ahead by up to a block.
+    st.metric(f"Rows handed on/s · {figures.CURRENT_WINDOW}", units.rate(operator.rows_per_s))
+    st.markdown(f"{workers(operator)}  \nQueued: {units.count(operator.queued_blocks, 'block')} "
+                f"({units.size(operator.queued_bytes)})  \nObject store: {units.size(operator.object_store_bytes)}")
     st.caption(operator_notes.explain(operator))
 
 
-def _nodes(snapshot: operators.PipelineSnapshot) -> None:
-    """Each node's embedder actors and rows: how much of the embedding it is doing."""
+def _nodes(snapshot: operators.PipelineSnapshot, slot) -> None:
+    """Each node's embedder actors and rows: how much of the embedding it is doing; drawn into `slot` (one heading)."""
     if not snapshot.nodes:
         return
     rows = [node.rows or 0 for node in snapshot.nodes]
@@ -105,12 +109,14 @@ def _nodes(snapshot: operators.PipelineSnapshot) -> None:
         "embedder actors": [node.actors for node in snapshot.nodes],
         "batches in flight": [node.busy for node in snapshot.nodes],
         "rows embedded": [node.rows for node in snapshot.nodes],
-        "share": [row / sum(rows) if sum(rows) else None for row in rows],
+        "share": [units.percent(row / sum(rows)) if sum(rows) else None for row in rows],  # units.SHARE_COLUMN
     })
-    st.markdown("**Per node**")
-    st.dataframe(table, hide_index=True, column_config={
-        "share": st.column_config.ProgressColumn("share of the rows", format="percent", min_value=0.0, max_value=1.0),
-    })
+    with slot.container():
+        st.markdown("**Per node**")
+        st.dataframe(table, hide_index=True, column_config={
+            "share": st.column_config.ProgressColumn("share of the rows", format=units.SHARE_COLUMN, min_value=0.0,
+                                                     max_value=100.0),
+        })
 
 
 def timeline_series(run) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -144,14 +150,47 @@ def _series(run_path: str, version: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 def timeline_chart(run) -> None:
     """The run's saved operator timeline, for the Run summary: rows/s (and rows done) per operator over time."""
     rate, done = timeline_series(run)
-    if rate.empty:
+    if rate.empty and done.empty:
         st.caption("No operator timeline was saved for this run (runs from before workshop mode have none).")
+        return
+    rate, done = _drawable(rate), _drawable(done)
+    if rate.empty and done.empty:  # Vega would draw empty axes and warn of an "infinite extent"
+        st.caption("The operator timeline of this run holds no figures to draw (its samples carry no rows).")
         return
     st.markdown("**Operators over time**")
     per_second, cumulative = st.tabs(["Rows/s", "Rows done"])
-    with per_second:
-        st.line_chart(rate, x_label="seconds since the pipeline started", y_label="rows/s")
-    with cumulative:
-        st.line_chart(done, x_label="seconds since the pipeline started", y_label="rows done")
+    for tab, series, label in ((per_second, rate, f"rows/s ({figures.CURRENT_WINDOW})"),
+                               (cumulative, done, "rows done")):
+        with tab:
+            if series.empty:
+                st.caption("No figures to draw here.")
+            else:
+                _line_chart(series, label)
     st.caption("Sampled every second from Ray Data's executor while the run went. A flat start is Ray starting "
                "workers and the embedder actors loading the model; the read runs ahead until backpressure holds it.")
+
+
+def _drawable(series: pd.DataFrame) -> pd.DataFrame:
+    """The series' columns and times that hold a finite figure (a chart of nothing but gaps has an infinite extent)."""
+    series = series.apply(pd.to_numeric, errors="coerce")
+    series = series.loc[[isinstance(t, (int, float)) and math.isfinite(t) for t in series.index]]
+    return series.dropna(axis="columns", how="all").dropna(axis="index", how="all")
+
+
+def _line_chart(series: pd.DataFrame, y_title: str) -> None:
+    """One line per operator over the seconds since the pipeline started.
+
+    An Altair chart rather than st.line_chart: the latter's first render has no data yet, and Vega warns of an
+    "infinite extent" for every field in the browser's console, whatever the data."""
+    import altair as alt
+
+    long = (series.rename_axis("elapsed_s").reset_index()
+            .melt("elapsed_s", var_name="operator", value_name="value").dropna())
+    chart = alt.Chart(long).mark_line().encode(
+        x=alt.X("elapsed_s:Q", title="seconds since the pipeline started"),
+        y=alt.Y("value:Q", title=y_title),
+        color=alt.Color("operator:N", title=None, legend=alt.Legend(orient="bottom")),
+        tooltip=[alt.Tooltip("operator:N"), alt.Tooltip("elapsed_s:Q", title="seconds"),
+                 alt.Tooltip("value:Q", title=y_title)],
+    )
+    st.altair_chart(chart, width="stretch")

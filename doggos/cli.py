@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from doggos.base import console
+from doggos.base import console, units
 from doggos.base.config import DEFAULT_MODEL, DEVICES, RunConfig, user_messages
 from doggos.runs import commands as run_commands
 from doggos.runs.commands import ProgressPrinter, format_progress, summary  # noqa: F401 (the CLI's, re-exported)
@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+RUN_HELP = ("a run folder (as embed --out writes), or a run under the runs root: its id, any part of it only that "
+            "run's id has (e.g. 145918), or its name as the dashboard shows it, or the start of it (e.g. digits)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m doggos", description="CLIP image embeddings with Ray Data.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -54,10 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_commands.add_parser(commands, _add_run_options, config_from_args)
 
     search = commands.add_parser("search", help="the run's images most like an image file, one of its rows, or a text")
-    search.add_argument("run", metavar="RUN", help="a run folder (as embed --out writes) or a run id under the runs root")
+    search.add_argument("run", metavar="RUN", help=RUN_HELP)
     query = search.add_mutually_exclusive_group(required=True)
     query.add_argument("--image", help="an image file: embedded with the run's model, as the pipeline does")
     query.add_argument("--row", help="a row of the run (0-based): its neighbours, itself left out")
+    query.add_argument("--name", metavar="FILE", help="one of the run's images by file name (label/name where two "
+                                                      "labels hold that name): its neighbours, itself left out")
     query.add_argument("--text", help="words, embedded by the run's model's text tower as typed (no template added)")
     search.add_argument("-k", default="10", help="how many results, 1 to 1000 (default 10)")
     search.add_argument("--label", action="append", default=[], help="only images with this label (repeatable)")
@@ -66,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(handler=_search)
 
     quality = commands.add_parser("quality", help="which labels look wrong: suspects, confused labels, duplicates")
-    quality.add_argument("run", metavar="RUN", help="a run folder (as embed --out writes) or a run id under the runs root")
+    quality.add_argument("run", metavar="RUN", help=RUN_HELP)
     quality.add_argument("--k", default="10", help="neighbours per image, 1 to 100 (default 10)")
     quality.add_argument("--template", default=None, help='zero-shot prompt per label (default "a photo of a {label}.")')
     quality.add_argument("--top", type=int, default=20, help="suspects and duplicate pairs to list (default 20)")
@@ -101,7 +107,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICES, help="auto picks cuda when the cluster has a GPU")
     parser.add_argument("--batch-size", help="images per forward pass (default: 16 on CPU, 64 on GPU)")
     parser.add_argument("--concurrency", help="embedder actors (default: auto, from the cluster's CPUs/GPUs)")
-    parser.add_argument("--limit", help="embed only the first N images")
+    parser.add_argument("--limit", help="embed only N images, sampled evenly across labels (round robin; seeded: the "
+                                        "same source and N pick the same images)")
     parser.add_argument("--ray-address", help="existing Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--s3-endpoint", help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS)")
     parser.add_argument("--fp16", action="store_true", help="half precision on cuda")
@@ -110,7 +117,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-quality", dest="quality", action="store_false",
                         help="skip the label-quality check at the end (the dashboard or `quality` computes it later)")
     parser.add_argument("--reuse", metavar="RUN",
-                        help="a finished run (folder or id): carry over its rows for unchanged files, embed the rest")
+                        help="a finished run, named as every command names one (its folder, its id, a part of the id, "
+                             "its name or the start of it): carry over its rows for unchanged files, embed the rest")
 
 
 def config_from_args(args: argparse.Namespace, output: str | None) -> RunConfig:
@@ -157,7 +165,7 @@ def _embed(args: argparse.Namespace) -> int:
     # Ray's, its workers' and the libraries' output goes to the run's output.txt; the terminal keeps doggos' lines.
     with console.everything_else_to(run_dir.output, echo=args.verbose) as terminal:
         _quiet_ray()
-        terminal.say(f"embedding {len(listing.paths)} images from {config.source} into {run_dir.path}")
+        terminal.say(f"embedding {units.count(len(listing.paths), 'image')} from {config.source} into {run_dir.path}")
         printer = ProgressPrinter(terminal.err)
         run_dir.cancel_request.unlink(missing_ok=True)  # an earlier cancelled run's request must not touch this one
         driver.cancel_on_sigterm()
@@ -200,6 +208,8 @@ def _search(args: argparse.Namespace) -> int:
     index = search.load_index(run_dir)
     if args.row is not None:
         hits = search.by_row(index, search.check_row(index, args.row), args.k, args.label)
+    elif args.name is not None:
+        hits = search.by_row(index, search.row_of_name(index.paths, args.name), args.k, args.label)
     elif args.image is not None:
         try:
             data = Path(args.image).expanduser().read_bytes()
@@ -216,7 +226,7 @@ def _search(args: argparse.Namespace) -> int:
         return 0
     print(f"{'rank':>4}  {'score':>6}  {'label':<20}  path")
     for hit in hits:
-        print(f"{hit.rank:>4}  {hit.score:>6.3f}  {hit.label:<20}  {hit.path}")
+        print(f"{hit.rank:>4}  {units.score(hit.score):>6}  {hit.label:<20}  {hit.path}")
     print(search.label_summary(hits), file=sys.stderr)
     return 0
 
@@ -231,13 +241,16 @@ def _quality(args: argparse.Namespace) -> int:
     manifest = finished_manifest(run_dir)
     params = quality.QualityParams(k=args.k, **({"template": args.template} if args.template is not None else {}))
     if not quality_step.QUALITY.result(run_dir, params).exists():
-        print(f"checking labels of {manifest.rows:,} images (k={params.k}) ...", file=sys.stderr, flush=True)
+        print(f"checking labels of {units.count(manifest.rows, 'image')} (k={params.k}) ...", file=sys.stderr,
+              flush=True)
         with console.everything_else_to(quality_step.QUALITY.log_file(run_dir, params)):  # Ray's lines go there
             _quiet_ray()
             quality_step.QUALITY.run(run_dir, params)
     # The stored check seen through the label decisions in effect (`labels`): effective labels everywhere.
     first, now, state = label_review.load(run_dir, params)
     report = quality_step.report_json(now, top=args.top, decisions=state.decisions)
+    if now.label_checks_note:  # one label: "no suspects" and a perfect zero-shot would say nothing about the labels
+        print(f"note: {now.label_checks_note}", file=sys.stderr)
     if manifest.random_weights:
         print("warning: this run's model has RANDOM WEIGHTS (the demo kit's): the findings carry no meaning",
               file=sys.stderr)
@@ -251,31 +264,51 @@ def _quality(args: argparse.Namespace) -> int:
 
 def quality_text(report: dict, purity: str | None = None) -> str:
     """The quality report for a terminal: counts (and `purity`, how label decisions moved it), suspects, duplicates,
-    then labels by purity."""
+    then labels by purity. A heading comes only with the lines it heads: a list cut by --top says so."""
     counts = report["counts"]
     zero_shot = report["zero_shot"]
-    decided = (f"; {counts['decisions']:,} label decisions in effect ({counts['reviewed']:,} reviewed, "
-               f"{counts['excluded']:,} excluded)") if counts.get("decisions") else ""
-    lines = [f"{counts['images']:,} images, {counts['labels']} labels: {counts['likely_mislabeled']} likely mislabeled "
-             f"({counts['strongest_suspects']} also by zero-shot), {counts['exact_duplicate_pairs']} exact and "
-             f"{counts['near_duplicate_pairs']} near duplicate pairs ({counts['cross_label_duplicate_pairs']} across labels)"
-             + decided,
+    decided = (f"; {units.count(counts['decisions'], 'label decision')} in effect ({units.count(counts['reviewed'])} "
+               f"reviewed, {units.count(counts['excluded'])} excluded)") if counts.get("decisions") else ""
+    pairs = counts["exact_duplicate_pairs"] + counts["near_duplicate_pairs"]
+    checks = report.get("label_checks") or {"available": True}
+    # One label: neighbours cannot disagree with it, so "0 likely mislabeled" and "suspects: none" would be no finding.
+    mislabeled = (f"{units.count(counts['likely_mislabeled'])} likely mislabeled "
+                  f"({units.count(counts['strongest_suspects'])} also by zero-shot)" if checks["available"]
+                  else f"mislabeled {units.DASH} (label checks need two or more labels)")
+    lines = [f"{units.count(counts['images'], 'image')}, {units.count(counts['labels'], 'label')}: {mislabeled}, "
+             f"{units.count(counts['exact_duplicate_pairs'])} exact and "
+             f"{units.count(counts['near_duplicate_pairs'])} near duplicate {units.plural(pairs, 'pair')} "
+             f"({units.count(counts['cross_label_duplicate_pairs'])} across labels)" + decided,
              *([purity] if purity else []),
-             "zero-shot: " + (f"accuracy {zero_shot['accuracy']:.1%}" if zero_shot["available"] and zero_shot["accuracy"]
-                              is not None else f"not available ({zero_shot['reason']})"),
-             "", "suspects (most suspicious first):" if report["suspects"] else "suspects: none"]
+             "zero-shot: " + (f"accuracy {units.share(zero_shot['accuracy'])}" if zero_shot["available"]
+                              and zero_shot["accuracy"] is not None else f"not available ({zero_shot['reason']})"),
+             "", _heading("suspects", "most suspicious first", report["suspects"], counts["likely_mislabeled"])
+             if checks["available"] else f"suspects: {units.DASH} ({checks.get('reason') or 'one label'})"]
     for s in report["suspects"]:
-        lines.append(f"  {s['agreement']:.0%} agree  filed {s['class']!r}, neighbours say {s['suggested']!r}"
+        lines.append(f"  {units.share(s['agreement']):>5} agree  filed {s['class']!r}, "
+                     f"neighbours say {s['suggested']!r}"
                      + (f", zero-shot says {s['zero_shot']!r}" if s.get("zero_shot") else "") + f"  {s['path']}")
-    lines += ["", "duplicates:" if report["duplicates"] else "duplicates: none"]
+    lines += ["", _heading("duplicates", "pairs, across labels first", report["duplicates"], pairs)]
     for d in report["duplicates"]:
-        lines.append(f"  {d['kind']:<5} {d['similarity']:.4f}{'  ACROSS LABELS' if d['cross_label'] else ''}  "
-                     f"{d['paths'][0]}  =  {d['paths'][1]}")
+        lines.append(f"  {d['kind']:<5} {units.score(d['similarity'], digits=4)}"
+                     f"{'  ACROSS LABELS' if d['cross_label'] else ''}  {d['paths'][0]}  =  {d['paths'][1]}")
     lines += ["", "labels (least pure first):"]
-    for label in sorted(report["labels"], key=lambda l: (l["purity"], l["label"])):
-        lines.append(f"  {label['purity']:.0%} pure  {label['images']:>5} images  {label['label']}"
-                     + (f"  (confused with {label['confused_with']})" if label.get("confused_with") else ""))
+    for label in sorted(report["labels"], key=lambda row: (row["purity"], row["label"])):
+        lines.append(f"  {units.share(label['purity']):>5} pure  {units.count(label['images'], 'image'):>12}  "
+                     f"{label['label']}" + (f"  (confused with {label['confused_with']})" if label.get("confused_with")
+                                            else ""))
     return "\n".join(lines)
+
+
+def _heading(what: str, order: str, listed: list, found: int) -> str:
+    """'suspects: none'; 'suspects (most suspicious first):' above the whole list; '… (20 of 163, most suspicious
+    first):' above a list --top cut; 'suspects: 163 found, none listed (--top)' where nothing follows."""
+    if not found:
+        return f"{what}: none"
+    if not listed:
+        return f"{what}: {units.count(found)} found, none listed (--top)"
+    shown = "" if len(listed) >= found else f"{units.count(len(listed))} of {units.count(found)}, "
+    return f"{what} ({shown}{order}):"
 
 
 def _bench(args: argparse.Namespace) -> int:

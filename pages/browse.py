@@ -4,6 +4,7 @@ some to decide their labels in bulk. Labels are the effective ones; excluded ima
 import streamlit as st
 
 from dashboard import decide, frame, ui
+from doggos.base import units
 
 run = frame.start_page(__file__, "Browse")
 
@@ -20,8 +21,8 @@ count_of = dict(zip(counts["label"], counts["images"]))
 # A label picked earlier stays offered when its images left the view (all relabelled or excluded): no pick is lost.
 offered = sorted(set(count_of) | set(st.session_state.get("browse_labels", [])))
 chosen = labels_col.multiselect(
-    "Labels", offered, key="browse_labels", placeholder=f"All {len(count_of)} labels",
-    format_func=lambda label: f"{label} ({count_of.get(label, 0):,})", on_change=back_to_first_page,
+    "Labels", offered, key="browse_labels", placeholder=f"All {units.count(len(count_of), 'label')}",
+    format_func=lambda label: f"{label} ({units.count(count_of.get(label, 0))})", on_change=back_to_first_page,
 )
 name_filter = name_col.text_input("File name contains", key="browse_name", on_change=back_to_first_page)
 page_size = size_col.selectbox("Per page", ui.PAGE_SIZES, index=1, key="browse_page_size", on_change=back_to_first_page)
@@ -41,8 +42,8 @@ window = frame.page_window(total, "browse_page", page_size)
 page = frame.ordered_page(run, matching, window)
 label_total = len(chosen) or len(count_of)
 info_col, pick_col, clear_col = st.columns([4, 1, 1], vertical_alignment="center")
-info_col.caption(f"Images {window.start + 1:,}–{window.stop:,} of {total:,} "
-                 f"from {label_total} label{'s' if label_total != 1 else ''} · press **View** to see one larger, tick "
+info_col.caption(f"Images {units.count(window.start + 1)}–{units.count(window.stop)} of {units.count(total)} "
+                 f"from {units.count(label_total, 'label')} · press **View** to see one larger, tick "
                  "images to decide their labels together")
 if pick_col.button("Select page", icon=":material/select_all:", width="stretch"):
     selected.update(int(row) for row in page["row"])
@@ -51,7 +52,7 @@ if clear_col.button("Clear selection", icon=":material/deselect:", width="stretc
 if selected:
     rows = sorted(selected)
     head_col, download_col = st.columns([4, 1], vertical_alignment="center")
-    head_col.markdown(f"**{len(rows):,} selected image{'s' if len(rows) != 1 else ''}**")
+    head_col.markdown(f"**{units.count(len(rows))} selected {units.plural(len(rows), 'image')}**")
     download_col.download_button("Download CSV", ui.selection_csv(index.iloc[rows]),
                                  file_name=f"browse-selection-{run.id}.csv", mime="text/csv",
                                  icon=":material/download:", width="stretch")

@@ -7,7 +7,7 @@ fresh one."""
 import streamlit as st
 
 from dashboard import decide, frame, map_view, ui
-from doggos.base import store
+from doggos.base import store, units
 from doggos.base.rundir import run_dir_of
 from doggos.explore import map_serving, projection
 from doggos.explore.projection import MAP
@@ -54,14 +54,14 @@ state = frame.ready_step(
     working=f"Computing {params.describe()} in the background{{elapsed}}. This page updates by itself when the map is "
             "ready. The first UMAP in a fresh process takes tens of seconds (numba compiles its code); after that, "
             "results are cached per run and parameters.",
-    units=("UMAP computes", "UMAPs compute"))
+    verbs=("UMAP computes", "UMAPs compute"))
 info = map_info(str(state.path), state.path.stat().st_mtime_ns)
 total, seconds = info.get("points", 0), info.get("seconds")
 if info.get("placed_from"):  # an updated run's map keeps its old run's places (doggos.explore.map_carry)
     placed = info.get("placed", 0)
     carry_col, recompute_col = st.columns([5, 1.2], vertical_alignment="center")
     carry_col.caption(f"Images carried over from run {ui.markdown_literal(info['placed_from'])} keep their places; "
-                      + (f"{placed:,} new ones were placed" if placed != 1 else "1 new one was placed")
+                      + (f"{units.count(placed)} new ones were placed" if placed != 1 else "1 new one was placed")
                       + " by their neighbours.")
     if recompute_col.button("Recompute map", icon=":material/refresh:", width="stretch",
                             help=f"A fresh {ui.markdown_literal(params.describe())} of this run alone, in the "
@@ -80,8 +80,8 @@ colour = colour_col.segmented_control(
     help="Label agreement: the share of each image's nearest neighbours filed under its own label (the Quality page's "
          "k). Low agreement, a likely misfiled image, shows in red.")
 by_agreement = colour == "agreement" and quality_state.state == "ready"
-caption_col.caption(f"{total:,} points · {ui.markdown_literal(info.get('method', params.method))}"
-                    + (f" · computed in {seconds:.1f} s" if seconds else "")
+caption_col.caption(f"{units.count(total, 'point')} · {ui.markdown_literal(info.get('method', params.method))}"
+                    + (f" · computed in {units.duration(seconds)}" if seconds else "")
                     + (" · red: neighbours mostly carry another label; larger: likely mislabeled" if by_agreement
                        else ""))
 show_excluded = excluded_col.toggle("Show excluded", key="map_show_excluded",
@@ -147,7 +147,7 @@ if not chosen_rows:
 
 chosen = map_serving.map_rows(run_dir_of(run), map_path.stem, chosen_rows)
 head_col, download_col, clear_col = st.columns([3, 1, 1], vertical_alignment="center")
-head_col.subheader(f"{len(chosen):,} selected image{'s' if len(chosen) != 1 else ''}")
+head_col.subheader(f"{units.count(len(chosen))} selected {units.plural(len(chosen), 'image')}")
 download_col.download_button("Download CSV", ui.selection_csv(chosen), file_name=f"map-selection-{run.id}.csv",
                              mime="text/csv", icon=":material/download:", width="stretch")
 if clear_col.button("Clear selection", icon=":material/deselect:", width="stretch"):

@@ -5,7 +5,7 @@ import functools
 import streamlit as st
 
 from dashboard import decide, frame, quality_view, ui
-from doggos.base import decisions
+from doggos.base import decisions, units
 from doggos.base.rundir import run_dir_of
 from doggos.base.store import file_name
 from doggos.explore import label_review
@@ -19,7 +19,7 @@ PARAMS_KEY = frame.QUALITY_PARAMS
 CELL_KEY = "quality_cell"  # the clicked confusion cell: {"run", "params", "filed", "suggested"}
 
 run = frame.start_page(__file__, "Quality")
-frame.random_weights_warning(run, "label agreement, suspects and duplicates")
+frame.random_weights_warning(run, "label agreement, suspects and duplicates", many=True)
 rows = frame.row_count(run)
 
 
@@ -75,7 +75,7 @@ state = frame.ready_step(
     working=f"Checking labels ({what}) in the background{{elapsed}}: nearest neighbours of every image, then zero-shot "
             "with the run's model. This page updates by itself when the results are ready; they are kept per run and "
             "parameters.",
-    units=("label check runs", "label checks run"))
+    verbs=("label check runs", "label checks run"))
 
 results_key = (str(run_dir_of(run).quality), params, state.path.stat().st_mtime_ns, str(run.path),
                decisions.version(run.path))
@@ -84,21 +84,28 @@ ranked, label_table, confusion_chart = views_of(*results_key)
 duplicates = results.duplicates
 accuracy = results.zero_shot_accuracy
 cross_label = int(duplicates["cross_label"].sum())
+checks_off = quality_view.label_checks_off(results)  # one label: nothing to doubt it with
 
 images_col, suspects_col, strongest_col, pairs_col, zero_col = st.columns(5)
 kept = len(results.in_dataset())
-images_col.metric("Images", f"{kept:,}", help="In the dataset: " + (f"{len(results.images) - kept:,} excluded by a label "
-                                                                       "decision are left out" if kept < len(results.images)
-                                                                       else "every image of the run"))
-suspects_col.metric("Likely mislabeled", f"{len(ranked):,}", help="Images whose neighbours' majority label is another.")
-strongest_col.metric("Strongest suspects", f"{int(ranked['strongest'].sum()):,}",
+left_out = len(results.images) - kept
+images_col.metric("Images", units.count(kept), help="In the dataset: " + (
+    f"{units.count(left_out)} excluded by a label decision are left out" if left_out else "every image of the run"))
+suspects_col.metric("Likely mislabeled", units.DASH if checks_off else units.count(len(ranked)),
+                    help="Images whose neighbours' majority label is another.")
+strongest_col.metric("Strongest suspects",
+                     units.DASH if checks_off else units.count(ranked['strongest'].sum()),
                      help="Likely mislabeled that zero-shot also puts under another label.")
-pairs_col.metric("Duplicate pairs", f"{len(duplicates):,}", help=f"{cross_label:,} filed under different labels")
-zero_col.metric("Zero-shot accuracy", "—" if accuracy is None else f"{accuracy:.0%}",
+pairs_col.metric("Duplicate pairs", units.count(len(duplicates)),
+                 help=f"{units.count(cross_label)} filed under different labels")
+zero_col.metric("Zero-shot accuracy", units.share(accuracy),
                 help="How often CLIP's text tower picks the folder's label.")
 st.caption(f"{ui.markdown_literal(params.describe())} · kept per run and parameters: change them above · "
-           f"{review.purity_text()}" + (f" ({review.reviewed:,} reviewed, {review.excluded:,} excluded)"
+           f"{review.purity_text()}" + (f" ({units.count(review.reviewed)} reviewed, "
+                                         f"{units.count(review.excluded)} excluded)"
                                          if review.decisions else ""))
+if checks_off:
+    st.warning(ui.markdown_literal(checks_off), icon=":material/info:")
 if results.zero_shot_note:
     st.info(f"No zero-shot check: {ui.markdown_literal(results.zero_shot_note)}", icon=":material/info:")
 
@@ -110,7 +117,9 @@ st.caption(f"{review.progress_text()} · the suspects of the first check, strong
            "· **X** exclude · **U** undo the last decision · **←** / **→** previous / next")
 if review.queue:
     st.progress(review.queue_done / review.queue)
-if review_queue.empty:
+if review_queue.empty and checks_off:
+    st.info("Nothing to review: with one label, no image's label can be doubted.", icon=":material/info:")
+elif review_queue.empty:
     st.success("Nothing to review: no image's neighbours disagree with its label.", icon=":material/check_circle:")
 else:
     queued = review_queue["row"].to_numpy()
@@ -132,7 +141,7 @@ else:
                        else "Nothing to undo yet"):
         undone = [line.row for line in decisions.lines_of(run.path, newest[-1]) if line.row is not None]
         decide.undo(run, newest[-1], then=lambda: st.session_state.update({QUEUE_KEY: undone[0]} if undone else {}))
-    where_col.markdown(f"Image **{position + 1:,}** of {len(review_queue):,} in the queue"
+    where_col.markdown(f"Image **{units.count(position + 1)}** of {units.count(len(review_queue))} in the queue"
                        + (" · decided" if item["decided"] else ""), text_alignment="center")
     forward_col.button("Next", icon=":material/arrow_forward:", key="queue-next", shortcut="Right", width="stretch",
                        on_click=go_to, args=(position + 1,))
@@ -147,15 +156,16 @@ else:
     near = quality_view.neighbours_of(results, int(item["row"]))
     st.markdown(f"**Its {len(near)} nearest neighbours**, best first")
     frame.thumbnail_grid(run, near, key="queue-neighbours", captions=[
-        ui.markdown_literal(f"{label} · {similarity:.3f}") for label, similarity in zip(near["label"], near["similarity"])])
+        ui.markdown_literal(f"{label} · {units.score(similarity)}")
+        for label, similarity in zip(near["label"], near["similarity"])])
 
 # ---- per label ---------------------------------------------------------------------------------------------------
 st.subheader("Labels")
 st.caption("Purity: the mean share of an image's neighbours filed under its own label. Least pure first; click a "
            "column to sort.")
 st.dataframe(label_table, hide_index=True, column_config={
-    "purity": st.column_config.ProgressColumn("purity", min_value=0.0, max_value=1.0, format="percent"),
-    "zero-shot accuracy": st.column_config.NumberColumn("zero-shot accuracy", format="percent"),
+    "purity": st.column_config.ProgressColumn("purity", min_value=0.0, max_value=100.0, format=units.SHARE_COLUMN),
+    "zero-shot accuracy": st.column_config.NumberColumn("zero-shot accuracy", format=units.SHARE_COLUMN),
 })
 
 # ---- confusion ---------------------------------------------------------------------------------------------------
@@ -180,7 +190,7 @@ cell = st.session_state.get(CELL_KEY) or {}
 if cell.get("run") == run.id and cell.get("params") == params.name and cell.get("filed") in names:
     behind = quality_view.cell_images(results, cell["filed"], cell["suggested"])
     head_col, clear_col = st.columns([4, 1], vertical_alignment="center")
-    head_col.markdown(f"**{len(behind):,} image{'s' if len(behind) != 1 else ''}** filed as "
+    head_col.markdown(f"**{units.count(len(behind), 'image')}** filed as "
                       f"**{ui.markdown_literal(cell['filed'])}** whose neighbours say "
                       f"**{ui.markdown_literal(cell['suggested'])}**")
     if clear_col.button("Clear cell", icon=":material/deselect:", width="stretch"):
@@ -189,7 +199,7 @@ if cell.get("run") == run.id and cell.get("params") == params.name and cell.get(
         st.rerun()
     window = frame.page_window(len(behind), "quality_cell_page", GRID_PAGE_SIZE)
     frame.thumbnail_grid(run, behind.iloc[window], key="quality-cell",
-                         captions=[ui.markdown_literal(f"{file_name(p)} · agreement {a:.0%}")
+                         captions=[ui.markdown_literal(f"{file_name(p)} · agreement {units.share(a)}")
                                    for p, a in zip(behind["path"].iloc[window], behind["agreement"].iloc[window])],
                          on_view=lambda row: frame.image_dialog(run, row))
     frame.pager(len(behind), "quality_cell_page", GRID_PAGE_SIZE)
@@ -204,10 +214,10 @@ def suspect_dialog(row: int) -> None:
     picture.image(frame.thumbnails(run, (row,))[row], width="stretch")
     with facts:
         st.markdown(f"Filed as **{ui.markdown_literal(item['class'])}** · neighbours say "
-                    f"**{ui.markdown_literal(item['suggested'])}** · agreement {item['agreement']:.0%}")
+                    f"**{ui.markdown_literal(item['suggested'])}** · agreement {units.share(item['agreement'])}")
         if isinstance(item["zero_shot"], str):
             st.markdown(f"Zero-shot says **{ui.markdown_literal(item['zero_shot'])}** "
-                        f"({item['zero_shot_probability']:.0%})")
+                        f"({units.share(item['zero_shot_probability'])})")
         st.code(item["path"], language=None, wrap_lines=True)
         if (frame.APP_DIR / "pages" / "search.py").exists() and st.button(
                 "More like this", icon=":material/image_search:", key="quality-more-like-this"):
@@ -216,11 +226,14 @@ def suspect_dialog(row: int) -> None:
     near = quality_view.neighbours_of(results, row)
     st.markdown(f"**Its {len(near)} nearest neighbours**, best first")
     frame.thumbnail_grid(run, near, key="quality-neighbours", captions=[
-        ui.markdown_literal(f"{label} · {similarity:.3f}") for label, similarity in zip(near["label"], near["similarity"])])
+        ui.markdown_literal(f"{label} · {units.score(similarity)}")
+        for label, similarity in zip(near["label"], near["similarity"])])
 
 
 st.subheader("Suspects")
-if ranked.empty:
+if ranked.empty and checks_off:
+    st.info("No suspects can be found: label checks need two or more labels.", icon=":material/info:")
+elif ranked.empty:
     st.success("Every image's neighbours agree with its folder: no suspects.", icon=":material/check_circle:")
 else:
     text_col, download_col = st.columns([4, 1], vertical_alignment="center")
@@ -246,7 +259,8 @@ if duplicates.empty:
     st.caption(ui.markdown_literal(" · ".join(notes)))
     st.stop()
 text_col, download_col = st.columns([4, 1], vertical_alignment="center")
-text_col.caption(f"{len(duplicates):,} pairs, {cross_label:,} of them filed under different labels (listed first), "
+text_col.caption(f"{units.count(len(duplicates), 'pair')}, {units.count(cross_label)} of them filed under different "
+                 "labels (listed first), "
                  "then exact copies, then by similarity · " + ui.markdown_literal(" · ".join(notes)))
 download_col.download_button("Duplicates CSV", functools.partial(quality_view.duplicates_csv, results),
                              file_name=f"duplicates-{run.id}.csv", mime="text/csv", icon=":material/download:",
@@ -260,7 +274,8 @@ for pair in pairs.to_dict("records"):
         left, right, words = st.columns([1, 1, 2], vertical_alignment="center")
         left.image(shown[pair["a"]], caption=ui.caption_for(pair["class_a"], file_name(pair["path_a"])), width="stretch")
         right.image(shown[pair["b"]], caption=ui.caption_for(pair["class_b"], file_name(pair["path_b"])), width="stretch")
-        words.markdown(("⚠️ " if pair["cross_label"] else "") + ui.markdown_literal(quality_view.duplicate_caption(pair)))
+        words.markdown((":material/warning: " if pair["cross_label"] else "")  # an icon font: no emoji font needed
+                       + ui.markdown_literal(quality_view.duplicate_caption(pair)))
         words.caption(ui.markdown_literal(f"{pair['path_a']}  ·  {pair['path_b']}"))
         pair_key = f"pair-{pair['a']}-{pair['b']}"
         keep_left, keep_right, keep_both = words.columns(3)

@@ -6,7 +6,9 @@ import time
 import streamlit as st
 
 from dashboard import frame, host, ui, workshop
+from doggos.base import units
 from doggos.base.config import DEFAULT_MODEL, DEVICES
+from doggos.pipeline import figures
 from doggos.runs import access
 from doggos.runs.manager import RunManager
 
@@ -47,15 +49,19 @@ if participant:  # the select boxes hold only what the host allows; Ray address 
         st.session_state["form_concurrency"] = ""
 
 
-def draw_active_run(run) -> None:
+def draw_active_run(run, past_phases: list[dict]) -> None:
+    """One running run: its progress, figures (`doggos.pipeline.figures`), Ray Data's operators, log and cancel.
+
+    `past_phases`: the phase start times of this runs root's finished runs, newest first (a phase's typical length)."""
     with st.container(border=True):
         name = ui.markdown_literal(ui.run_name(run))
         st.markdown(f"**Run {name}** · {ui.state_text(run)}")
         st.text(run.config.source if run.config else "")
         progress = run.progress
-        step_elapsed = time.time() - run.status.step_started if run.status.step and run.status.step_started else None
-        st.progress(progress.fraction, text=ui.progress_caption(progress, step_elapsed))
-        metrics = ui.live_metrics(progress)
+        phase_s = figures.phase_elapsed(run.status, time.time())
+        typical_s = figures.typical_phase_s(past_phases, progress.phase)
+        st.progress(progress.fraction, text=ui.progress_caption(progress, phase_s, typical_s))
+        metrics = ui.live_metrics(progress, phase_s, typical_s)
         for column, (label, value) in zip(st.columns(len(metrics)), metrics.items()):
             column.metric(label, value)
         workshop.live_operators(run)
@@ -65,9 +71,11 @@ def draw_active_run(run) -> None:
             by = f" by {ui.markdown_literal(owner.name)}" if owner and owner.name else ""
             st.caption(f"Launched{by} from another browser session: only it or the host can cancel it.")
         elif st.button("Cancel run", key=f"cancel-{run.id}", icon=":material/cancel:"):
+            stopping = st.empty()  # at once: "stopping — 2 batches in flight", what the cancel waits for
             with st.spinner("Stopping the run and its Ray workers…"):
                 try:
-                    manager.cancel(run.id, by=visitor)
+                    manager.cancel(run.id, by=visitor,
+                                   on_stopping=lambda info: stopping.caption(ui.markdown_literal(ui.state_text(info))))
                 except access.AccessDenied as error:
                     st.error(ui.markdown_literal(error.message))
                     return
@@ -78,8 +86,9 @@ def draw_outcome(run) -> None:
     """How the run launched from this page ended."""
     name = ui.markdown_literal(ui.run_name(run))
     if run.state == "succeeded" and run.manifest:
-        st.success(f"Run {name} finished: {ui.rows_text(run.manifest)}, {run.manifest.labels} labels, "
-                   f"in {ui.format_duration(run.duration_s)}. It is now the current run.")
+        rate = units.rate(run.manifest.images_per_s, f"images/s ({figures.WHOLE_RUN})")
+        st.success(f"Run {name} finished: {ui.rows_text(run.manifest)}, {units.count(run.manifest.labels, 'label')}, "
+                   f"in {units.duration(run.duration_s)}, {rate}. It is now the current run.")
         links = st.columns(3)
         links[0].page_link("pages/browse.py", label="Browse its images", icon=":material/photo_library:")
         links[1].page_link("pages/map.py", label="Explore the map", icon=":material/scatter_plot:")
@@ -93,22 +102,39 @@ def draw_outcome(run) -> None:
         st.warning(f"Run {name} was cancelled; nothing was published.")
 
 
+OUTCOME_SHOWN = "outcome_shown"  # the run whose outcome the live slot drew last: the page reruns once it is on screen
+
+
 @st.fragment(run_every=1.0 if active_now else None)
 def live_runs() -> None:
-    """Active runs with progress, log and cancel, above the form so a launch shows at once; each second while active."""
+    """Active runs with progress, log and cancel, above the form so a launch shows at once; each second while active.
+
+    The live view and a run's outcome have a slot each, and a slot not in use holds an empty element. Streamlit
+    replaces elements by position and lets a new container inherit the children of the one it replaces until the
+    script ends: an outcome drawn where the live view was laid the stale live view out in its narrow columns, greyed,
+    the page thousands of pixels tall, for the length of the whole-page rerun that follows a run's end. An empty
+    element inherits nothing, so the live view goes the moment its slot is emptied, whichever run sends it."""
     current = manager.list()
     active = [run for run in current if run.active]
     watched = next((run for run in current if run.id == st.session_state.get(frame.WATCHED_RUN)), None)
-    if not active and active_now:
-        if watched and watched.state == "succeeded":
-            st.session_state[frame.REQUEST_CURRENT_RUN] = watched.id
-        st.rerun(scope="app")  # the picker, the delete menu, the history and the polling all change with it
+    live_slot = st.container() if active else st.empty()
     if active:
-        st.subheader("Live")
-    for run in active:
-        draw_active_run(run)
+        with live_slot:
+            st.subheader("Live")
+            past_phases = figures.past_phases(current)
+            for run in active:
+                draw_active_run(run, past_phases)
+    outcome_slot = st.empty()
     if not active and watched:
-        draw_outcome(watched)
+        with outcome_slot.container():
+            draw_outcome(watched)
+    shown = st.session_state.get(OUTCOME_SHOWN)
+    st.session_state[OUTCOME_SHOWN] = watched.id if watched and not active else None
+    rerun, make_current = ui.after_live_tick(bool(active), active_now, watched, shown)
+    if make_current:
+        st.session_state[frame.REQUEST_CURRENT_RUN] = watched.id
+    if rerun:
+        st.rerun(scope="app")
 
 
 live_runs()
@@ -188,7 +214,8 @@ with st.form("launch"):
         errors_at["concurrency"] = st.empty()
     with limit_col:
         st.text_input("Image limit", key="form_limit", placeholder="all images",
-                      help="Embed only the first N images (sorted by path): handy for a quick try.")
+                      help="Embed only N images, sampled evenly across the labels (each label in turn, so a quick "
+                           "try keeps every label while N allows). Seeded: the same source and N pick the same images.")
         errors_at["limit"] = st.empty()
     st.caption(f"This machine: {ui.markdown_literal(machine['text'])}"
                + ("" if machine["cuda_usable"] else " · choose auto or cpu here"))
@@ -238,13 +265,17 @@ if launched:
 
 HISTORY_COLUMNS = {
     "run": st.column_config.TextColumn("Run", pinned=True),
+    "id": st.column_config.TextColumn("Run id", help="What the CLI takes: the whole id, any part only this run's id "
+                                                     "has (e.g. its time, 145918), or the run's name. Select a cell "
+                                                     "and copy it (Ctrl+C)"),
     "state": st.column_config.TextColumn("State", width="medium"),
     "story": st.column_config.TextColumn("Story", width="large", help="How an updated or resumed run came to be"),
     "images": "Images", "found": "Found", "failed": "Failed", "labels": "Labels",
-    "duration": "Duration", "images/s": "Images/s (embedding)",
-    "source": "Source", "model": "Model",
+    "duration": "Duration", "images/s": st.column_config.TextColumn(figures.RUN_RATE, help=figures.RUN_RATE_HELP),
+    "source": st.column_config.TextColumn("Source", help="The end of the source's path or URI (the start, cut, is "
+                                                         "under the run's Summary)"),
+    "model": "Model",
     "error": st.column_config.TextColumn("Error", width="large", help="Hover a cell to read all of it"),
-    "id": st.column_config.TextColumn("Run id"),
 }
 
 

@@ -4,30 +4,33 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import frame, ui, workshop
-from doggos.base import store
+from doggos.base import store, units
+from doggos.pipeline import figures
 
 run = frame.start_page(__file__, "Run summary")
 manifest = run.manifest
 counts = frame.label_counts(run)
 failures = store.read_failures(run.path)
-st.caption(f"{ui.markdown_literal(ui.run_name(run))} · run id {ui.markdown_literal(run.id)} · finished "
-           f"{ui.markdown_literal((run.ended_at or '')[:19].replace('T', ' '))} UTC")
-frame.random_weights_warning(run, "its embeddings, and so the map,")
+st.caption(f"{ui.markdown_literal(ui.run_name(run))} · finished "
+           f"{ui.markdown_literal((run.ended_at or '')[:19].replace('T', ' '))} UTC · run id, for the CLI (copy "
+           "button on the right; any part only this run's id has, or the name, works too):")
+st.code(run.id, language=None, width="content")  # copyable: the CLI's name for this run
+frame.random_weights_warning(run, "its embeddings, and so the map,", many=True)
 
 images, labels, dim, failed = st.columns(4)
-images.metric("Images embedded" if manifest.reuse_text() is None else "Images", f"{manifest.rows:,}")
+images.metric("Images embedded" if manifest.reuse_text() is None else "Images", units.count(manifest.rows))
 if manifest.reuse_text():  # an update, or a resumed run: how many rows it carried over rather than embedded
     st.caption(ui.markdown_literal(run.story()))
-labels.metric("Labels", f"{len(counts):,}")
+labels.metric("Labels", units.count(len(counts)))
 dim.metric("Dimension", manifest.embedding_dim, help="Length of each embedding vector")
-failed.metric("Failed files", f"{len(failures):,}")
+failed.metric("Failed files", units.count(len(failures)))
 duration, embedding, rate, _ = st.columns(4)
 duration.metric("Duration", ui.format_duration(manifest.duration_s),
                 help="The whole run: listing, Ray's start, embedding and the post-run steps")
 embedding.metric("Embedding time", ui.format_duration(manifest.embed_s),
                  help="From the start to the published Parquet: listing, Ray's start, model loading and embedding")
-rate.metric("Images/s (embedding)", f"{manifest.images_per_s:.1f}",
-            help="Images embedded per second of embedding time (the post-run steps are left out)")
+rate.metric(figures.RUN_RATE, units.rate(manifest.images_per_s),
+            help=figures.RUN_RATE_HELP + ": the figure the live view ended on, History's and Compare's")
 if manifest.steps:
     st.caption("Post-run steps: " + ", ".join(
         f"{name} " + (f"in {ui.format_duration(seconds)}" if seconds is not None else "failed (its page retries)")
@@ -47,8 +50,8 @@ excluded = index["excluded"].to_numpy(dtype=bool)
 relabelled = 0 if frame.labels_version(run) == (0, 0) else int(  # no decisions log: nothing to count
     ((index["label"].fillna("") != index["folder_label"].fillna("")).to_numpy(dtype=bool) & ~excluded).sum())
 if relabelled or excluded.any():
-    st.caption(f"Labels as decided: {relabelled:,} image{'s' if relabelled != 1 else ''} relabelled, "
-               f"{int(excluded.sum()):,} excluded from the dataset and left out of these counts.")
+    st.caption(f"Labels as decided: {units.count(relabelled, 'image')} relabelled, "
+               f"{units.count(excluded.sum())} excluded from the dataset and left out of these counts.")
 chart_height = max(160, min(24 * len(counts) + 60, 3000))  # room for every label's name (120 breeds: 2,940 px)
 st.bar_chart(counts, x="label", y="images", horizontal=True, sort="-images", height=chart_height)
 with st.expander("Counts as a table"):
@@ -64,7 +67,7 @@ ray_tab.code(snippets["ray"], language="python")
 st.caption("Columns: `path` (full URI or local path), `class` (label), `embedding` (float32 vector), "
            "`thumbnail` (JPEG bytes), `width`, `height`.")
 
-st.subheader(f"Failed files ({len(failures):,})")
+st.subheader(f"Failed files ({units.count(len(failures))})")
 if failures:
     st.dataframe(pd.DataFrame(failures, columns=["path", "reason"]), hide_index=True,
                  column_config={"path": st.column_config.TextColumn("Path", width="large"), "reason": "Reason"})
@@ -105,8 +108,12 @@ if operators:
             "cpu_s": st.column_config.NumberColumn("Task CPU time (s)", format="%.2f"),
             "tasks": st.column_config.NumberColumn("Tasks"),
             "blocks": st.column_config.NumberColumn("Blocks"),
-            "rows_out": st.column_config.NumberColumn("Rows out"),
+            "rows": st.column_config.NumberColumn(
+                "Rows", help="Rows each operator handed on; a Write's are the rows it wrote (it hands on one row per "
+                             "file, counted under Files)"),
+            "files": st.column_config.NumberColumn("Files", help="Parquet files a Write wrote"),
         },
+        column_order=store.OPERATOR_COLUMNS,
     )
 workshop.timeline_chart(run)
 with st.expander("Ray Data statistics (ray_stats.txt)", expanded=not operators):

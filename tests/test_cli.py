@@ -98,6 +98,12 @@ def test_auto_means_default():
 
 def test_the_progress_line_names_any_phase_but_embedding():
     loading = format_progress(Progress(found=2880, phase="loading model"))
-    assert loading == "  loading model · 0/2880 images embedded · 0.0 images/s"
+    assert loading == "  loading model · 0/2880 images embedded"  # no rate before one is known
     embedding = format_progress(Progress(found=2880, embedded=960, images_per_s=16.0, eta_s=120.0, phase="embedding"))
-    assert embedding == "  960/2880 images embedded · 16.0 images/s, ETA 2 min 00 s"
+    assert embedding == "  960/2880 images embedded · 16.0 images/s (last 5 s), ETA 2 min 00 s"
+
+
+def test_a_finished_progress_line_gives_the_run_rate_the_summary_gives():
+    """The last line of `embed` and `runs status` names the run rate (the manifest's), not the last 5 s's."""
+    done = format_progress(Progress(found=300, embedded=300, images_per_s=25.1, run_images_per_s=14.0, phase="done"))
+    assert done == "  done · 300/300 images embedded · 14.0 images/s (start to Parquet)"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from _dashboard_fixtures import LABELS, NASTY_LABEL, open_page, write_failed_run, write_fake_run
 
-from doggos.base import store
+from doggos.base import store, units
 from doggos.base.records import read_manifest, update_status, write_manifest
 from doggos.base.rundir import RunDir
 from doggos.explore import compare, quality
@@ -161,9 +161,9 @@ def test_compare_command_prints_a_table_and_uses_doggos_runs_dir_by_default(runs
     write_fake_run(runs_root, RUN_A)
     assert command(RUN_A, RUN_A) == 0  # DOGGOS_RUNS_DIR (the runs_root fixture) is the default root
     out = capsys.readouterr().out
-    assert "neighbour overlap: 1.000" in out and "settings (0 of" in out
+    assert "neighbour overlap: 100 %" in out and "settings (0 of" in out  # shares as every screen writes them
     purity = next(line for line in out.splitlines() if line.strip().startswith("beagle"))
-    assert purity.split()[1:] == ["12", "1.000", "1.000", "+0.000", "1.000"]
+    assert purity.split()[1:] == ["12", "100", "%", "100", "%", "±0", "points", "100", "%"]
     assert NASTY_LABEL in out and "RANDOM WEIGHTS made both runs" in out
 
 
@@ -251,15 +251,30 @@ def test_compare_page_highlights_settings_that_differ_and_shows_the_agreement(ru
     settings, labels = (frame.value for frame in at.dataframe)
     assert settings.loc[settings["differs"], "setting"].tolist() == ["concurrency", "plan.actors"]
     metrics = {m.label: m for m in at.metric}
-    assert metrics["Images/s while embedding · B"].value == "25.0"
-    assert metrics["Images/s while embedding · B"].delta == "+12.5 (2.00× A)"
+    assert metrics["Images/s · start to Parquet · B"].value == "25.0"
+    assert metrics["Images/s · start to Parquet · B"].delta == "+12.5 (2.00× A)"
     assert metrics["Images in both"].value == "27"
     expected = compare.agreement(runs_root / RUN_A, runs_root / RUN_B)
-    assert metrics["Neighbour overlap"].value == f"{expected.neighbour_overlap:.3f}"
+    assert metrics["Neighbour overlap"].value == units.share(expected.neighbour_overlap)
+    assert metrics["Label purity · A"].value == units.share(expected.overall_purity_a)  # as Quality writes it
+    assert labels["purity_a"].tolist() == pytest.approx((expected.labels["purity_a"] * 100).tolist())  # percents
     assert sorted(labels["label"]) == sorted(LABELS)  # the nasty label arrives as data, exactly
     assert list(labels.columns) == list(compare.LABEL_COLUMNS)
     at.toggle(key="compare_only_differing").set_value(True).run()
     assert at.dataframe[0].value["setting"].tolist() == ["concurrency", "plan.actors"]
+
+
+def test_compare_page_draws_no_arrow_for_no_change(runs_root):
+    """Two runs alike: B − A is zero everywhere. The deltas read '±0 points', '±0 s' and '+0.0', and Streamlit drew
+    each with a green rising arrow (any delta not led by '-' is a rise): no change now shows no delta."""
+    write_fake_run(runs_root, RUN_A)
+    write_fake_run(runs_root, RUN_B)
+    at = open_page("pages/compare.py")
+    deltas = {m.label: m.delta for m in at.metric if m.label.endswith(" · B")}
+    assert set(deltas) == {"Images/s · start to Parquet · B", "Duration · B", "Embedding time · B", "Label purity · B"}
+    assert all(not delta for delta in deltas.values()), deltas
+    assert compare.metric_delta("±0 points") is compare.metric_delta("+0.0 (1.00× A)") is None
+    assert compare.metric_delta("-0.50") == "-0.50" and compare.metric_delta("+1 min 06 s") == "+1 min 06 s"
 
 
 def test_compare_page_still_compares_settings_of_runs_without_shared_images(runs_root):

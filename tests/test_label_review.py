@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from test_quality import LABELS, PER_LABEL, dirty_set
 
-from doggos.base import decisions
+from doggos.base import decisions, units
 from doggos.base.rundir import RunDir
 from doggos.explore import label_review, quality, quality_step
 from doggos.explore.quality import QualityParams
@@ -63,7 +63,7 @@ def test_without_decisions_the_recheck_is_the_first_check(run, first_check):
     assert (now.images["folder_label"] == now.images["class"]).all()
     assert not now.images["excluded"].any() and not now.images["reviewed"].any()
     figures = label_review.review(first, now, state)
-    assert figures.purity_text() == f"purity {label_review.purity(first):.2f}"
+    assert figures.purity_text() == f"purity {units.share(label_review.purity(first))}"
 
 
 def test_a_decision_that_changes_no_label_recomputes_the_same_agreement(run, first_check):
@@ -104,7 +104,8 @@ def test_accepting_the_suggestions_relabels_exactly_the_planted_dirt(run, first_
     assert after.confusion().to_numpy().trace() == len(after.images)
     figures = label_review.review(first, after, state)
     assert figures.purity_now > figures.purity_before
-    assert figures.purity_text() == f"purity {figures.purity_before:.2f} → {figures.purity_now:.2f} after 5 decisions"
+    assert figures.purity_text() == (f"purity {units.share(figures.purity_before)} → {units.share(figures.purity_now)} "
+                                     "after 5 decisions")
     assert (figures.queue, figures.queue_done, figures.progress_text()) == (5, 5, "5 of 5 reviewed")
     again, none = label_review.accept(run, after)
     assert again is None and none.empty and decisions.state(run).decisions == 5

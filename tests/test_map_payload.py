@@ -57,7 +57,7 @@ def test_a_damaged_buffer_or_misordered_rows_are_refused_with_the_reason():
 def test_the_hover_facts_say_the_label_file_and_verdict():
     facts = map_payload.point_facts("s3://b/husky/h1.jpg", "husky", 7, 0.2, "wolf")
     assert facts == {"row": 7, "label": "husky", "name": "h1.jpg", "path": "s3://b/husky/h1.jpg",
-                     "verdict": "agreement 20% · neighbours say wolf"}
+                     "verdict": "agreement 20 % · neighbours say wolf"}
     assert "verdict" not in map_payload.point_facts("/d/a.jpg", "a", 0, float("nan"), None)
 
 

@@ -87,6 +87,15 @@ def test_a_real_run_saves_its_operators_over_time_up_to_every_image(ray_session,
     assert (frame["rows_per_s"].dropna() >= 0).all() and frame["rows_per_s"].max() > 0
     driven = operators.latest(tmp_path / "run")  # the driver's own heartbeat sampled the run too, into the run folder
     assert driven is not None and driven.state == "finished" and driven.embed_operator().rows_done == len(images)
+    # The live view's last frame is the Summary's: the whole-run rate, each node's final rows, nothing in flight.
+    from doggos.base.records import read_status
+    from doggos.base.rundir import RunDir
+
+    status = read_status(RunDir(tmp_path / "run"))
+    assert status.progress.run_images_per_s == manifest.images_per_s > 0
+    assert {node.node: node.rows for node in driven.nodes} == manifest.ray.embedded_by_node
+    assert all(node.busy == 0 for node in driven.nodes) and all(op.tasks == 0 for op in driven.operators)
+    assert {"listing", "starting ray", "done"} <= set(status.phase_started)  # a later run's typical phase lengths
 
 
 def test_the_sampler_writes_nothing_while_no_dataset_executes(tmp_path):
@@ -205,16 +214,19 @@ def test_the_live_view_shows_each_operator_its_workers_backpressure_and_the_node
     assert not at.exception
     text = " ".join(e.value for kind in ("markdown", "caption", "text") for e in at.get(kind))
     assert "Read · tasks → Label + Embed · actor pool → Write · tasks" in text
-    assert [bar.proto.text for bar in at.get("progress")] == ["300 / 300 rows", "120 / 300 rows", "112 / 300 rows"]
+    assert [bar.proto.text for bar in at.get("progress")] == [
+        "300 / 300 rows handed on", "120 / 300 rows handed on", "112 / 300 rows received"]
     assert [bar.proto.value for bar in at.get("progress")] == [100, 40, 37]
-    assert [m.label for m in at.metric] == ["Rows/s"] * 3 and [m.value for m in at.metric] == ["25.0", "17.5", "16.0"]
+    assert [m.label for m in at.metric] == ["Rows handed on/s · last 5 s"] * 3
+    assert [m.value for m in at.metric] == ["25.0", "17.5", "16.0"]
+    assert operator_notes.EMBED_COUNT_NOTE in text  # Ray's count beside doggos' "Embedded": why they differ
     assert "Actors: 2 of 2 up · batches in flight: 2" in text and "Tasks running: 1" in text
     assert "Queued: 2 blocks (3.0 MB)" in text and "Object store: 5.0 MB" in text
     assert sum("backpressured" in e.value for e in at.markdown) == 1 and operator_notes.BACKPRESSURE_NOTE in text
     assert operator_notes.EXPLANATIONS["embed"] in text and "Ray fused the label step into it" in text
     nodes = at.dataframe[0].value
     assert list(nodes["node"]) == ["10.0.0.1 (aaaaaa)", "10.0.0.2 (bbbbbb)"]
-    assert list(nodes["share"]) == [0.75, 0.25] and list(nodes["embedder actors"]) == [1, 1]
+    assert list(nodes["share"]) == [75.0, 25.0] and list(nodes["embedder actors"]) == [1, 1]  # percents: SHARE_COLUMN
 
 
 def test_the_live_view_says_what_it_waits_for_and_when_it_cannot_read_ray(tmp_path):
@@ -249,3 +261,86 @@ def test_the_saved_timeline_replays_rows_per_second_per_operator(tmp_path):
 def test_a_run_without_a_timeline_says_so(tmp_path):
     at = AppTest.from_function(_draw_timeline, args=(str(tmp_path),), default_timeout=30).run()
     assert "No operator timeline" in at.caption[0].value and not at.get("vega_lite_chart")
+
+
+def _shape(node):
+    """The element tree's layout without its contents: nested lists, one entry per element or block."""
+    children = getattr(node, "children", None)
+    return None if children is None else [_shape(child) for child in children.values()]
+
+
+def test_every_frame_of_the_live_view_draws_the_same_elements_and_one_per_node_heading(tmp_path):
+    """Streamlit replaces elements by position: a frame with an element more or less than the last one shows the last
+    one's leftovers until it is drawn in full (the issue's second "Per node")."""
+    running = tmp_path / "running"
+    _write_samples(running, [_running(time.time())])
+    finished = tmp_path / "finished"
+    done = _running(time.time())
+    done.state = "finished"
+    for operator in done.operators:
+        operator.backpressured, operator.backpressure, operator.done = False, [], True
+    _write_samples(finished, [done])
+    frames = [AppTest.from_function(_draw_live, args=(str(run),), default_timeout=30).run()
+              for run in (running, finished)]
+    assert not any(at.exception for at in frames)
+    assert _shape(frames[0].main) == _shape(frames[1].main)
+    for at in frames:
+        assert [e.value for e in at.markdown].count("**Per node**") == 1
+
+
+def test_the_live_view_says_how_long_ray_data_ran_and_shows_nothing_in_flight_once_finished(tmp_path, monkeypatch):
+    """The sampler's last frame: busy 0 once the execution ended, and the tracker's final counts, even when they land
+    a beat after the execution's end (the issue's "rows embedded 90, batches in flight 2" after every operator was
+    done)."""
+    alive = threading.Event()
+    alive.set()
+
+    class Executor(threading.Thread):
+        def is_alive(self):
+            return alive.is_set()
+
+    executor = Executor()
+    clock = {"now": 1000.0}
+    sampler = operators.Sampler(tmp_path, clock=lambda: clock["now"])
+
+    def read(executor, now):
+        rows = min(300, int(30 * (now - 1000.0)))
+        return {"dataset": "dataset_1", "elapsed_s": round(now - 1000.0, 2), "object_store_bytes": 0,
+                "object_store_limit": None, "time": now, "nodes": {"node-a": {"actors": 2, "busy": 2}},
+                "operators": [{"index": 0, "name": EMBED, "kinds": ["label", "embed"], "rows_out": rows,
+                               "rows_in": rows, "tasks": 2, "actors": 2, "pending_actors": 0, "pool_size": 2,
+                               "queued_blocks": 0, "queued_bytes": 0, "backpressured": False, "backpressure": [],
+                               "object_store_bytes": 0, "rows_total": 300, "done": rows == 300}]}
+
+    monkeypatch.setattr(operators, "_executors", lambda: [executor])
+    monkeypatch.setattr(operators, "read_executor", read)
+    for second in range(9):  # 30 rows a second, sampled each second
+        clock["now"] = 1000.0 + second
+        running = sampler.sample({"node-a": 30 * second})
+    assert running.operators[0].rows_per_s == 30.0  # over the last 5 s
+    clock["now"], alive = 1010.0, threading.Event()  # the execution ends between two beats...
+    last = sampler.sample({"node-a": 240})  # ...while the heartbeat still holds the tracker's counts of a beat ago
+    assert last.state == "finished" and last.nodes[0].busy == 0 and last.operators[0].tasks == 0
+    clock["now"] = 1011.0
+    sampler.close({"node-a": 300})  # the tracker's final counts
+    final = operators.latest(tmp_path)
+    assert final.state == "finished" and [(n.node, n.rows, n.busy) for n in final.nodes] == [("node-a", 300, 0)]
+    sampler.close({"node-a": 300})
+    assert operators.latest(tmp_path) == final  # said once
+    from dashboard import workshop
+
+    assert workshop.heading(final, 2000.0) == "**Ray Data** · finished after 10 s"
+
+
+def test_a_timeline_without_figures_draws_a_note_not_an_empty_chart(tmp_path):
+    samples = []
+    for second in range(3):
+        snapshot = _running(1000.0 + second)
+        snapshot.elapsed_s = float("nan") if second == 0 else float(second)
+        for operator in snapshot.operators:
+            operator.rows_per_s = None
+        samples.append(snapshot)
+    _write_samples(tmp_path, samples)
+    at = AppTest.from_function(_draw_timeline, args=(str(tmp_path),), default_timeout=30).run()
+    assert not at.exception and len(at.get("vega_lite_chart")) == 1  # rows done only: rows/s holds no figure
+    assert "No figures to draw here." in [c.value for c in at.caption]

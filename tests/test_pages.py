@@ -305,7 +305,7 @@ def test_summary_says_what_an_updated_and_resumed_run_carried_over(runs_root):
     at = open_page("pages/summary.py")
     assert {m.label: m.value for m in at.metric}["Images"] == "27"
     captions = [unescape_markdown(c.value) for c in at.caption]
-    assert "update of 20241231-000000-0000 · killed at 52%, resumed · reused 20, embedded 7, dropped 2" in captions, \
+    assert "update of 20241231-000000-0000 · killed at 52 %, resumed · reused 20, embedded 7, dropped 2" in captions, \
         captions
 
 

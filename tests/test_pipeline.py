@@ -15,6 +15,7 @@ from doggos.base.config import RunConfig
 from doggos.base.records import read_status
 from doggos.base.rundir import RunDir, read_json
 from doggos.pipeline import dataset
+from doggos.pipeline.sources import label_of, list_images, open_source
 from doggos.runs import driver
 
 pytestmark = pytest.mark.ray
@@ -84,7 +85,7 @@ def test_a_run_where_every_file_fails_is_failed_with_the_reason(ray_session, tin
     assert not run_dir.embeddings.exists() and not run_dir.manifest.exists()
 
 
-def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image_tree, tiny_clip, tmp_path):
+def test_rerun_replaces_rows_and_limit_samples_across_labels(ray_session, image_tree, tiny_clip, tmp_path):
     root, labels = image_tree
     config = RunConfig(projection=False, quality=False, source=str(root), output=str(tmp_path / "run"), model=tiny_clip)
     driver.run(config)
@@ -94,7 +95,8 @@ def test_rerun_replaces_rows_and_limit_takes_the_first_images(ray_session, image
     driver.run(config.replace(limit=4))
     assert not stale_map.exists()  # a map of the old rows would mislabel the new ones
     table = read_table(RunDir(config.output))
-    assert table.column("path").to_pylist() == sorted(labels)[:4]
+    assert table.column("path").to_pylist() == list_images(open_source(str(root)), limit=4).paths  # the listing's
+    assert len({label_of(path) for path in table.column("path").to_pylist()}) == min(4, len(set(labels.values())))
     shutil.rmtree(tmp_path / "run")
 
 

@@ -20,7 +20,7 @@ from _dashboard_fixtures import (MISFILED, NASTY_LABEL, NEAR_COPY, button, map_d
                                  precompute_map, unescape_markdown, write_fake_run)
 
 from dashboard import quality_view
-from doggos.base import store
+from doggos.base import store, units
 from doggos.base.rundir import RunDir
 from doggos.explore.neighbours import Neighbours
 from doggos.explore.quality import DEFAULT_PARAMS, QualityParams, ZeroShot, assess, label_names
@@ -105,7 +105,9 @@ def test_quality_view_label_table_puts_the_least_pure_label_first(quality_run):
     assert list(table["purity"]) == sorted(table["purity"])
     collie = table.set_index("label").loc["border collie"]
     assert collie["images"] == 11 and collie["likely mislabeled"] == 2 and collie["most confused with"] == "beagle"
-    assert collie["zero-shot accuracy"] == pytest.approx(10 / 11)  # row 3 is named beagle, row 4 border collie
+    # row 3 is named beagle, row 4 border collie; shares in percent, shown with units.SHARE_COLUMN as share() writes
+    assert collie["zero-shot accuracy"] == pytest.approx(100 * 10 / 11)
+    assert units.SHARE_COLUMN % collie["zero-shot accuracy"] == units.share(10 / 11) == "91 %"
     assert table.set_index("label").loc["beagle", "most confused with"] == ""
 
 
@@ -243,7 +245,9 @@ def test_quality_page_shows_labels_confusion_suspects_and_duplicates(quality_run
     assert [c for c in captions if c.startswith("filed as")][:2] == ["filed as border collie · neighbours say beagle · zero-shot says beagle",
                             "filed as border collie · neighbours say beagle · zero-shot says border collie"]
     pair_words = [unescape_markdown(m.value) for m in at.markdown if "duplicate" in m.value or "copy" in m.value]
-    assert pair_words[0].startswith("⚠️ exact copy (identical files) · filed under different labels: beagle and border collie")
+    # a Material icon (a font Streamlit ships), not an emoji: a machine without an emoji font draws a box
+    assert pair_words[0].startswith(":material/warning: exact copy (identical files) · filed under different labels: "
+                                    "beagle and border collie")
     assert any(w.startswith("near duplicate, similarity 1.0000 · both filed as beagle") for w in pair_words)
     assert "beagle · beagle-0000.jpg" in captions and "border collie · border collie-0001.jpg" in captions
 
@@ -272,7 +276,7 @@ def test_quality_page_shows_the_images_behind_a_clicked_cell(quality_run):
                                                      "filed": "border collie", "suggested": "beagle"})
     assert any("2 images" in m.value and "border collie" in m.value for m in at.markdown)
     cell_captions = [c for c in shown_captions(at) if "agreement" in c]
-    assert sorted(cell_captions) == sorted(f"beagle-{i:04d}.jpg · agreement {a:.0%}" for i, a in
+    assert sorted(cell_captions) == sorted(f"beagle-{i:04d}.jpg · agreement {units.share(a)}" for i, a in
                                            zip((3, 4), quality_run[1].images["agreement"][[3, 4]]))
     button(at, "Clear cell").click().run()
     assert "quality_cell" not in at.session_state
@@ -294,7 +298,7 @@ def test_quality_page_says_why_zero_shot_is_missing(runs_root):
     precompute_quality(run, zero_shot=False)
     at = open_page("pages/quality.py")
     assert any("No zero-shot check" in i.value and "no text\\_config" in i.value for i in at.info)
-    assert {m.label: m.value for m in at.metric}["Zero-shot accuracy"] == "—"
+    assert {m.label: m.value for m in at.metric}["Zero-shot accuracy"] == units.DASH  # the one "not known" mark
 
 
 def test_quality_page_computes_missing_results_in_the_background(runs_root, recorded_quality_starts):
@@ -398,7 +402,7 @@ def test_the_queue_shows_the_strongest_suspect_first_with_its_evidence(quality_r
     assert queue_where(at).startswith("Image 1 of 2 in the queue")
     assert any(c.startswith("0 of 2 reviewed") for c in captions_of(at))
     facts = [unescape_markdown(m.value) for m in at.markdown if m.value.startswith("filed as")]
-    assert facts[0] == "filed as border collie · neighbours say beagle (agreement 0%) · zero-shot says beagle (80%)" \
+    assert facts[0] == "filed as border collie · neighbours say beagle (agreement 0 %) · zero-shot says beagle (80 %)" \
         or facts[0].startswith("filed as border collie · neighbours say beagle")
     assert "/data/dogs/beagle/beagle-0003.jpg" in [c.value for c in at.code]
     labels = [b.label for b in at.button]

@@ -134,7 +134,7 @@ def test_runs_status_and_list_print_records_a_script_can_poll(tmp_path):
     listed = json.loads(doggos("runs", "--runs-dir", str(tmp_path), "list", "--json").stdout)
     assert [r["id"] for r in listed] == ["20260101-000000-0001-aa"]
     text = doggos("runs", "--runs-dir", str(tmp_path), "status", "20260101-000000-0001-aa").stdout
-    assert "resumable" in text and "history: failed at 12%, resumed" in text
+    assert "resumable" in text and "history: failed at 12 %, resumed" in text
 
 
 @pytest.mark.parametrize("state, message", [

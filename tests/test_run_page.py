@@ -133,11 +133,43 @@ def test_run_page_shows_a_live_run_and_cancels_it(runs_root):
         assert len(bars) == 1 and bars[0].proto.value == 70  # the rows carried over count as done
         assert any("plan: 1 embedder actor" in c.value for c in at.code)
         assert [(m.label, m.value) for m in at.metric][:3] == [("Embedded", "40 / 100"), ("Reused", "30"),
-                                                               ("Images/s", "8.0")]
+                                                               ("Images/s · last 5 s", "8.0")]
         at.button(key="cancel-20250105-000000-live").click().run()
         assert driver.wait(timeout=10) is not None
         assert RunManager().get("20250105-000000-live").state == "cancelled"
         assert not at.get("progress")
+    finally:
+        driver.kill()
+        driver.wait()
+
+
+def test_run_page_times_a_start_up_phase_against_this_machines_past_runs(runs_root):
+    """Loading the model shows no rows to count: the page says how long it has gone on and how long it usually takes
+    here (the median of the finished runs' recorded phases), where the ETA showed "–"."""
+    import time
+
+    from doggos.base.processes import process_start
+    from doggos.base.records import Progress, update_status
+    from doggos.base.rundir import RunDir
+
+    for number, loading_s in enumerate((18.0, 20.0, 31.0)):  # finished runs that recorded their phases
+        past = RunDir(write_fake_run(runs_root, f"2025010{number + 1}-120000-000{number}"))
+        update_status(past, phase_started={"listing": 100.0, "starting ray": 101.0, "loading model": 110.0,
+                                           "embedding": 110.0 + loading_s, "done": 200.0})
+    driver = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        run = RunDir(runs_root / "20250105-000000-live")
+        run.path.mkdir()
+        run.config.write_text(json.dumps(RunConfig(source="/data/dogs", model="m").to_dict()))
+        now = time.time()
+        update_status(run, state="running", pid=driver.pid, pid_start=process_start(driver.pid),
+                      created_at="2025-01-05T00:00:00+00:00", progress=Progress(found=100, phase="loading model"),
+                      phase_started={"listing": now - 25, "starting ray": now - 24, "loading model": now - 12})
+        at = open_page("pages/run.py")
+        metrics = {m.label: m.value for m in at.metric}
+        assert metrics["Loading model · usually 20 s"] in ("12 s", "13 s", "14 s")
+        assert metrics["Images/s · last 5 s"] == "–" and "ETA" not in metrics
+        assert "(usually 20 s)" in at.get("progress")[0].proto.text
     finally:
         driver.kill()
         driver.wait()
@@ -269,7 +301,7 @@ def test_run_history_tells_how_an_updated_and_resumed_run_came_to_be(runs_root):
     (new / "status.json").write_text(json.dumps(status))
     at = open_page("pages/run.py", watched_run="20250102-120000-0002")
     table = at.dataframe[0].value
-    assert list(table["story"]) == [f"update of {RUN_ID} · killed at 52%, resumed · reused 20, embedded 7, dropped 2",
+    assert list(table["story"]) == [f"update of {RUN_ID} · killed at 52 %, resumed · reused 20, embedded 7, dropped 2",
                                     ""]
     assert list(table["images"]) == [27, 27]
     outcome = [unescape_markdown(s.value) for s in at.success]

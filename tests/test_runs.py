@@ -95,8 +95,14 @@ def test_cancel_stops_a_running_run_fast_and_leaves_nothing_behind(tmp_path, big
     run_id = manager.start(RunConfig(projection=False, quality=False, source=str(big_tree), model=base_clip, batch_size=4))
     wait_for(lambda: manager.get(run_id).progress.embedded > 0 or not manager.get(run_id).active, timeout_s=120)
     assert manager.get(run_id).active, "the run ended before it could be cancelled"
-    info = manager.cancel(run_id)  # returns once the run has stopped: it says so at once
+    stopping = []
+    info = manager.cancel(run_id, on_stopping=stopping.append)  # returns once the run has stopped
     assert info.state == "cancelled"
+    # At once, what the cancel waits for; from then on nothing is counted: the figures stop where it found them.
+    assert stopping[0].status.stopping_text.startswith("stopping") and stopping[0].active
+    assert info.progress == stopping[0].progress
+    # The driver recorded the cancel itself (before Ray's shutdown): it was not killed for being slow to stop.
+    assert "run cancelled; nothing was published" in manager.log_tail(run_id)
     run_dir = RunDir(info.path)
     assert not run_dir.embeddings.exists() and not run_dir.staging.exists() and not is_finished(run_dir)
     assert run_processes(run_id) == []
@@ -155,6 +161,7 @@ def test_a_run_cancelled_at_any_phase_ends_cancelled_with_nothing_published(phas
     assert manager.get(run_id).progress.phase == phase, (manager.get(run_id), manager.log_tail(run_id))
     info = manager.cancel(run_id)
     assert info.state == "cancelled", (info.error, manager.log_tail(run_id))
+    assert "run cancelled; nothing was published" in manager.log_tail(run_id)  # the driver's own word: not killed
     run_dir = RunDir(info.path)
     assert not any(p.exists() for p in (run_dir.staging, run_dir.embeddings, run_dir.projections, run_dir.manifest))
     assert run_processes(run_id) == []

@@ -69,7 +69,7 @@ def test_search_says_when_the_text_tower_cannot_load_and_row_queries_still_work(
     errors = [unescape_markdown(e.value) for e in at.error]
     assert len(errors) == 1 and "(`text`)" in errors[0] and "still works" in errors[0]
     at.segmented_control(key="search_mode").set_value("row").run()
-    at.number_input(key="search_row").set_value(5).run()
+    at.selectbox(key="search_row").set_value(5).run()
     assert not at.error and len(result_captions(at)) == 12
     assert not any("beagle-0005.jpg" in c for c in result_captions(at))  # the row itself is left out
 
@@ -97,4 +97,26 @@ def test_search_draws_its_form_before_reading_the_embeddings(runs_root, monkeypa
     assert at.multiselect(key="search_labels").options == sorted(["beagle", "border collie", NASTY_LABEL])
     at.segmented_control(key="search_mode").set_value("row").run()
     assert not at.error and len(result_captions(at)) == 12 and len(loads) == 1
-    assert at.number_input(key="search_row").max == 26  # the run's 27 rows, from its index
+    assert len(at.selectbox(key="search_row").options) == 27  # the run's 27 rows' names, from its index
+
+
+def test_search_picks_a_run_image_by_file_name_with_type_ahead(searchable_run):
+    """Issue 25 item 9: the run's images are offered by file name (a selectbox: type-ahead in the browser), not as
+    a bare row number; the pick is the query, itself left out."""
+    at = open_page("pages/search.py")
+    at.segmented_control(key="search_mode").set_value("row").run()
+    picker = at.selectbox(key="search_row")
+    assert picker.label == "Image of the run" and "beagle-0005.jpg" in picker.options
+    picker.select("beagle-0005.jpg").run()
+    assert not at.error and at.session_state["search_row"] == 5
+    assert len(result_captions(at)) == 12 and not any("beagle-0005.jpg" in c for c in result_captions(at))
+    assert any("beagle-0005.jpg" in t.value for t in at.text)  # the query, named under its picture
+
+
+def test_the_run_image_picker_cannot_be_cleared(searchable_run):
+    """A cleared selectbox reaches the page as its first option: the page searched row 0 under an empty picker.
+    The picker is required, so the browser offers no way to clear it."""
+    at = open_page("pages/search.py")
+    at.segmented_control(key="search_mode").set_value("row").run()
+    picker = at.selectbox(key="search_row")
+    assert picker.proto.required and picker.value == 0 and len(result_captions(at)) == 12

@@ -160,7 +160,8 @@ def test_plain_log_drops_terminal_colour_codes():
 
 
 def test_format_duration():
-    assert [ui.format_duration(s) for s in (None, 4.4, 75, 3725)] == ["–", "4 s", "1 min 15 s", "1 h 02 min"]
+    # under 10 s a tenth shows (the one formatter, doggos.base.units.duration; its own tests: tests/test_units.py)
+    assert [ui.format_duration(s) for s in (None, 4.4, 75, 3725)] == ["–", "4.4 s", "1 min 15 s", "1 h 02 min"]
 
 
 def test_update_form_values_fill_the_form_with_the_run_and_its_folder_and_launch_passes_it(runs_root, image_tree,
@@ -200,11 +201,13 @@ def test_rows_text_and_live_metrics_show_reused_rows_only_when_there_are_some(ru
     dropped = dataclasses.replace(updated, dropped=1_203)
     assert ui.rows_text(dropped) == "27 images (reused 20, embedded 7, dropped 1,203)"
 
-    live = Progress(found=2_880, embedded=1_383, reused=1_497, images_per_s=8.0, eta_s=0.0, phase="embedding")
-    assert ui.live_metrics(live) == {"Embedded": "1,383 / 2,880", "Reused": "1,497", "Images/s": "8.0", "ETA": "0 s",
-                                     "Failed files": "0"}
-    assert list(ui.live_metrics(dataclasses.replace(live, reused=0))) == ["Embedded", "Images/s", "ETA", "Failed files"]
-    caption = "embedding · 1,383/2,880 images embedded · 1,497 reused · 8.0 images/s · ETA 0 s"
+    live = Progress(found=2_880, embedded=1_383, reused=1_497, images_per_s=8.0, run_images_per_s=6.5, eta_s=0.0,
+                    phase="embedding")
+    assert ui.live_metrics(live) == {"Embedded": "1,383 / 2,880", "Reused": "1,497", "Images/s · last 5 s": "8.0",
+                                     "Images/s · start to Parquet": "6.5", "ETA": "0 s", "Failed files": "0"}
+    assert list(ui.live_metrics(dataclasses.replace(live, reused=0))) == [
+        "Embedded", "Images/s · last 5 s", "Images/s · start to Parquet", "ETA", "Failed files"]
+    caption = "embedding · 1,383/2,880 images embedded · 1,497 reused · 8.0 images/s (last 5 s) · ETA 0 s"
     assert ui.progress_caption(live) == caption
 
 
@@ -216,3 +219,31 @@ def test_resume_says_why_a_run_cannot_resume_and_starts_nothing(runs_root):
     assert ui.resume(manager, "20250101-130000-0002").startswith("source: /nowhere does not exist")
     assert [run.state for run in manager.list()] == ["failed", "succeeded"]
     assert manager.get("20250101-130000-0002").status.attempts == ()
+
+
+def test_two_runs_that_read_the_same_get_their_ids_in_the_picker(runs_root):
+    """Two runs of one source started in the same second: a select box sends back the option's text, so identical
+    texts would make the newer run impossible to pick."""
+    write_fake_run(runs_root, RUN_ID)
+    write_fake_run(runs_root, RUN_ID + "b")
+    write_fake_run(runs_root, "20250102-120000-0003")
+    runs = {run.id: run for run in RunManager().list()}
+    labels = ui.run_choice_labels(runs)
+    assert len(set(labels.values())) == 3
+    assert labels[RUN_ID] == f"dogs · 1 Jan 12:00:00 · 27 images · {RUN_ID}"
+    assert labels["20250102-120000-0003"] == "dogs · 2 Jan 12:00:00 · 27 images"  # unique: no id
+
+
+def test_the_live_fragment_reruns_the_page_only_once_the_outcome_is_on_screen():
+    """The flash of issue 25: a whole-page rerun asked for in the tick that draws a run's outcome drops that drawing,
+    and the stale live view comes back for the length of the rerun."""
+    from types import SimpleNamespace
+
+    won = SimpleNamespace(id="r1", state="succeeded")
+    lost = SimpleNamespace(id="r1", state="failed")
+    assert ui.after_live_tick(active=True, was_active=True, watched=won, outcome_shown=None) == (False, False)
+    assert ui.after_live_tick(False, True, won, outcome_shown=None) == (False, False)  # this tick draws the outcome
+    assert ui.after_live_tick(False, True, won, outcome_shown="r1") == (True, True)  # the next reruns, makes it current
+    assert ui.after_live_tick(False, True, lost, outcome_shown="r1") == (True, False)
+    assert ui.after_live_tick(False, True, None, outcome_shown=None) == (True, False)  # nothing watched: at once
+    assert ui.after_live_tick(False, False, won, outcome_shown="r1") == (False, False)  # the page already knows

@@ -136,7 +136,7 @@ class RunConfig:
     device: str = "auto"  # auto: cuda when the cluster has GPUs, else cpu
     batch_size: int | None = None  # images per forward pass; None: 16 on CPU, 64 on GPU
     concurrency: int | None = None  # embedder actors; None: derived from the cluster's CPUs/GPUs
-    limit: int | None = None  # embed only the first N images (sorted by path); None: all
+    limit: int | None = None  # N images sampled evenly across labels, seeded (sources.sample_across_labels); None: all
     ray_address: str | None = None  # "auto" (a cluster on this machine), "host:port", "ray://host:10001"; None: RAY_ADDRESS or a private local Ray
     s3_endpoint: str | None = None  # S3-compatible endpoint URL; None: AWS_ENDPOINT_URL or AWS itself
     fp16: bool = False  # half precision on cuda (ignored on CPU, where fp16 is slower)

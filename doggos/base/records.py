@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Callable, Literal, get_args
 
+from doggos.base import units
 from doggos.base.config import ConfigError, RunConfig
 from doggos.base.plan import ResourcePlan
 from doggos.base.rundir import RunDir, now_iso, read_json, write_json_atomic
 
+STATUS_LOCK = "status.lock"  # in the run folder: held while status.json is read, merged and written (update_status)
 # 1: the untyped manifests written before this module (the same keys, no "schema"); 2: adds schema, embed_s and steps.
 SCHEMA_VERSION = 2
 
@@ -35,7 +38,8 @@ class Progress:
     failed: int = 0  # images that could not be read (see failures)
     reused: int = 0  # images whose row was carried over (from the run updated, or the attempts before a resume)
     elapsed_s: float = 0.0  # seconds since the phase's clock started (the run's, or a post-run step's)
-    images_per_s: float = 0.0  # embedded per second over the embedding so far
+    images_per_s: float = 0.0  # embedded per second over the last 5 s (doggos.pipeline.figures: the current rate)
+    run_images_per_s: float = 0.0  # per second since the run began (figures.run_rate): the manifest's at the end
     eta_s: float | None = None  # None until a rate is known
     phase: Phase = "starting"
 
@@ -71,9 +75,13 @@ class RunStatus:
     warnings: int = 0  # files that could not be read in a run that still succeeded
     step: str | None = None  # the post-run step running now, e.g. "map"
     step_started: float | None = None  # when it began (time.time()), so the page can show its elapsed time
+    phase_started: dict = field(default_factory=dict)  # phase -> when it was first reported (time.time()): its length
     # Earlier attempts of a resumed run, oldest first: {"ended_at", "error", "found", "embedded", "reused", "fraction"}
     attempts: tuple[dict, ...] = ()
     embedding_key: dict | None = None  # the first attempt's (doggos.pipeline.reuse): a resume checks it still holds
+    # While a cancel is under way (the run still active): what it waits for, "2 batches in flight", or "" for nothing
+    # in particular; None when no cancel was asked. Read it through `stopping_text`.
+    stopping: str | None = None
 
     @property
     def active(self) -> bool:
@@ -93,21 +101,38 @@ class RunStatus:
         """A run that failed (its driver killed, a node lost, an error) can go on from the rows it kept."""
         return self.state == "failed"
 
+    @property
+    def stopping_text(self) -> str | None:
+        """'stopping — 2 batches in flight' while a cancel is under way, else None (an ended run is not stopping)."""
+        if not self.active or self.stopping is None:
+            return None
+        return f"stopping — {self.stopping}" if self.stopping else "stopping"
+
 
 def read_status(run_dir: RunDir) -> RunStatus:
     return RunStatus.from_dict(read_json(run_dir.status, {}) or {})
 
 
-def update_status(run_dir: RunDir, **changes: Any) -> RunStatus:
-    """Merge `changes` (RunStatus fields) into status.json atomically and stamp the time; returns the new status."""
+def update_status(run_dir: RunDir, when: Callable[[RunStatus], bool] | None = None, **changes: Any) -> RunStatus:
+    """Merge `changes` (RunStatus fields) into status.json atomically and stamp the time; returns the new status.
+
+    `when`: change nothing unless it holds for the status as it is now (a cancel's note must not bring back a run
+    that has just ended; a driver's count must not grow once a cancel is under way). One writer at a time, across
+    processes (`status.lock`): a driver's progress, its outcome and a cancel's note are each read, checked, merged and
+    written whole, so none undoes another."""
     unknown = set(changes) - {f.name for f in dataclasses.fields(RunStatus)}
     if unknown:
         raise TypeError(f"not RunStatus fields: {sorted(unknown)}")
     if isinstance(changes.get("progress"), Progress):
         changes["progress"] = changes["progress"].to_dict()
-    data = read_json(run_dir.status, {}) or {}
-    data.update(changes, updated=now_iso())
-    write_json_atomic(run_dir.status, data)
+    run_dir.path.mkdir(parents=True, exist_ok=True)  # a run's first status may come before anything else in its folder
+    with open(run_dir.path / STATUS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released as the file closes, or as the process dies
+        data = read_json(run_dir.status, {}) or {}
+        if when is not None and not when(RunStatus.from_dict(data)):
+            return RunStatus.from_dict(data)
+        data.update(changes, updated=now_iso())
+        write_json_atomic(run_dir.status, data)
     return RunStatus.from_dict(data)
 
 
@@ -127,9 +152,8 @@ class RayInfo:
         if not self.embedded_by_node:
             return "not recorded"
         busiest = sorted(self.embedded_by_node.items(), key=lambda kv: -kv[1])
-        shares = ", ".join(f"{node[:8]} {rows:,} images" for node, rows in busiest)
-        count = len(self.embedded_by_node)
-        return f"{count} node{'s' if count != 1 else ''}: {shares}"
+        shares = ", ".join(f"{node[:8]} {units.count(rows, 'image')}" for node, rows in busiest)
+        return f"{units.count(len(self.embedded_by_node), 'node')}: {shares}"
 
 
 @dataclass(frozen=True)
@@ -209,7 +233,8 @@ class Manifest:
         """'reused 2,736, embedded 144, dropped 3' for a run that carried rows over; None for one that embedded all."""
         if not self.reused and not self.dropped and not self.reused_from and self.attempts < 2:
             return None
-        return f"reused {self.reused:,}, embedded {self.newly_embedded:,}, dropped {self.dropped:,}"
+        return (f"reused {units.count(self.reused)}, embedded {units.count(self.newly_embedded)}, "
+                f"dropped {units.count(self.dropped)}")
 
 
 def read_manifest(run_dir: RunDir) -> Manifest | None:

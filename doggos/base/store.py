@@ -375,8 +375,17 @@ def read_log(run: str | os.PathLike | RunDir, max_chars: int = 20_000, output: b
     return text[-max_chars:]
 
 
+# The Summary's per-operator table, in order (`parse_operator_stats`'s rows_in and rows_out stay in the data).
+OPERATOR_COLUMNS = ("operator", "name", "wall_s", "cpu_s", "tasks", "blocks", "rows", "files")
+
+
 def parse_operator_stats(text: str) -> list[dict]:
-    """The per-operator lines of Ray Data's `ds.stats()`: operator, tasks, blocks, wall time, rows out, CPU time."""
+    """The per-operator lines of Ray Data's `ds.stats()`: operator, tasks, blocks, wall time, rows in, rows out, CPU
+    time, and `rows`: the rows it handled, as the Summary shows them.
+
+    A write hands on one row per file it wrote (Ray's "Output num rows" of a Write: 10 for 300 images in 10 files), so
+    its `rows` are the rows it wrote (its rows in) and `files` the files; other operators' `rows` are their rows out
+    and their `files` None. Beside "300 images embedded", every operator then reads 300."""
     operators: list[dict] = []
     for line in text.splitlines():
         match = _OPERATOR.match(line.strip())
@@ -384,7 +393,8 @@ def parse_operator_stats(text: str) -> list[dict]:
             number, name, tasks, blocks, wall, unit = match.groups()
             operators.append({
                 "operator": int(number), "name": name, "tasks": int(tasks), "blocks": int(blocks),
-                "wall_s": float(wall) / (1000 if unit == "ms" else 1), "rows_out": None, "cpu_s": None,
+                "wall_s": float(wall) / (1000 if unit == "ms" else 1), "rows_in": None, "rows_out": None,
+                "cpu_s": None,
             })
             continue
         if not operators:
@@ -392,9 +402,27 @@ def parse_operator_stats(text: str) -> list[dict]:
         stripped = line.strip().lstrip("*").strip()
         if stripped.startswith("Output num rows per block:"):
             operators[-1]["rows_out"] = _total(stripped, as_int=True)
+        elif stripped.startswith("Total input num rows:"):
+            operators[-1]["rows_in"] = _rows(stripped)
         elif stripped.startswith("Remote cpu time:"):
             operators[-1]["cpu_s"] = _total(stripped)
+    for before, operator in zip([None] + operators, operators):
+        writes = _is_write(operator["name"])
+        if writes and operator["rows_in"] is None and before is not None:  # stats without "Total input num rows"
+            operator["rows_in"] = before["rows_out"]  # a chain: it was given what the operator before it handed on
+        operator["rows"] = operator["rows_in"] if writes else operator["rows_out"]
+        operator["files"] = operator["rows_out"] if writes else None
     return operators
+
+
+def _is_write(name: str) -> bool:
+    # Fused operators end with their last part: "MapBatches(f)->Write" writes; Ray names its writes "Write…".
+    return name.rsplit("->", 1)[-1].startswith("Write")
+
+
+def _rows(line: str) -> int | None:
+    match = re.search(r"(\d+) rows", line)
+    return int(match.group(1)) if match else None
 
 
 def _total(line: str, as_int: bool = False):

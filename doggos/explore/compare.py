@@ -22,11 +22,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from doggos.base import units
 from doggos.base.config import ConfigError, RunConfig, raise_all, user_message
 from doggos.base.plan import ResourcePlan
 from doggos.base.records import Manifest
 from doggos.base.rundir import RunDir, run_dir_of
-from doggos.pipeline.progress import format_duration
+from doggos.pipeline import figures
 from doggos.runs.manager import finished_manifest, resolve_run  # noqa: F401  (compare.resolve_run: the CLI's, tests')
 
 if TYPE_CHECKING:
@@ -134,8 +135,9 @@ def agreement(run_a, run_b, k: int = K, threads: int | None = None) -> Agreement
     only_a, only_b = len(rows_a) - len(shared), len(rows_b) - len(shared)
     if len(shared) < 2:
         found = "no images" if len(shared) == 0 else f"only 1 image ({shared[0]})"
-        raise ConfigError(RUN_FIELDS["b"], f"shares {found} with run_a (matched by path; {len(rows_a):,} images in "
-                                           f"run_a, {len(rows_b):,} in run_b): comparing neighbours needs at least 2 "
+        raise ConfigError(RUN_FIELDS["b"], f"shares {found} with run_a (matched by path; "
+                                           f"{units.count(len(rows_a), 'image')} in run_a, {units.count(len(rows_b))} "
+                                           "in run_b): comparing neighbours needs at least 2 "
                                            "images that both runs embedded")
     k = min(k, len(shared) - 1)  # each image needs k neighbours besides itself among the shared ones
     picks = {"a": rows_a[shared].to_numpy(), "b": rows_b[shared].to_numpy()}
@@ -229,7 +231,7 @@ class Comparison:
             "images_in_both": found.images_in_both,
             "only_in_a": found.only_in_a,
             "only_in_b": found.only_in_b,
-            "throughput": {"a": ma.images_per_s, "b": mb.images_per_s},  # images/s while embedding
+            "throughput": {"a": ma.images_per_s, "b": mb.images_per_s},  # images/s, start to Parquet (figures.RUN_RATE)
             "throughput_ratio": speedup(ma, mb),
             "duration_s": {"a": ma.duration_s, "b": mb.duration_s},
             "embed_s": {"a": ma.embed_s, "b": mb.embed_s},
@@ -259,13 +261,21 @@ def speedup(a: Manifest, b: Manifest) -> float | None:
     return b.images_per_s / a.images_per_s if a.images_per_s else None
 
 
+def metric_delta(difference: str) -> str | None:
+    """A difference as a metric's delta: as written ('+12.5', '-1 min 06 s'), or None where it reads as no change
+    ('±0 points', '±0 s', '+0.0'): Streamlit draws a rising arrow for any delta not led by '-', so a zero would
+    read as a gain."""
+    figure = difference.split(" (", 1)[0]  # a note after the figure ('(2.00× A)') is no part of it
+    return difference if any(digit in figure for digit in "123456789") else None
+
+
 # ---- plain text ----------------------------------------------------------------------------------------------------
 
 def format_comparison(comparison: Comparison) -> str:
     """The comparison as readable text: runs, settings (* marks what differs), speed, overlap, purity per label."""
     ma, mb, found = comparison.manifest_a, comparison.manifest_b, comparison.agreement
-    lines = [f"A: {comparison.a.id}  {ma.rows:,} images  {ma.model_description}  ({comparison.a.path})",
-             f"B: {comparison.b.id}  {mb.rows:,} images  {mb.model_description}  ({comparison.b.path})", ""]
+    lines = [f"{side}: {run.id}  {units.count(m.rows, 'image')}  {m.model_description}  ({run.path})"
+             for side, run, m in (("A", comparison.a, ma), ("B", comparison.b, mb))] + [""]
     table = comparison.settings
     differing = int(table["differs"].sum())
     lines.append(f"settings ({differing} of {len(table)} differ, marked *)")
@@ -273,24 +283,27 @@ def format_comparison(comparison: Comparison) -> str:
                                                       row.b if row.differs else "(same)"] for row in table.itertuples()])
     ratio = speedup(ma, mb)
     lines += ["",
-              f"throughput: A {ma.images_per_s:.1f}, B {mb.images_per_s:.1f} images/s while embedding"
-              + (f"  (B/A {ratio:.2f}×)" if ratio is not None else ""),
-              f"duration:   A {format_duration(ma.duration_s)}, B {format_duration(mb.duration_s)}"
-              f"  (embedding: A {format_duration(ma.embed_s)}, B {format_duration(mb.embed_s)})",
-              f"images:     {found.images_in_both:,} in both, {found.only_in_a:,} only in A, {found.only_in_b:,} only in B",
+              f"throughput: A {units.rate(ma.images_per_s)}, B {units.rate(mb.images_per_s)} images/s "
+              f"({figures.WHOLE_RUN})"
+              + (f"  (B/A {units.factor(ratio)})" if ratio is not None else ""),
+              f"duration:   A {units.duration(ma.duration_s)}, B {units.duration(mb.duration_s)}"
+              f"  (embedding: A {units.duration(ma.embed_s)}, B {units.duration(mb.embed_s)})",
+              f"images:     {units.count(found.images_in_both)} in both, {units.count(found.only_in_a)} only in A, "
+              f"{units.count(found.only_in_b)} only in B",
               "",
-              f"neighbour overlap: {found.neighbour_overlap:.3f}  (mean share of each shared image's {found.k} nearest "
-              f"neighbours that both runs agree on; k = min({K}, {found.images_in_both:,} shared images − 1); cosine, "
-              "itself excluded; 1.0: the same neighbours)",
+              f"neighbour overlap: {units.share(found.neighbour_overlap)}  (mean share of each shared image's "
+              f"{found.k} "
+              f"nearest neighbours that both runs agree on; k = min({K}, {units.count(found.images_in_both)} shared "
+              "images − 1); cosine, itself excluded; 100 %: the same neighbours)",
               "",
               f"label purity (mean share of an image's {found.k} neighbours with its own label, on the shared images)"]
     rows = [["label", "images", "A", "B", "B−A", "overlap"]]
     for row in found.labels.itertuples():
-        rows.append([row.label, f"{row.images:,}", _number(row.purity_a), _number(row.purity_b),
-                     _number(row.difference, signed=True), _number(row.overlap)])
-    rows.append(["(all shared images)", f"{found.images_in_both:,}", _number(found.overall_purity_a),
-                 _number(found.overall_purity_b), _number(found.overall_purity_b - found.overall_purity_a, signed=True),
-                 _number(found.neighbour_overlap)])
+        rows.append([row.label, units.count(row.images), units.share(row.purity_a), units.share(row.purity_b),
+                     units.points(row.difference), units.share(row.overlap)])
+    rows.append(["(all shared images)", units.count(found.images_in_both), units.share(found.overall_purity_a),
+                 units.share(found.overall_purity_b), units.points(found.overall_purity_b - found.overall_purity_a),
+                 units.share(found.neighbour_overlap)])
     lines += _columns(rows, numeric_from=1)
     if ma.random_weights or mb.random_weights:
         lines += ["", "warning: a model with RANDOM WEIGHTS made " + ("both runs" if ma.random_weights and mb.random_weights
@@ -298,10 +311,11 @@ def format_comparison(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
-def _number(value: float, signed: bool = False) -> str:
-    if value is None or math.isnan(value):
-        return "–"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+def label_table_in_percent(labels: pd.DataFrame) -> pd.DataFrame:
+    """The per-label table (LABEL_COLUMNS) for a page: purities and overlap in percent, the difference in percentage
+    points, so that units.SHARE_COLUMN / units.POINTS_COLUMN show them as every other share reads ('23 %')."""
+    shares = ["purity_a", "purity_b", "difference", "overlap"]
+    return labels.assign(**{column: units.percent(labels[column]) for column in shares})
 
 
 def _columns(rows: list[list[str]], numeric_from: int | None = None) -> list[str]:
@@ -321,8 +335,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     """Add `compare RUN_A RUN_B [--json] [--runs-dir DIR]` to an argparse subparsers object; its handler is run_command."""
     parser = commands.add_parser("compare", help="compare two finished runs: settings, speed, how their embeddings agree")
     for name, side in (("run_a", "A: the baseline"), ("run_b", "B: the run to judge against A")):
-        parser.add_argument(name, metavar=name.upper(), help=f"run {side}; a run folder (as embed --out writes) "
-                                                              "or a run id under --runs-dir")
+        parser.add_argument(name, metavar=name.upper(), help=f"run {side}; a run folder (as embed --out writes), "
+                                                              "or a run under --runs-dir: its id, a part of it only "
+                                                              "that run's id has, or its name (or the start of it)")
     parser.add_argument("--runs-dir", help="where run ids are looked up (default: $DOGGOS_RUNS_DIR or ./runs in the project)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.set_defaults(handler=run_command)

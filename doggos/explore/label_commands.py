@@ -10,10 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from doggos.base import units
+
 
 def add_parser(commands) -> argparse.ArgumentParser:
     """Add `labels RUN ACTION …` to an argparse subparsers object; each action's handler is set as `handler`."""
-    run_help = "a run folder (as embed --out writes) or a run id under the runs root"
+    run_help = ("a run folder (as embed --out writes), or a run under the runs root: its id, a part of it only that "
+                "run's id has (e.g. 145918), or its name as the dashboard shows it, or the start of it (e.g. digits)")
     runs_dir_help = "runs root for a run id (default: $DOGGOS_RUNS_DIR or ./runs in the project)"
     labels = commands.add_parser("labels", help="label decisions: show, relabel, keep, exclude, undo, accept, export, "
                                                 "apply (write the corrected tree)",
@@ -94,10 +97,9 @@ def _show(args: argparse.Namespace) -> int:
     for effect in effects:
         print(f"{effect.decision:<8}  {_label_change(effect):<{width}}  {effect.at:<25}  {effect.path}")
     tally = {d: sum(e.decision == d for e in effects) for d in decisions.DECISIONS}
-    print(f"{len(effects):,} image{'s' if len(effects) != 1 else ''} with a decision in effect: "
-          + ", ".join(f"{n:,} {d}" for d, n in tally.items() if n)
-          + f" ({state.decisions:,} decision{'s' if state.decisions != 1 else ''} in {len(state.actions):,} "
-          f"action{'s' if len(state.actions) != 1 else ''})")
+    print(f"{units.count(len(effects), 'image')} with a decision in effect: "
+          + ", ".join(f"{units.count(n)} {d}" for d, n in tally.items() if n)
+          + f" ({units.count(state.decisions, 'decision')} in {units.count(len(state.actions), 'action')})")
     return 0
 
 
@@ -179,10 +181,10 @@ def _accept(args: argparse.Namespace) -> int:
         print("no suggestion to accept: no suspect left" + (" with that agreement" if args.min_agreement is not None
                                                            else ""))
         return 0
-    print(f"relabelled {len(chosen):,} image{'s' if len(chosen) != 1 else ''} to the suggested labels "
+    print(f"relabelled {units.count(len(chosen), 'image')} to the suggested labels "
           f"(action {action}; `labels RUN undo` takes them all back):")
     for row in chosen.itertuples():
-        print(f"  {row.label} → {row.suggested}  ({row.support:.0%} of neighbours agree)  {row.path}")
+        print(f"  {row.label} → {row.suggested}  ({units.share(row.support)} of neighbours agree)  {row.path}")
     return 0
 
 
@@ -191,7 +193,8 @@ def _export(args: argparse.Namespace) -> int:
 
     run_dir, _ = _run(args)
     rows = label_tree.export_csv(run_dir, args.file, overwrite=args.overwrite)
-    print(f"wrote {rows:,} rows (path, label, new_label, decision) to {Path(args.file).expanduser().absolute()}")
+    print(f"wrote {units.count(rows, 'row')} (path, label, new_label, decision) to "
+          f"{Path(args.file).expanduser().absolute()}")
     return 0
 
 
@@ -201,13 +204,13 @@ def _apply(args: argparse.Namespace) -> int:
     run_dir, _ = _run(args)
     report = label_tree.apply(run_dir, args.to, args.mode, args.overwrite, args.s3_endpoint)
     verb = "linked" if report.mode == "link" else "copied"
-    print(f"{verb} {report.images:,} images into {report.dest}" + (" (replacing what was there)" if report.replaced
-                                                                   else ""))
+    print(f"{verb} {units.count(report.images, 'image')} into {report.dest}"
+          + (" (replacing what was there)" if report.replaced else ""))
     for label, count in report.labels.items():
-        print(f"  {count:>6,}  {label}")
-    print(f"left out {report.excluded:,} excluded image{'s' if report.excluded != 1 else ''}")
+        print(f"  {units.count(count):>6}  {label}")
+    print(f"left out {units.count(report.excluded, 'excluded image')}")
     if report.renamed:
-        print(f"renamed {len(report.renamed):,} clashing file name{'s' if len(report.renamed) != 1 else ''}:")
+        print(f"renamed {units.count(len(report.renamed), 'clashing file name')}:")
         for source, place in report.renamed:
             print(f"  {source}  →  {place}")
     return 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from doggos.base import decisions
+from doggos.base import decisions, units
 from doggos.explore.quality import QualityParams, QualityResults, _per_label, _suggest, _typed_duplicates, label_names
 
 
@@ -91,14 +91,14 @@ class Review:
     queue_done: int  # of them, those with a decision in effect
 
     def purity_text(self) -> str:
-        """"purity 0.81 → 0.93 after 42 decisions" (just "purity 0.81" before any)."""
+        """"purity 81 % → 93 % after 42 decisions" (just "purity 81 %" before any): shares as every screen shows."""
         if not self.decisions:
-            return f"purity {self.purity_before:.2f}"
-        return (f"purity {self.purity_before:.2f} → {self.purity_now:.2f} after {self.decisions:,} "
-                f"decision{'s' if self.decisions != 1 else ''}")
+            return f"purity {units.share(self.purity_before)}"
+        return (f"purity {units.share(self.purity_before)} → {units.share(self.purity_now)} after "
+                f"{units.count(self.decisions, 'decision')}")
 
     def progress_text(self) -> str:
-        return f"{self.queue_done:,} of {self.queue:,} reviewed"
+        return f"{units.count(self.queue_done)} of {units.count(self.queue)} reviewed"
 
 
 def queue(first: QualityResults, now: QualityResults) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from doggos.base import store
+from doggos.base import store, units
 from doggos.base.rundir import run_dir_of
 from doggos.explore.neighbours import normalise
 
@@ -31,8 +31,8 @@ class Placement:
 
     @property
     def note(self) -> str:
-        return f"{self.method} ({self.kept:,} kept their places from run {self.old_id}; {self.placed:,} placed by " \
-               "their neighbours)"
+        return f"{self.method} ({units.count(self.kept)} kept their places from run {self.old_id}; {units.count(self.placed)} " \
+               "placed by their neighbours)"
 
     def __iter__(self):
         return iter((self.coords, self.note))

@@ -128,6 +128,7 @@ def point_facts(path: str, label: str, row: int, agreement: float | None = None,
                 folder_label: str | None = None, excluded: bool = False) -> dict:
     """What the hover card says about one point: its (effective) label, file name, full path and, when known, the
     verdict: what a label decision did ("was beagle": its folder label; "excluded"), then the label check's."""
+    from doggos.base import units
     from doggos.base.store import file_name
 
     facts = {"row": int(row), "label": label, "name": file_name(path), "path": path}
@@ -137,7 +138,7 @@ def point_facts(path: str, label: str, row: int, agreement: float | None = None,
     if folder_label is not None and folder_label != label:
         verdict.append(f"was {folder_label or '(no label)'}")
     if agreement is not None and agreement == agreement:  # NaN: not computed for this row
-        verdict.append(f"agreement {agreement:.0%}")
+        verdict.append(f"agreement {units.share(agreement)}")  # as the Quality page writes it
         if suggested is not None and suggested == suggested and suggested != label:
             verdict[-1] += f" · neighbours say {suggested}"
     if verdict:

@@ -24,12 +24,13 @@ zero_shot (string, null when unavailable), zero_shot_probability (float32, null 
 `NAME.json`, written last: {"version", "name", "params": {k, template, near_threshold}, "counts": {images, labels,
 likely_mislabeled, strongest_suspects, exact_duplicate_pairs, near_duplicate_pairs, cross_label_duplicate_pairs},
 "near_threshold": {"value", "rule"}, "exact_duplicates": {"checked", "note"}, "zero_shot": {"available", "accuracy",
-"reason", "template"}, "labels": [{label, images, purity, confused_with, likely_mislabeled, zero_shot_accuracy}],
-"duplicates": [{a, b, path_a, path_b, class_a, class_b, kind, similarity, cross_label}]}.
+"reason", "template"}, "label_checks": {"available", "reason"} (not with fewer than MIN_LABELS labels), "labels":
+[{label, images, purity, confused_with, likely_mislabeled, zero_shot_accuracy}], "duplicates": [{a, b, path_a, path_b,
+class_a, class_b, kind, similarity, cross_label}]}.
 `report_json(results, top)` gives {"suspects": [{row, path, class, suggested, agreement, suggested_similarity,
 zero_shot, zero_shot_probability, strongest}], "duplicates": [{paths, classes, similarity, kind, cross_label}],
-"labels": [as above], "counts", "near_threshold", "exact_duplicates", "zero_shot"}: suspects strongest first, then
-by the ranking above.
+"labels": [as above], "counts", "near_threshold", "exact_duplicates", "zero_shot", "label_checks"}: suspects strongest
+first, then by the ranking above (zero_shot unavailable, with label_checks' reason, for a run of one label).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from doggos.base import units
 from doggos.explore.neighbours import (Neighbours, StoredTiles, check_k, nearest_neighbours, neighbours_of_tiles,
                                        normalise)
 
@@ -57,6 +59,7 @@ HASH_COLUMN = "content_hash"  # a run's per-file content hash column, when the p
 NEAR_RATIO = 0.05
 NEAR_MIN_SIMILARITY = 0.95  # never call a pair below this similarity a duplicate, whatever the spread
 NEAR_NOISE = 1e-6  # float32 rounding of a unit dot product: identical embeddings are always near duplicates
+MIN_LABELS = 2  # a label can only be doubted when there is another one to suggest
 LABEL_COLUMNS = ("label", "images", "purity", "confused_with", "likely_mislabeled", "zero_shot_accuracy")
 DUPLICATE_COLUMNS = ("a", "b", "path_a", "path_b", "class_a", "class_b", "kind", "similarity", "cross_label")
 MAX_GROUP_PAIRS = 20  # a group of more identical files than this lists (first, copy) pairs: n, not n²/2
@@ -125,7 +128,23 @@ class QualityResults:
     zero_shot_note: str | None = None  # why zero-shot is missing; None when it is there
 
     @property
+    def label_checks_note(self) -> str | None:
+        """Why the label checks (purity, suspects, zero-shot accuracy) say nothing about this run: fewer than
+        MIN_LABELS labels, so every neighbour and every zero-shot guess agrees by construction; None when they apply.
+        The duplicates are found all the same."""
+        count = len(self.labels)
+        if count >= MIN_LABELS:
+            return None
+        only = f" ({self.labels['label'].iloc[0]})" if count else ""
+        return (f"this run has {units.count(count, 'label')}{only}: label checks need two or more labels, "
+                "since with one label every neighbour and every zero-shot guess agrees with it (100 %, no suspects, "
+                "whatever the images). Duplicates are still checked")
+
+    @property
     def zero_shot_accuracy(self) -> float | None:
+        """How often zero-shot picks the filed label; None without zero-shot, or with one label (it cannot miss)."""
+        if self.label_checks_note is not None:
+            return None
         images = self.in_dataset()
         predicted = images["zero_shot"]
         return None if predicted.isna().all() else float((predicted == images["class"]).mean())

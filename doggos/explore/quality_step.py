@@ -258,6 +258,7 @@ def summary(results: QualityResults) -> dict:
         "exact_duplicates": {"checked": results.exact_note is None, "note": results.exact_note},
         "zero_shot": {"available": results.zero_shot_note is None, "accuracy": results.zero_shot_accuracy,
                       "reason": results.zero_shot_note, "template": results.params.template},
+        "label_checks": {"available": results.label_checks_note is None, "reason": results.label_checks_note},
         "labels": [_plain(row) for row in results.labels.to_dict("records")],
         "duplicates": [_plain(pair) for pair in duplicates.to_dict("records")],
     }
@@ -287,7 +288,9 @@ def report_json(results: QualityResults, top: int = 50, decisions: int = 0) -> d
                         "similarity": d["similarity"], "kind": d["kind"], "cross_label": d["cross_label"]}
                        for d in full["duplicates"][:top]],
         "labels": full["labels"],
-        **{key: full[key] for key in ("counts", "near_threshold", "exact_duplicates", "zero_shot")},
+        **{key: full[key] for key in ("counts", "near_threshold", "exact_duplicates", "zero_shot", "label_checks")},
+        **({"zero_shot": {**full["zero_shot"], "available": False, "reason": results.label_checks_note}}
+           if results.label_checks_note else {}),  # one label: zero-shot cannot miss, so it says nothing
     }
 
 

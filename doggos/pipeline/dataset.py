@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ from doggos.base.config import RunConfig
 from doggos.base.plan import ResourcePlan, plan_resources
 from doggos.base.records import Manifest, RayInfo
 from doggos.base.rundir import RunDir, atomic_output, now_iso, write_json_atomic
-from doggos.pipeline import models, reuse
+from doggos.pipeline import figures, models, reuse
 from doggos.pipeline.cluster import cluster_shape, dashboard_url, usable_gpus
 from doggos.pipeline.progress import hold, tracker_actor
 from doggos.pipeline.sources import Listing, Source, label_of, list_images, open_source
@@ -121,7 +122,7 @@ def embed(config: RunConfig, run_dir: RunDir, source: Source, listing: Listing, 
         gpus = usable_gpus(gpus, config.device)
     plan = plan or plan_resources(config, node_cpus, gpus)
     log.info("plan: %s", plan.describe())
-    heartbeat.tracker = tracker = tracker_actor(found)
+    heartbeat.tracker = tracker = tracker_actor(found, started)
     address = config.ray_address or os.environ.get("RAY_ADDRESS")  # None: a private local Ray
     known = ray.put(carry.hashes) if carry is not None and len(carry.hashes) else None
     ds = build_dataset(config, source, listing.paths, plan, tracker, on_cluster=bool(address), prompts=prompts,
@@ -149,14 +150,19 @@ def embed(config: RunConfig, run_dir: RunDir, source: Source, listing: Listing, 
     hold("writing")
     _publish(run_dir)
     embed_s = time.time() - started
-    final.embedded, final.reused = rows - carried, carried
+    # The live view's last frame shows the figures the Summary and History will: one definition (figures.run_rate).
+    # A new object, assigned once: the heartbeat thread reports `heartbeat.progress` meanwhile.
+    final = dataclasses.replace(final, embedded=rows - carried, reused=carried,
+                                run_images_per_s=figures.run_rate(rows - carried, embed_s))
+    heartbeat.progress = final
+    heartbeat.rows_by_node = ray_info.embedded_by_node  # the operators' last frame: the tracker's final counts
     return Manifest(
         run_id=run_dir.id, config=config, source=source.uri, model=config.model,
         model_description=models.describe(config.model), random_weights=models.has_random_weights(config.model),
         embedding_dim=dim, rows=rows, found=found, failed=len(failures), skipped_files=listing.skipped_files,
         labels=len(set(label_of(p) for p in listing.paths)), plan=plan, ray=ray_info,
         started_at=_iso(started), ended_at=now_iso(), duration_s=round(embed_s, 2), embed_s=round(embed_s, 2),
-        images_per_s=round((rows - carried) / max(embed_s, 1e-9), 2), progress=final,
+        images_per_s=final.run_images_per_s, progress=final,
         embeddings_path=str(run_dir.embeddings), versions=_versions(), reused=carried, embedded=rows - carried,
         **(history or {}),
     )

@@ -4,6 +4,7 @@ What each operator does, for a workshop's learners: `dashboard.operator_notes`."
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -11,12 +12,15 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from doggos.base import units
 from doggos.base.records import known_fields
 from doggos.base.rundir import run_dir_of
+from doggos.pipeline import figures
 
 OPERATORS_FILE = "operators.jsonl"  # in the run folder: one JSON line per operator sample, appended while the run goes
 FORMAT_VERSION = 1  # written into every line, so a later reader can tell an older timeline apart
@@ -37,7 +41,7 @@ class OperatorSnapshot:
     kinds: list[str] = field(default_factory=list)  # what it does, one kind per fused part (see KINDS); [] reads as map
     rows_out: int = 0  # rows it has handed on
     rows_in: int = 0  # rows it has received (for a write, the rows it was given to write)
-    rows_per_s: float | None = None  # rows done (see rows_done) per second since the previous sample; None on the first
+    rows_per_s: float | None = None  # rows done (see rows_done) per second over figures.CURRENT_WINDOW; None at first
     tasks: int = 0  # tasks running now (for an actor pool: batches in flight)
     actors: int | None = None  # actors up; None for an operator that runs tasks
     pending_actors: int | None = None  # actors asked for but not up yet (starting, loading the model)
@@ -69,7 +73,7 @@ class NodeSnapshot:
     node: str  # Ray node id
     name: str  # its address when Ray says, else the id's first characters
     actors: int = 0  # embedder actors on it now
-    busy: int = 0  # batches in flight on its actors
+    busy: int = 0  # batches in flight on its actors (0 once the execution finished)
     rows: int | None = None  # rows embedded there, from doggos' own tracker; None when not given
 
 
@@ -120,6 +124,16 @@ def kinds_of(name: str) -> list[str]:
             kind = "map"
         found.append(kind)
     return found
+
+
+def rows_done_text(operator: OperatorSnapshot, total: int | None) -> str:
+    """What an operator's count counts, for its card: '90 / 300 rows handed on'; a write's rows are those it received.
+
+    Ray counts a row as handed on once its task's output block is complete: the embed operator's count trails doggos'
+    own "embedded" (counted as the model returns each batch) by up to a block (see operator_notes.EMBED_COUNT_NOTE)."""
+    done = units.count(operator.rows_done)
+    what = "rows received" if operator.kind == "write" else "rows handed on"
+    return f"{done} / {units.count(total)} {what}" if total else f"{done} {what}"
 
 
 # ---- reading Ray Data's executor (private API: the one place that knows it) --------------------------------------
@@ -223,7 +237,9 @@ class Sampler:
         except (ModuleNotFoundError, AttributeError):  # another Ray: sample() says so
             pass
         self._followed: list = []  # executions seen alive; each gets a last sample after it ends, then is dropped
-        self._previous: dict[tuple[str, int], tuple[float, int]] = {}  # (dataset, operator) → (time, rows_done)
+        # (dataset, operator) → its recent (time, rows_done) samples: rows_per_s over figures.CURRENT_WINDOW_S
+        self._history: dict[tuple[str, int], deque] = {}
+        self._last_finished: PipelineSnapshot | None = None  # an ended execution's last sample, for its final counts
         self._first_seen: dict[str, float] = {}
         self._unavailable_written = False
         self._node_names: dict[str, str] = {}
@@ -231,7 +247,9 @@ class Sampler:
     def sample(self, rows_by_node: Mapping[str, int] | None = None) -> PipelineSnapshot | None:
         """Sample every followed execution, append its line, and return the newest; None while nothing executes.
 
-        `rows_by_node`: rows embedded per Ray node id (doggos' tracker), shown beside each node's actors."""
+        `rows_by_node`: rows embedded per Ray node id (doggos' tracker), shown beside each node's actors. Once every
+        execution has ended, counts that differ from its last sample's (the tracker's final ones, which may land a beat
+        after the execution ends) give that sample again with them: the view's last frame holds the final counts."""
         with self._lock:
             try:
                 return self._sample(rows_by_node)
@@ -264,7 +282,25 @@ class Sampler:
             if not alive:  # that was its last sample
                 self._followed.remove(executor)
                 self._ignored.add(executor)
+                self._last_finished = snapshot
+        if newest is None and not self._followed:
+            newest = self._final_counts(rows_by_node)
         return newest
+
+    def _final_counts(self, rows_by_node) -> PipelineSnapshot | None:
+        """The last finished sample again, with the tracker's counts when they changed since; else None."""
+        last = self._last_finished
+        if last is None or not rows_by_node or {n.node: n.rows for n in last.nodes if n.rows is not None} == dict(
+                rows_by_node):
+            return None
+        names = {node.node: node for node in last.nodes}
+        nodes = [NodeSnapshot(node=node, name=self._node_name(node), actors=names[node].actors if node in names else 0,
+                              busy=0, rows=rows) for node, rows in rows_by_node.items()]
+        nodes += [node for node in last.nodes if node.node not in rows_by_node]
+        final = dataclasses.replace(last, nodes=nodes)
+        self._append(final)
+        self._last_finished = final
+        return final
 
     def _snapshot(self, executor, alive: bool, rows_by_node) -> PipelineSnapshot | None:
         now = self._clock()
@@ -281,16 +317,22 @@ class Sampler:
         if raw is None:
             return self._unavailable(now, failure)
         raw["state"] = "running" if alive else "finished"
+        if not alive:  # nothing is in flight once the execution ended, whatever the actors' bookkeeping still says
+            for share in raw["nodes"].values():
+                share["busy"] = 0
+            for values in raw["operators"]:
+                values["tasks"] = 0
         dataset = raw["dataset"]
         first = self._first_seen.setdefault(dataset, now)
         operators = []
         for values in raw["operators"]:
             operator = OperatorSnapshot(**values)
-            key = (dataset, operator.index)
-            before = self._previous.get(key)
-            if before is not None and now > before[0]:
-                operator.rows_per_s = round(max(0, operator.rows_done - before[1]) / (now - before[0]), 2)
-            self._previous[key] = (now, operator.rows_done)
+            history = self._history.setdefault((dataset, operator.index), deque(maxlen=64))
+            if not history or now > history[-1][0]:
+                history.append((now, operator.rows_done))
+            figures.keep_window(history)
+            rate = figures.window_rate(history)
+            operator.rows_per_s = None if rate is None else round(rate, 2)
             operators.append(operator)
         by_node = dict(rows_by_node or {})
         nodes = [

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from doggos.base.records import Progress  # noqa: F401  (the record; re-exported for the pipeline and CLI)
+from doggos.pipeline import figures
 
 HOLD_ENV = "DOGGOS_TEST_HOLD"  # tests only: "phase=path" holds a run at that phase until `path` exists; "phase@N=path"
 # holds only from the Nth time a process reaches it (embedding@3: each actor's first two batches go through)
@@ -14,10 +16,12 @@ HOLD_ENV = "DOGGOS_TEST_HOLD"  # tests only: "phase=path" holds a run at that ph
 
 @dataclass
 class ProgressCounter:
-    """Plain counters with the rate/ETA arithmetic; the Ray actor below wraps one."""
+    """Plain counters with the rate/ETA arithmetic (`doggos.pipeline.figures`); the Ray actor below wraps one."""
 
     found: int
-    started: float = field(default_factory=time.monotonic)
+    run_started: float | None = None  # when the run began (its clock): the whole-run rate counts from there
+    clock: Callable[[], float] = time.time  # tests replay a recorded series with their own
+    started: float | None = None  # when the tracker began (the clock's reading): the snapshots' elapsed_s
     decoded: int = 0
     embedded: int = 0
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason; keyed so a retried task counts once
@@ -26,6 +30,13 @@ class ProgressCounter:
     # (prompts, their text features or None, why not, the model's logit scale): the first actor's answer
     prompts: tuple = (None, None, None, None)
     prompts_claimed: bool = False  # an actor has taken on embedding the prompts
+    estimator: figures.EtaEstimator = field(default_factory=figures.EtaEstimator)  # fed by each snapshot
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
+        if self.run_started is None:
+            self.run_started = self.started
 
     def add_decoded(self, count: int, failures: list[tuple[str, str]] = ()) -> None:
         self.decoded += count
@@ -63,19 +74,21 @@ class ProgressCounter:
         failed = min(len(self.failures), self.found)
         reused = min(len(self.reused), self.found - failed)
         embedded = min(self.embedded, self.found - failed - reused)
-        elapsed = time.monotonic() - self.started
-        rate = embedded / elapsed if elapsed > 0 else 0.0
+        now = self.clock()
         remaining = self.found - embedded - failed - reused
-        eta = remaining / rate if rate > 0 else None
+        # The snapshots come about every second (the driver's heartbeat): each is one sample of the rate's series.
+        eta = self.estimator.update(now, embedded, remaining)
+        current = self.estimator.current_rate()
         return Progress(
             found=self.found,
             decoded=min(self.decoded, self.found),
             embedded=embedded,
             failed=failed,
             reused=reused,
-            elapsed_s=round(elapsed, 2),
-            images_per_s=round(rate, 2),
-            eta_s=None if eta is None else round(eta, 1),
+            elapsed_s=round(now - self.started, 2),
+            images_per_s=round(current or 0.0, 2),
+            run_images_per_s=figures.run_rate(embedded, now - self.run_started),
+            eta_s=eta,
             # Nothing through yet: Ray is starting workers and they are loading the model (minutes for a first
             # download on a fresh cluster node); say so rather than show "embedding 0/N".
             phase="loading model" if phase == "embedding" and not (self.decoded or self.embedded or failed)
@@ -86,22 +99,20 @@ class ProgressCounter:
         return [{"path": path, "reason": reason} for path, reason in sorted(self.failures.items())]
 
 
-def tracker_actor(found: int):
-    """Start the tracker as a Ray actor that takes no CPU, so it can never starve the pipeline."""
+def tracker_actor(found: int, run_started: float | None = None):
+    """Start the tracker as a Ray actor that takes no CPU, so it can never starve the pipeline.
+
+    `run_started`: the run's start (time.time()), from which the whole-run rate counts."""
     import ray
 
-    return ray.remote(num_cpus=0, max_restarts=0)(ProgressCounter).remote(found)
+    return ray.remote(num_cpus=0, max_restarts=0)(ProgressCounter).remote(found, run_started)
 
 
 def format_duration(seconds: float | None) -> str:
-    """Seconds as people read them: 4 s, 1 min 15 s, 1 h 02 min; a dash when unknown."""
-    if seconds is None:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+    """Seconds as people read them (kept for callers; doggos.base.units.duration is the one formatter)."""
+    from doggos.base import units  # here, not at the top: this function is the module's only use of it
+
+    return units.duration(seconds)
 
 
 def hold(phase: str, count: int = 1) -> None:

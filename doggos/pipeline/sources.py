@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 from dataclasses import dataclass
@@ -109,7 +110,8 @@ def s3_filesystem(bucket: str, endpoint: str | None = None) -> pafs.S3FileSystem
 
 
 def list_images(source: Source, limit: int | None = None) -> Listing:
-    """All image files under the source root, recursively, sorted by path; raises SourceError with a fix."""
+    """All image files under the source root, recursively, sorted by path (with `limit`, an even sample across labels:
+    `sample_across_labels`); raises SourceError with a fix."""
     try:
         info = source.filesystem.get_file_info(source.root)
         if info.type == pafs.FileType.NotFound:
@@ -142,8 +144,49 @@ def list_images(source: Source, limit: int | None = None) -> Listing:
             f"no images under {source.uri} ({len(files)} other files); looked for {', '.join(IMAGE_EXTENSIONS)}"
         )
     if limit is not None:
-        images = images[:limit]
+        images = sample_across_labels(images, limit, source.root)
     return Listing(paths=images, skipped_files=skipped)
+
+
+def sample_across_labels(paths: list[str], limit: int, root: str = "") -> list[str]:
+    """At most `limit` of `paths`, spread evenly over their labels, sorted by path: every label gets its turn, one
+    image at a time (round robin, labels in name order) until the limit is reached or a label has no more.
+
+    Which images a label gives is seeded, not random: its images ordered by a hash of (LIMIT_SEED, the path below
+    `root`), an order that is the same on every listing, wherever the source is mounted. So the same files and limit
+    pick the same images (a resume embeds the same set), and a larger limit keeps a smaller one's images. Adding
+    files can change the pick: an image added to a label holding more than its share displaces at most one of that
+    label's, but one added to a smaller label takes a place from another label, and a new label folder takes its
+    share from the others. A resume finds its rows by path and an update by the files' bytes, so only the newly
+    picked images are embedded."""
+    if limit >= len(paths):
+        return list(paths)
+    by_label: dict[str, list[str]] = {}
+    for path in paths:
+        by_label.setdefault(label_of(path), []).append(path)
+    prefix = root.rstrip("/") + "/" if root else ""
+    queues = [sorted(group, key=lambda path: _seeded_rank(path.removeprefix(prefix))) for _, group in
+              sorted(by_label.items())]
+    # Round robin without the loop: each label takes `share` images, and the first `extra` labels still holding
+    # more take one more (labels smaller than their share give theirs up to the others).
+    taken, remaining = [0] * len(queues), limit
+    while remaining:
+        open_labels = [i for i, queue in enumerate(queues) if taken[i] < len(queue)]
+        share = max(1, remaining // len(open_labels))
+        for i in open_labels:
+            step = min(share, len(queues[i]) - taken[i], remaining)
+            taken[i] += step
+            remaining -= step
+            if not remaining:
+                break
+    return sorted(path for queue, count in zip(queues, taken) for path in queue[:count])
+
+
+LIMIT_SEED = "doggos-limit-1"  # changing it changes which images every limited run picks: keep it
+
+
+def _seeded_rank(relative_path: str) -> bytes:
+    return hashlib.sha256(f"{LIMIT_SEED}\0{relative_path}".encode()).digest()
 
 
 def _aws_credentials_present() -> bool:

@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from doggos.base import units
 from doggos.base.records import Progress
+from doggos.pipeline import figures
 from doggos.pipeline.progress import format_duration
 
 
@@ -30,11 +32,26 @@ def add_parser(commands, add_run_options: Callable, config_from_args: Callable) 
         ("delete", _delete, "remove a finished run and its files"),
     ):
         action = actions.add_parser(name, help=text)
-        action.add_argument("run_id")
+        action.add_argument("run_id", metavar="RUN", help=RUN_HELP)
         if name == "status":
             action.add_argument("--json", action="store_true",
                                 help="the run's record: id, state, resumable, progress, pid, error, summary")
-        action.set_defaults(handler=handler)
+        action.set_defaults(handler=_named(handler))
+
+
+RUN_HELP = ("the run's id, any part of it only that run's id has (e.g. 145918), or its name as the dashboard shows "
+            "it ('digits · 2 Dec 14:59:18'), or the start of it (e.g. digits)")
+
+
+def _named(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """`handler`, given the whole id of the run however the user named it (see doggos.runs.naming; a name that fits
+    no run or several is a ConfigError: exit 2, the candidates listed). A run folder's path (resume's) passes as is."""
+    def run(args: argparse.Namespace) -> int:
+        if not ("/" in args.run_id and Path(args.run_id).expanduser().is_dir()):
+            args.run_id = _manager(args).resolve(args.run_id)
+        return handler(args)
+
+    return run
 
 
 def _manager(args: argparse.Namespace):
@@ -62,7 +79,8 @@ def _list(args: argparse.Namespace) -> int:
         settings = (f"{c.source}  model={c.model}  device={c.device}  batch={c.batch_size or 'auto'}  "
                     f"actors={c.concurrency or 'auto'}") if c else (run.problem or "")
         state = "failed*" if run.resumable else run.state  # * resumable
-        print(f"{run.id}  {state:<9}  {p.embedded + p.reused}/{p.found} images  {format_duration(run.duration_s):>9}  "
+        print(f"{run.id}  {run.name}  {state:<9}  "
+              f"{units.out_of(p.embedded + p.reused, p.found, 'image')}  {units.duration(run.duration_s):>9}  "
               f"{settings}")
     if any(run.resumable for run in runs):
         print("* resumable: python -m doggos runs resume RUN_ID")
@@ -98,7 +116,10 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
-    run = _manager(args).cancel(args.run_id)
+    def stopping(run) -> None:  # at once, as the dashboard's state says it: what the cancel is waiting for
+        print(f"run {run.id}: {run.status.stopping_text or run.state}", flush=True)
+
+    run = _manager(args).cancel(args.run_id, on_stopping=stopping)
     print(f"run {run.id}: {run.state}")
     return 0
 
@@ -113,8 +134,10 @@ def summary(manifest) -> str:
     """What a finished run produced, in a few lines (`manifest` is a doggos.base.records.Manifest)."""
     reused = manifest.reuse_text()
     lines = [
-        f"done: {manifest.rows} images{'' if reused else ' embedded'} in {format_duration(manifest.duration_s)} "
-        f"({manifest.images_per_s:.1f} images/s while embedding), {manifest.labels} labels",
+        f"done: {units.count(manifest.rows, 'image')}{'' if reused else ' embedded'} in "
+        f"{units.duration(manifest.duration_s)} "
+        f"({units.rate(manifest.images_per_s, 'images/s')}, {figures.WHOLE_RUN}), "
+        f"{units.count(manifest.labels, 'label')}",
         *([reused + (f" (from run {manifest.reused_from})" if manifest.reused_from else "")
            + (f"; attempt {manifest.attempts}" if manifest.attempts > 1 else "")] if reused else []),
         f"model: {manifest.model_description}, dimension {manifest.embedding_dim}",
@@ -122,10 +145,10 @@ def summary(manifest) -> str:
         f"ray: {manifest.ray.address}; embedded on {manifest.ray.work_by_node()}",
     ]
     for step, seconds in manifest.steps.items():
-        lines.append(f"{step}: " + (f"ready in {format_duration(seconds)}" if seconds is not None
+        lines.append(f"{step}: " + (f"ready in {units.duration(seconds)}" if seconds is not None
                                     else "could not be computed (see the log; the dashboard retries it)"))
     if manifest.failed:
-        lines.append(f"warning: {manifest.failed} file(s) could not be read; reasons in "
+        lines.append(f"warning: {units.count(manifest.failed, 'file')} could not be read; reasons in "
                      f"{Path(manifest.embeddings_path).parent / 'failures.json'}")
     return "\n".join(lines)
 
@@ -151,5 +174,6 @@ def format_progress(progress: Progress) -> str:
     failed = f", {progress.failed} failed" if progress.failed else ""
     reused = f", {progress.reused} reused" if progress.reused else ""
     phase = "" if progress.phase == "embedding" else f"{progress.phase} · "  # e.g. "loading model · 0/2880"
-    return (f"  {phase}{progress.embedded}/{progress.found} images embedded{reused}{failed} · "
-            f"{progress.images_per_s:.1f} images/s{eta}")
+    rate = figures.rate_text(progress)  # its window named: the CLI's figures are the dashboard's
+    rate = f" · {rate}" if rate else ""
+    return f"  {phase}{progress.embedded}/{progress.found} images embedded{reused}{failed}{rate}{eta}"

@@ -14,7 +14,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from doggos.base import decisions, shelf
+from doggos.base import decisions, shelf, units
 from doggos.base.processes import process_start
 from doggos.base.config import RunConfig, user_message
 from doggos.base.plan import ResourcePlan
@@ -30,6 +30,8 @@ from doggos.runs import warm
 from doggos.runs.steps import Step
 
 PROGRESS_EVERY_S = 1.0  # how often the driver polls the tracker and rewrites status.json
+_running: dict = {}  # "outcome": the _Outcome of the run going on in this process, for the SIGTERM handler
+HEARTBEAT_JOIN_S = 1.0  # a cancel waits this long at most for a beat under way (its Ray calls may take up to 10 s)
 
 log = logging.getLogger("doggos")
 
@@ -39,10 +41,14 @@ class Cancelled(BaseException):
 
 
 def cancel_on_sigterm() -> None:
-    """Make SIGTERM (how a run is cancelled) raise Cancelled in this process's main thread, once."""
+    """Make SIGTERM (how a run is cancelled) raise Cancelled in this process's main thread, once; the run going on
+    is recorded as cancelled at the same time, from a thread (see _Outcome)."""
 
     def handler(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once is enough; let the cleanup finish
+        outcome = _running.get("outcome")
+        if outcome is not None:
+            threading.Thread(target=outcome.record, args=(Cancelled(),), name="doggos-cancel", daemon=True).start()
         raise Cancelled()
 
     signal.signal(signal.SIGTERM, handler)
@@ -78,27 +84,28 @@ def run(config: RunConfig, on_progress: Callable[[Progress], None] | None = None
     write_json_atomic(run_dir.config, config.to_dict())
     started = time.time()
     update_status(run_dir, state="running", pid=os.getpid(), pid_start=process_start(os.getpid()), started_at=now_iso(),
-                  ended_at=None, error=None, progress=Progress(phase="listing"),
+                  ended_at=None, error=None, progress=Progress(phase="listing"), phase_started={},  # not the last try's
                   **({} if resume else {"embedding_key": None, "attempts": []}))
     report = _reporter(run_dir, on_progress)
     published = threading.Event()
     run_log = _log_to(run_dir)
     log.info("run %s: %s with %s", run_dir.id, config.source, config.model)
     finished: dict[str, Manifest] = {}  # the manifest, once the run is recorded as succeeded
+    outcome = _running["outcome"] = _Outcome(run_dir, report, published, finished)
     try:
         return _run(config, run_dir, report, started, plan, list(steps), published, listing, finished, on_finished,
-                    resume)
+                    resume, outcome)
     except BaseException as error:
         if "manifest" in finished:  # e.g. Ray's shutdown failed, or a cancel came during it: the run is complete
             log.warning("after the run had finished (its result stands): %s",
                         f"{type(error).__name__}: {error}".rstrip(": "))
             return finished["manifest"]
-        _unpublish(run_dir, published, keep=not _is_cancel(run_dir, error))
-        _record_end(run_dir, error)
+        outcome.record(error)  # a cancel inside Ray's connection is recorded already, before Ray's shutdown
         if _is_cancel(run_dir, error) and not isinstance(error, (Cancelled, KeyboardInterrupt)):
             raise Cancelled() from None
         raise
     finally:
+        _running.pop("outcome", None)
         logging.getLogger("doggos").removeHandler(run_log)
         run_log.close()
 
@@ -113,9 +120,33 @@ def _is_cancel(run_dir: RunDir, error: BaseException) -> bool:
     return run_dir.cancel_request.exists()
 
 
+class _Outcome:
+    """How a run that did not succeed ended, recorded once: unpublished, then `cancelled` or `failed` in status.json.
+
+    A cancel is recorded as soon as the SIGTERM handler runs, from a thread of its own, while the main thread unwinds:
+    Ray Data's executor stops feeding blocks as Cancelled passes through it (its shutdown may wait up to 2 s for its
+    scheduling thread under load), then Ray shuts down (1-2 s on 2 cores). Neither delays `cancelled`: the manager
+    then knows the run has stopped and reaps what is left. (The handler runs only once the main thread executes
+    Python again, between two bytecodes, so nothing goes on meanwhile that unpublishing could race with.)"""
+
+    def __init__(self, run_dir: RunDir, report, published: threading.Event, finished: dict):
+        self.run_dir, self.report, self.published, self.finished = run_dir, report, published, finished
+        self.recorded = False
+        self._lock = threading.Lock()  # the main thread's call waits for the cancel thread's, and does nothing more
+
+    def record(self, error: BaseException) -> None:
+        with self._lock:
+            if self.recorded or "manifest" in self.finished:  # a run that succeeded stays so
+                return
+            self.recorded = True
+            self.report.close()  # no count after the outcome: the figures stop where the cancel found them
+            _unpublish(self.run_dir, self.published, keep=not _is_cancel(self.run_dir, error))
+            _record_end(self.run_dir, error)
+
+
 def _record_end(run_dir: RunDir, error: BaseException) -> None:
     if _is_cancel(run_dir, error):
-        update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None)
+        update_status(run_dir, state="cancelled", ended_at=now_iso(), step=None, stopping=None)
         log_outcome(run_dir, "run cancelled; nothing was published")
         return
     if isinstance(error, ValueError):
@@ -147,7 +178,8 @@ def log_outcome(run_dir: RunDir, line: str) -> None:
 
 def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: ResourcePlan | None,
          steps: list[tuple[Step, object]], published: threading.Event, listing: Listing | None,
-         finished: dict[str, Manifest], on_finished: Callable[[Manifest], None] | None, resume: bool) -> Manifest:
+         finished: dict[str, Manifest], on_finished: Callable[[Manifest], None] | None, resume: bool,
+         outcome: _Outcome) -> Manifest:
     for step, _ in steps:  # e.g. umap's import and compiled code, loaded while the images embed
         if step.warm_up is not None:
             threading.Thread(target=_quietly, args=(step.warm_up,), name=f"warm-up-{step.name}", daemon=True).start()
@@ -160,6 +192,7 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
             source, listing = dataset.list_source(config, listing)
         carry, history = _carry(config, run_dir, source, listing, resume)
         heartbeat.progress = Progress(found=len(listing.paths), phase="starting ray")
+        report(heartbeat.progress)  # now, not at the next beat: when a phase began gives its length (phase_started)
         hold("starting ray")
         with ray_connection(config.ray_address, **_warm_ray(config, run_dir)):
             try:
@@ -180,6 +213,13 @@ def _run(config: RunConfig, run_dir: RunDir, report, started: float, plan: Resou
                 manifest = dataclasses.replace(manifest, steps=seconds, progress=final, ended_at=now_iso(),
                                                duration_s=round(time.time() - started, 2))
                 write_manifest(run_dir, manifest)
+            except BaseException as error:
+                if _is_cancel(run_dir, error):
+                    # Cancelled now: Ray Data's executor stopped feeding blocks as the cancel passed through it, and
+                    # what is in flight ends with this Ray job. Ray's shutdown, the slow part, comes after.
+                    heartbeat.stop(wait_s=HEARTBEAT_JOIN_S)
+                    outcome.record(error)
+                raise
             finally:
                 # The heartbeat asks Ray for counts and the sampler reads Ray Data's executor: both stop, with their
                 # last sample, while Ray is still up. A beat after the shutdown would call into a Ray that is gone.
@@ -247,8 +287,8 @@ def _carry(config: RunConfig, run_dir: RunDir, source, listing: Listing, resume:
 def _record_success(run_dir: RunDir, manifest: Manifest) -> None:
     update_status(run_dir, state="succeeded", ended_at=manifest.ended_at, progress=manifest.progress,
                   warnings=manifest.failed, step=None)
-    log_outcome(run_dir, f"run succeeded: {manifest.rows} images embedded, {manifest.labels} labels, "
-                         f"{manifest.duration_s:.1f} s in all")
+    log_outcome(run_dir, f"run succeeded: {units.count(manifest.rows, 'image')} embedded, "
+                         f"{units.count(manifest.labels, 'label')}, {units.duration(manifest.duration_s)} in all")
 
 
 def _step_prompts(steps: list[tuple[Step, object]], paths: list[str]) -> list[str] | None:
@@ -309,20 +349,42 @@ def _unpublish(run_dir: RunDir, published: threading.Event, keep: bool) -> None:
         run_dir.manifest.unlink(missing_ok=True)  # written before Ray's shutdown, which could still fail
 
 
+def _not_stopping(status) -> bool:
+    """Whether a count may still be reported: not once a cancel is under way (RunManager.cancel notes it first), so
+    the figures stop where the cancel found them, whatever is still in flight."""
+    return status.stopping is None
+
+
 def _reporter(run_dir: RunDir, on_progress):
+    """report(progress) into status.json (and `on_progress`); report.close(): nothing more is reported after it."""
     best = {"processed": -1}
+    closed = threading.Event()
     lock = threading.Lock()  # the heartbeat thread and the driver both report; status.json is read-merge-written
+    # When each phase was first reported, into status.json: the live view's phase time, and a later run's typical
+    # length of each phase (doggos.pipeline.figures). Made as the run starts listing.
+    phases, written = {"listing": round(time.time(), 2)}, {}
 
     def report(progress: Progress) -> None:
         with lock:
+            if closed.is_set():  # the run's outcome is written: a late beat must not add to its figures
+                return
             # Counts only grow: a stale snapshot arriving late is dropped rather than shown as a step back.
             if progress.processed < best["processed"] and progress.phase in ("loading model", "embedding"):
                 return
             best["processed"] = progress.processed
-            update_status(run_dir, progress=progress)
+            phases.setdefault(progress.phase, round(time.time(), 2))
+            changed = phases != written
+            update_status(run_dir, progress=progress, when=_not_stopping,
+                          **({"phase_started": dict(phases)} if changed else {}))
+            written.update(phases)  # after the write: a write that failed is tried again at the next beat
             if on_progress:
                 on_progress(progress)
 
+    def close() -> None:
+        with lock:  # a report under way finishes first
+            closed.set()
+
+    report.close = close
     return report
 
 
@@ -346,13 +408,16 @@ class _Heartbeat:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def stop(self) -> None:
-        """Stop beating and take the sampler's last sample; later calls do nothing. Call it before Ray shuts down."""
+    def stop(self, wait_s: float | None = None) -> None:
+        """Stop beating and take the sampler's last sample; later calls do nothing. Call it before Ray shuts down.
+
+        `wait_s`: wait that long at most for a beat in progress (a cancel: the thread is a daemon, and whatever it
+        reports late is dropped once the outcome is recorded); None: until it ends."""
         if self._stop.is_set():
             return
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+            self._thread.join(wait_s)
         if self.sampler is not None:
             self.sampler.close(self.rows_by_node)  # an execution that ended between two beats gets its last sample
         self.tracker = None

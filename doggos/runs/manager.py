@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
+from doggos.base import units
 from doggos.base.config import ConfigError, RunConfig
 from doggos.base.processes import (PROJECT_ROOT, alive, driver_nice, how_it_ended, kill_all, process_start, reap,
                                    signal_group, spawn_detached, with_environment)
@@ -20,10 +21,16 @@ from doggos.base.records import (ACTIVE_STATES, Manifest, Progress, RecordError,
                                  update_status)
 from doggos.base.rundir import RunDir, now_iso, read_json, run_dir_of, write_json_atomic
 from doggos.pipeline import preflight, reuse
-from doggos.runs import access, warm
+from doggos.runs import access, naming, warm
 from doggos.runs.steps import Step
 
-CANCEL_GRACE_S = 6.0  # SIGTERM lets the driver shut Ray down cleanly; after this, SIGKILL
+# A cancel SIGTERMs the driver, which stops feeding work and records `cancelled` in well under a second (see
+# docs/architecture.md, "Cancel"); one that has not by CANCEL_GRACE_S (its main thread in a long C call) is killed.
+# Once it has, it gets REAP_WAIT_S to leave by itself (a warm Ray's job disconnects in ~0.3 s) before its leftovers,
+# its private local Ray shutting down among them, are killed: `cancelled` within 3 s at any phase on 2 cores.
+CANCEL_GRACE_S = 2.0
+REAP_WAIT_S = 0.5
+IN_FLIGHT_FRESH_S = 10.0  # an operators sample older than this says nothing about what is in flight now
 RUN_ENV = "DOGGOS_RUN_ID"  # set in each driver's environment; its Ray processes inherit it, so they can be found
 
 
@@ -52,6 +59,11 @@ class RunInfo:
     ended_at = property(lambda self: self.status.ended_at)
 
     @property
+    def name(self) -> str:
+        """The run's readable name, 'digits · 2 Dec 14:59:18' (doggos.runs.naming: what the dashboard shows)."""
+        return naming.readable_name(self.id, self.config.source if self.config else None)
+
+    @property
     def active(self) -> bool:
         return self.status.active
 
@@ -64,7 +76,7 @@ class RunInfo:
         """The run's record for scripts (`runs status --json`, `runs list --json`)."""
         p, m = self.progress, self.manifest
         return {
-            "id": self.id, "state": self.state, "resumable": self.resumable, "path": str(self.path),
+            "id": self.id, "name": self.name, "state": self.state, "resumable": self.resumable, "path": str(self.path),
             "progress": {"found": p.found, "embedded": p.embedded, "reused": p.reused, "failed": p.failed,
                          "phase": p.phase, "fraction": round(p.fraction, 4)},
             "pid": self.status.pid if self.active else None, "error": self.error,
@@ -79,13 +91,13 @@ class RunInfo:
 
     def story(self) -> str:
         """How a resumed or updated run came to be, for the history: 'killed at 52 %, resumed · reused 1,497 rows'."""
-        parts = [f"{_ending(a)} at {a.get('fraction', 0):.0%}, resumed" for a in self.status.attempts]
+        parts = [f"{_ending(a)} at {units.share(a.get('fraction', 0))}, resumed" for a in self.status.attempts]
         if self.manifest and self.manifest.reused_from:
             parts.insert(0, f"update of {self.manifest.reused_from}")
         if self.manifest and (self.manifest.reused or self.manifest.dropped or parts):
             parts.append(self.manifest.reuse_text() or "")
         elif self.state in ACTIVE_STATES and self.progress.reused:
-            parts.append(f"reused {self.progress.reused:,} rows so far")
+            parts.append(f"reused {units.count(self.progress.reused, 'row')} so far")
         return " · ".join(p for p in parts if p)
 
     @property
@@ -94,6 +106,11 @@ class RunInfo:
 
     @property
     def duration_s(self) -> float | None:
+        """The run's seconds: a finished run's are its manifest's, the figure Summary and Compare show (the status's
+        timestamps differ from it by a fraction, which rounded apart: 1 min 06 s in History, 1 min 07 s in Compare);
+        until then, from its start (or creation) to its end or now."""
+        if self.state == "succeeded" and self.manifest is not None and self.manifest.duration_s is not None:
+            return self.manifest.duration_s
         start = self.started_at or self.created_at
         if not start:
             return None
@@ -172,7 +189,7 @@ class RunManager:
         child = spawn_detached(["-m", "doggos", "drive", str(run_dir.path), "--resume"], run_dir.output,
                                nice=driver_nice(), env={RUN_ENV: run_id, **warm.spawn_env(info.config.ray_address)})
         update_status(run_dir, state="queued", pid=child.pid, pid_start=process_start(child.pid), error=None,
-                      ended_at=None, step=None, progress=Progress(phase="queued"),
+                      ended_at=None, step=None, stopping=None, progress=Progress(phase="queued"),
                       attempts=[*info.status.attempts, attempt])
         return run_id
 
@@ -201,10 +218,17 @@ class RunManager:
                 continue
         return _placed(runs)
 
-    def cancel(self, run_id: str, grace_s: float = CANCEL_GRACE_S, by: access.Visitor | None = None) -> RunInfo:
-        """Stop a queued or running run: SIGTERM its driver, SIGKILL whatever remains after `grace_s`.
+    def cancel(self, run_id: str, grace_s: float = CANCEL_GRACE_S, by: access.Visitor | None = None,
+               on_stopping: Callable[[RunInfo], None] | None = None) -> RunInfo:
+        """Stop a queued or running run; returns once it is `cancelled` and nothing of it runs (about a second).
 
-        The request is written first, so whatever the driver (or anyone checking on it) sees next ends as cancelled.
+        The request is written first (`cancel.requested`; and in status.json what is still in flight, which the run's
+        state then says: `RunStatus.stopping_text`, passed on to `on_stopping` at once), so whatever the driver (or
+        anyone checking on it) sees next ends as cancelled. Then SIGTERM to the driver alone: it stops feeding work
+        and records `cancelled` before it shuts its Ray down, which stays up for it meanwhile (a signal to its whole
+        process group would take the GCS away from under the driver's own calls). Once it has, or after `grace_s`,
+        what is left of the run is killed: the driver's process group (its private local Ray) and every process
+        marked with the run's id; never a shared warm Ray, which lives in a session of its own.
         `by`: a dashboard visitor, refused (AccessDenied) unless the run is theirs to cancel.
         """
         run_dir = self._dir(run_id)
@@ -213,19 +237,24 @@ class RunManager:
         if not self.get(run_id).active:
             return self.get(run_id)
         run_dir.cancel_request.touch()
+        update_status(run_dir, when=_active, stopping=_in_flight(run_dir))
+        if on_stopping is not None:
+            on_stopping(self.get(run_id))
         status = read_status(run_dir)
         if _driver_alive(run_id, status):
-            signal_group(status.pid, signal.SIGTERM)
+            _signal_driver(status.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline and _driver_alive(run_id, status):
+                if not read_status(run_dir).active:  # recorded: it stopped feeding work; now it shuts Ray down
+                    deadline = min(deadline, time.monotonic() + REAP_WAIT_S)
                 reap()
-                time.sleep(0.1)
+                time.sleep(0.05)
             if _driver_alive(run_id, status):
                 signal_group(status.pid, signal.SIGKILL)
         _kill_run_processes(run_id)
         reap()
         if read_status(run_dir).active:  # the driver was killed before it could say so itself
-            update_status(run_dir, state="cancelled", ended_at=now_iso())
+            update_status(run_dir, when=_active, state="cancelled", ended_at=now_iso(), stopping=None)
         if read_status(run_dir).state == "cancelled":  # partial output is never presented as a result
             _remove_output(run_dir)
         return self.get(run_id)
@@ -263,6 +292,14 @@ class RunManager:
     def queue_lock_path(self) -> Path:
         return self.root / ".queue.lock"
 
+    def resolve(self, text: str, field: str = "run") -> str:
+        """The id of the run `text` names under this root: its id, a part of its id only it has, or its readable
+        name (the rule: `doggos.runs.naming`). Raises ConfigError naming `field` for no run or several (listed)."""
+        text = (text or "").strip()
+        if text and "/" not in text and not text.startswith(".") and (self.root / text / "config.json").exists():
+            return text  # the whole id: no listing needed
+        return naming.pick(text, naming.runs_under(self.root), field, where=f"under {self.root}")
+
     def _dir(self, run_id: str) -> RunDir:
         if not run_id or "/" in run_id or run_id.startswith("."):
             raise RunNotFound(run_id)
@@ -279,13 +316,46 @@ class RunManager:
         _kill_run_processes(run_dir.id)
         if run_dir.cancel_request.exists():  # a cancel is killing it right now: that is not a crash
             _remove_output(run_dir)
-            return update_status(run_dir, state="cancelled", ended_at=now_iso())
+            return update_status(run_dir, state="cancelled", ended_at=now_iso(), stopping=None)
         reuse.keep_rows(run_dir)  # a crash keeps the rows it wrote: a resume carries them over
         _remove_output(run_dir, keep_rows=True)
         # Known when this process started the driver (the dashboard that launched it); else a guess at the usual cause.
         how = how_it_ended(fresh.pid) or "killed, or out of memory"
         return update_status(run_dir, state="failed", ended_at=now_iso(),
                              error=f"the driver process exited unexpectedly ({how}); see output.txt")
+
+
+def _active(status: RunStatus) -> bool:
+    return status.active
+
+
+def _in_flight(run_dir: RunDir) -> str:
+    """What a cancel finds under way, from the run's last sample of Ray Data's operators: '2 batches in flight',
+    '2 actors loading the model'; "" when nothing is executing (listing, starting Ray, a post-run step)."""
+    from doggos.base.units import count
+    from doggos.pipeline import operators
+
+    snapshot = operators.latest(run_dir)
+    if snapshot is None or snapshot.state != "running" or time.time() - snapshot.time > IN_FLIGHT_FRESH_S:
+        return ""
+    embed = snapshot.embed_operator()
+    batches = embed.tasks if embed else 0
+    tasks = sum(op.tasks for op in snapshot.operators if op is not embed)
+    parts = [count(batches, "batch", "batches")] if batches else []
+    parts += [count(tasks, "task")] if tasks else []
+    if parts:
+        return " and ".join(parts) + " in flight"
+    if embed and embed.pending_actors:
+        return f"{count(embed.pending_actors, 'actor')} loading the model"
+    return ""
+
+
+def _signal_driver(pid: int, sig: int) -> None:
+    """Signal the driver alone (not the Ray it started, which it still needs to stop cleanly)."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _driver_alive(run_id: str, status: RunStatus) -> bool:
@@ -295,10 +365,11 @@ def _driver_alive(run_id: str, status: RunStatus) -> bool:
 
 def resolve_run(text: str, runs_root: str | os.PathLike | None = None, field: str = "run",
                 finished: bool = True) -> RunDir:
-    """The finished run that `text` names: a run folder (as `embed --out` writes), else a run id under `runs_root`.
+    """The finished run that `text` names: a run folder (as `embed --out` writes), else a run under `runs_root` named
+    by its id, a part of its id only it has, or its readable name (the rule: `doggos.runs.naming`).
 
-    Raises ConfigError (a ValueError) naming `field` when there is no such run, or (with `finished`) the run has not
-    succeeded.
+    Raises ConfigError (a ValueError) naming `field` when there is no such run, when several runs fit (listed), or
+    (with `finished`) the run has not succeeded.
     """
     if not isinstance(text, str) or not text.strip():
         raise ConfigError(field, "is required: give a run folder or a run id")
@@ -317,9 +388,15 @@ def resolve_run(text: str, runs_root: str | os.PathLike | None = None, field: st
     if folder.is_dir():
         raise ConfigError(field, f"{folder.absolute()} is a folder but holds no run (no manifest.json, status.json "
                                  "or config.json)")
-    if len(candidates) > 1:
-        raise ConfigError(field, f"no run {text!r}: not a run folder, and not a run id under {root} "
-                                 "(`python -m doggos runs list` lists the ids; --runs-dir picks another root)")
+    if len(candidates) > 1 or "/" not in text:  # a bare word, or a readable name (it may hold spaces and '·')
+        found = naming.matches(text, naming.runs_under(root))
+        if len(found) == 1:
+            return resolve_run(str(root / found[0].id), root, field, finished)
+        if found:
+            naming.pick(text, found, field, where=f"under {root}")  # raises: lists the candidates
+        raise ConfigError(field, f"no run {text!r}: not a run folder, and not a run id under {root}, part of one "
+                                 "or a run's name (`python -m doggos runs list` lists them; --runs-dir picks another "
+                                 "root)")
     raise ConfigError(field, f"no run folder {str(folder.absolute())!r}")
 
 
@@ -369,7 +446,7 @@ def drive(run_path: str, steps_for: Callable[[RunConfig], Sequence[tuple[Step, o
             driver.run(config, steps=steps_for(config), resume=resume)
         except driver.Cancelled:
             if read_status(run_dir).state != "cancelled":  # cancelled while queued: driver.run never started
-                update_status(run_dir, state="cancelled", ended_at=now_iso())
+                update_status(run_dir, state="cancelled", ended_at=now_iso(), stopping=None)
                 driver.log_outcome(run_dir, "run cancelled while queued")
             return 130
         except Exception:  # driver.run recorded it in status.json and log.txt

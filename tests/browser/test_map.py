@@ -206,7 +206,7 @@ def test_label_agreement_colours_and_the_hover_verdict(map_page):
     colour_by.get_by_text("Label agreement", exact=True).click()
     expect(chart(map_page).get_by_text("Neighbour agreement")).to_be_visible(timeout=SETTLE_MS)
     ready(map_page)
-    expect(hover(map_page, 5)).to_contain_text(re.compile(r"agreement \d+%"))
+    expect(hover(map_page, 5)).to_contain_text(re.compile(r"agreement \d+ %"))
     colour_by.get_by_text("Label", exact=True).click()
     expect(chart(map_page).get_by_text("Neighbour agreement")).to_be_hidden(timeout=SETTLE_MS)
     settle(map_page)
